@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from voicefsm.core.events import CallEvent, Committed, Disconnected, MarkReceived, Recognizing, SttError, WsConnected
+from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
+from voicefsm.core.marks import MarkOutcome
+from voicefsm.errors import CallHangupError, CallNotAnsweredError
+from voicefsm.providers.base import SpeechToText
+from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
+from voicefsm.runtime.call import INBOUND_MAX_FRAMES, Call
+from voicefsm.runtime.stt_tee import SttTee
+
+
+class FakeLine:
+    """Plays the transport's role without a socket: drains the call's outbound queue, echoes marks."""
+
+    def __init__(self, call: Call, *, echo_marks: bool = True) -> None:
+        self.call = call
+        self.echo_marks = echo_marks
+        self.sent: list[object] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while (item := await self.call.next_outbound()) is not None:
+            self.sent.append(item)
+            if isinstance(item, PlaceMark) and self.echo_marks:
+                self.call.mark_echoed(item.name)
+
+    async def aclose(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[Call]:
+    call = Call(call_sid="CA1")
+    call.signal_ws_connected(WsConnected("CA1", "MZ1", "+15550001111"))
+    yield call
+    call.signal_disconnected("test over")
+
+
+def record(call: Call) -> list[CallEvent]:
+    events: list[CallEvent] = []
+    call.subscribe(events.append)
+    return events
+
+
+async def test_two_waiters_with_one_label_never_resolve_each_other(call: Call) -> None:
+    first, first_done = call.place_mark("prompt")
+    second, second_done = call.place_mark("prompt")
+    assert first != second
+    call.mark_echoed(second)
+    assert second_done.result() is MarkOutcome.PLAYED
+    assert not first_done.done()
+    call.mark_echoed(first)
+    assert first_done.result() is MarkOutcome.PLAYED
+
+
+async def test_clear_drops_queued_audio_and_interrupts_pending_marks(call: Call) -> None:
+    events = record(call)
+    call.put_outbound(b"\x00" * 160)
+    name, waiter = call.place_mark("prompt")
+    call.request_clear_buffer()
+    assert waiter.result() is MarkOutcome.INTERRUPTED
+    assert await call.next_outbound() == ClearBuffer()
+    # Twilio echoes the cleared mark anyway: it is reported interrupted, not played.
+    assert call.mark_echoed(name) is MarkOutcome.INTERRUPTED
+    assert events == [MarkReceived(name, interrupted=True)]
+
+
+async def test_clear_after_marks_were_sent_still_interrupts_them(call: Call) -> None:
+    line = FakeLine(call, echo_marks=False)
+    name, waiter = call.place_mark("prompt")
+    await asyncio.wait_for(_until(lambda: len(line.sent) == 1), 2)
+    call.request_clear_buffer()
+    assert waiter.result() is MarkOutcome.INTERRUPTED
+    await line.aclose()
+
+
+async def test_disconnected_exactly_once_and_settles_everything(call: Call) -> None:
+    events = record(call)
+    _, waiter = call.place_mark("bye")
+    assert call.signal_disconnected("caller hung up") is True
+    assert call.signal_disconnected("again") is False
+    assert waiter.result() is MarkOutcome.DISCONNECTED
+    assert events == [Disconnected("caller hung up")]
+    assert await call.next_outbound() is None
+    assert call.disconnect_reason == "caller hung up"
+    # After the end, nothing queues and marks settle at once.
+    call.put_outbound(b"\x00" * 160)
+    _, late = call.place_mark("late")
+    assert late.result() is MarkOutcome.DISCONNECTED
+
+
+async def test_wait_for_ws_connect_raises_when_not_answered() -> None:
+    call = Call()
+    with pytest.raises(CallNotAnsweredError, match="did not connect within 0.05 s"):
+        await call.wait_for_ws_connect(0.05)
+
+
+async def test_wait_for_ws_connect_raises_on_hangup() -> None:
+    call = Call()
+    asyncio.get_running_loop().call_soon(call.signal_disconnected, "busy")
+    with pytest.raises(CallHangupError, match="busy"):
+        await call.wait_for_ws_connect(5)
+
+
+async def test_inbound_queue_is_bounded_and_drops_oldest(call: Call) -> None:
+    for index in range(INBOUND_MAX_FRAMES + 3):
+        call.put_inbound(index.to_bytes(2, "big"))
+    assert call.inbound.qsize() == INBOUND_MAX_FRAMES
+    assert call.inbound_dropped == 3
+    assert call.inbound.get_nowait() == (3).to_bytes(2, "big")
+
+
+async def test_clear_inbound_keeps_the_end_of_audio_sentinel(call: Call) -> None:
+    call.put_inbound(b"a")
+    call.signal_disconnected("done")
+    assert call.clear_inbound() == 0
+    assert call.inbound.get_nowait() is None
+
+
+async def test_speak_plays_audio_then_confirms_by_mark(call: Call) -> None:
+    tts = ScriptedTextToSpeech()
+    line = FakeLine(call)
+    result = await call.speak(tts, "Hello there", label="greet")
+    await line.aclose()
+    assert result.played and result.last_spoken == "Hello there"
+    audio = [item for item in line.sent if isinstance(item, PlayAudio)]
+    assert sum(len(item.ulaw) for item in audio) == tts.audio_bytes_for("Hello there")
+    assert all(len(item.ulaw) == 160 for item in audio)
+    assert isinstance(line.sent[-1], PlaceMark) and line.sent[-1].name.startswith("greet#")
+
+
+async def test_speak_reports_a_provider_failure_and_calls_on_error(call: Call) -> None:
+    tts = ScriptedTextToSpeech()
+    errors: list[str] = []
+    tts.on_error = errors.append
+    tts.fail_next("quota exceeded")
+    result = await call.speak(tts, "Hi")
+    assert result.error is not None and "quota exceeded" in result.error
+    assert errors == [result.error]
+
+
+async def test_speak_without_a_mark_echo_times_out_as_an_error(call: Call) -> None:
+    line = FakeLine(call, echo_marks=False)
+    result = await call.speak(ScriptedTextToSpeech(), "Hi", mark_timeout_s=0.05)
+    await line.aclose()
+    assert result.error == "playback was not confirmed within 0.05 s"
+
+
+async def test_cancelling_speak_is_barge_in(call: Call) -> None:
+    line = FakeLine(call, echo_marks=False)
+    speaking = asyncio.create_task(call.speak(ScriptedTextToSpeech(), "A long prompt to interrupt"))
+    await asyncio.wait_for(_until(lambda: any(isinstance(i, PlaceMark) for i in line.sent)), 2)
+    speaking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await speaking
+    await asyncio.wait_for(_until(lambda: any(isinstance(i, ClearBuffer) for i in line.sent)), 2)
+    await line.aclose()
+
+
+async def test_speak_on_an_ended_call_reports_disconnected(call: Call) -> None:
+    call.signal_disconnected("gone")
+    result = await call.speak(ScriptedTextToSpeech(), "Hi")
+    assert result.call_disconnected and not result.played
+
+
+async def test_hangup_request_keeps_the_first_reason(call: Call) -> None:
+    call.request_disconnect("goodbye")
+    call.request_disconnect("second")
+    assert call.hangup_requested.is_set() and call.hangup_reason == "goodbye"
+
+
+async def test_a_failing_listener_does_not_stop_the_others(call: Call) -> None:
+    seen: list[CallEvent] = []
+
+    def broken(event: CallEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    call.subscribe(broken)
+    call.subscribe(seen.append)
+    call.emit(Committed("hi"))
+    assert seen == [Committed("hi")]
+
+
+async def test_stt_is_wired_before_it_starts_and_results_become_events(call: Call) -> None:
+    stt = ScriptedSpeechToText()
+    order: list[str] = []
+
+    def ready(built: SpeechToText) -> None:
+        order.append("ready")
+        assert built is stt and not stt.started
+
+    call.stt_factory = lambda: stt
+    call.on_stt_ready = ready
+    events = record(call)
+    await call.start_stt()
+    assert order == ["ready"] and stt.started
+    stt.say("book a table")
+    stt.fail("socket closed")
+    assert events == [Recognizing("book"), Recognizing("book a"), Committed("book a table"), SttError("socket closed")]
+    await call.stop_stt()
+    assert stt.stopped and call.stt is None
+
+
+async def test_secondary_stt_hears_the_same_audio_and_cannot_hurt_the_call(call: Call) -> None:
+    primary, secondary = ScriptedSpeechToText(), ScriptedSpeechToText()
+    call.stt_factory = lambda: primary
+    call.stt_secondary_factory = lambda: secondary
+    events = record(call)
+    await call.start_stt()
+    assert isinstance(call.stt, SttTee)
+    for _ in range(5):
+        call.put_inbound(b"\xff" * 160)
+    await asyncio.wait_for(_until(lambda: secondary.frames_received == 5 and primary.frames_received == 5), 2)
+    secondary.fail("secondary died")
+    secondary.say("ignored by the call")
+    primary.say("hello", partials=False)
+    assert events == [Committed("hello")]
+    await call.stop_stt()
+    assert primary.stopped and secondary.stopped
+
+
+async def test_thread_safe_facade_from_a_worker_thread(call: Call) -> None:
+    line = FakeLine(call)
+    outcomes: list[MarkOutcome] = []
+
+    def worker() -> None:
+        call.threadsafe.wait_for_ws_connect(1)
+        call.threadsafe.put_outbound_sync(b"\xff" * 160)
+        outcomes.append(call.threadsafe.send_mark_and_wait("after-greeting", timeout_s=5))
+        call.threadsafe.request_clear_buffer()
+        call.threadsafe.request_disconnect("worker done")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    await asyncio.wait_for(call.hangup_requested.wait(), 5)
+    await asyncio.to_thread(thread.join, 5)
+    await line.aclose()
+    assert outcomes == [MarkOutcome.PLAYED]
+    assert call.hangup_reason == "worker done"
+    assert any(isinstance(item, PlayAudio) for item in line.sent)
+
+
+async def test_thread_safe_facade_refuses_the_loop_thread(call: Call) -> None:
+    with pytest.raises(RuntimeError, match="cannot be used on the loop's own thread"):
+        call.threadsafe.send_mark_and_wait("x", timeout_s=0.1)
+
+
+async def _until(predicate: object) -> None:
+    while not predicate():  # type: ignore[operator]
+        await asyncio.sleep(0)

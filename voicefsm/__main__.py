@@ -1,0 +1,3 @@
+from voicefsm.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""What a call asks of its transport. Each transport carries these out in its own protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Send 8 kHz mu-law audio to the caller."""
+
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceMark:
+    """Ask the far end to echo ``name`` once the audio queued before it has played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearBuffer:
+    """Drop audio the far end has buffered but not yet played (barge-in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """End the call."""
+
+    reason: str = "hangup"
+
+
+OutboundItem = PlayAudio | PlaceMark | ClearBuffer

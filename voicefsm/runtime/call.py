@@ -1,0 +1,457 @@
+"""One phone call: audio queues, marks, transport intents and the call's lifecycle.
+
+A ``Call`` is created when a media stream starts and is gone when it ends. It owns no
+socket: a transport reads :meth:`Call.next_outbound` and feeds :meth:`Call.put_inbound`,
+:meth:`Call.mark_echoed` and :meth:`Call.emit`. Application code (the flow runtime, or
+a plain coroutine) speaks with :meth:`speak`, waits for playback with :meth:`play_mark`,
+and asks for a hang-up or a buffer clear with :meth:`request_disconnect` and
+:meth:`request_clear_buffer`. Code running in a worker thread uses :attr:`threadsafe`.
+
+Everything here runs on one event loop; only :class:`ThreadSafeCall` may be used from
+other threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future as ConcurrentFuture
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from voicefsm.core.audio import FRAME_BYTES, Framer
+from voicefsm.core.events import (
+    CallEvent,
+    Committed,
+    Disconnected,
+    MarkReceived,
+    Recognizing,
+    SttError,
+    WsConnected,
+)
+from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
+from voicefsm.core.marks import MarkLedger, MarkOutcome
+from voicefsm.errors import CallHangupError, CallNotAnsweredError, ProviderError
+from voicefsm.providers.base import SpeechToText, TextToSpeech
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CallListener = Callable[[CallEvent], None]
+SttFactory = Callable[[], SpeechToText]
+
+#: 10 s of caller audio: a recognizer further behind than this has stalled, so old frames go.
+INBOUND_MAX_FRAMES = 500
+
+
+class AudioTap(Protocol):
+    """Where a call copies both legs' audio (a recorder or live monitor)."""
+
+    def tap_caller(self, frame: bytes) -> None: ...
+    def tap_agent(self, frame: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakResult:
+    """How one :meth:`Call.speak` ended: exactly one of played, interrupted, disconnected or error."""
+
+    text: str
+    last_spoken: str
+    interrupted: bool = False
+    call_disconnected: bool = False
+    error: str | None = None
+
+    @property
+    def played(self) -> bool:
+        """The whole prompt reached the caller and its mark came back."""
+        return not (self.interrupted or self.call_disconnected or self.error)
+
+
+class CallLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every record with the call's sid, so interleaved calls stay readable."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['call_sid'] if self.extra else '-'}] {msg}", kwargs
+
+
+class Call:
+    """Queues, marks, intents and lifecycle of one phone call. Not thread-safe; see :attr:`threadsafe`."""
+
+    def __init__(self, *, call_sid: str | None = None, tap: AudioTap | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.call_sid = call_sid
+        self.stream_sid: str | None = None
+        self.caller: str | None = None
+        self.parameters: dict[str, str] = {}
+        self.tap = tap
+        self.log = CallLogger(log, {"call_sid": call_sid or "-"})
+
+        self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOUND_MAX_FRAMES)
+        self.inbound_dropped = 0
+        self._outbound: collections.deque[OutboundItem] = collections.deque()
+        self._outbound_ready = asyncio.Event()
+
+        self._marks = MarkLedger()
+        self._mark_waiters: dict[str, asyncio.Future[MarkOutcome]] = {}
+
+        self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.hangup_requested = asyncio.Event()
+        self.hangup_reason: str | None = None
+        self.disconnect_reason: str | None = None
+        self._listeners: list[CallListener] = []
+
+        self.stt_factory: SttFactory | None = None
+        self.stt_secondary_factory: SttFactory | None = None
+        self.on_stt_ready: Callable[[SpeechToText], None] | None = None
+        self.stt: SpeechToText | None = None
+        self.threadsafe = ThreadSafeCall(self)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: CallListener) -> Callable[[], None]:
+        """Call ``listener`` with every event of this call; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def emit(self, event: CallEvent) -> None:
+        """Hand ``event`` to every listener. A listener that raises is logged, never fatal to the call."""
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("a call listener failed on %s", type(event).__name__)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def is_disconnected(self) -> bool:
+        """True once the call has ended, for whatever reason."""
+        return self.disconnected.is_set()
+
+    def signal_ws_connected(self, event: WsConnected) -> None:
+        """The transport's stream started; record who and what it is, and tell listeners."""
+        if self.connected.is_set():
+            self.log.warning("stream %s started twice; the second start is ignored", event.stream_sid)
+            return
+        self.call_sid = event.call_sid
+        self.stream_sid = event.stream_sid
+        self.caller = event.caller
+        self.parameters = dict(event.parameters)
+        self.log.extra = {"call_sid": event.call_sid}
+        self.connected.set()
+        self.emit(event)
+
+    def signal_disconnected(self, reason: str) -> bool:
+        """The call is over. Runs once: later calls return False and change nothing."""
+        if self.disconnected.is_set():
+            return False
+        self.disconnect_reason = reason
+        self.disconnected.set()
+        self._outbound.clear()
+        self._outbound_ready.set()
+        for name in self._marks.disconnect():
+            self._resolve_mark(name, MarkOutcome.DISCONNECTED)
+        for waiter in self._mark_waiters.values():
+            if not waiter.done():
+                waiter.set_result(MarkOutcome.DISCONNECTED)
+        self._mark_waiters.clear()
+        self.clear_inbound()
+        with contextlib.suppress(asyncio.QueueFull):
+            self.inbound.put_nowait(None)
+        self.log.info("call ended: %s", reason)
+        self.emit(Disconnected(reason))
+        return True
+
+    async def wait_for_ws_connect(self, timeout_s: float) -> None:
+        """Wait until the stream starts; raise CallNotAnsweredError or CallHangupError otherwise."""
+        if self.connected.is_set():
+            return
+        waiters = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self.disconnected.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        if self.connected.is_set():
+            return
+        if self.disconnected.is_set():
+            raise CallHangupError(self.disconnect_reason or "hangup")
+        raise CallNotAnsweredError(timeout_s)
+
+    # -- inbound audio --------------------------------------------------------------------
+
+    def put_inbound(self, frame: bytes) -> None:
+        """Queue one caller frame for the recognizer; when it lags 10 s behind, the oldest frame goes."""
+        if self.disconnected.is_set():
+            return
+        if self.tap is not None:
+            self.tap.tap_caller(frame)
+        if self.inbound.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.inbound.get_nowait()
+            self.inbound_dropped += 1
+        self.inbound.put_nowait(frame)
+
+    def clear_inbound(self) -> int:
+        """Drop caller audio nobody has read yet (stale audio from before a prompt). Returns frames dropped."""
+        dropped = 0
+        while True:
+            try:
+                frame = self.inbound.get_nowait()
+            except asyncio.QueueEmpty:
+                return dropped
+            if frame is None:  # the end-of-audio sentinel must survive a clear
+                self.inbound.put_nowait(None)
+                return dropped
+            dropped += 1
+
+    # -- outbound audio, marks and intents ------------------------------------------------
+
+    def put_outbound(self, ulaw: bytes) -> None:
+        """Queue agent audio for the caller, in order with marks. Ignored once the call has ended."""
+        if self.disconnected.is_set() or not ulaw:
+            return
+        if self.tap is not None:
+            for start in range(0, len(ulaw), FRAME_BYTES):
+                self.tap.tap_agent(ulaw[start : start + FRAME_BYTES])
+        self._outbound.append(PlayAudio(ulaw))
+        self._outbound_ready.set()
+
+    async def next_outbound(self) -> OutboundItem | None:
+        """The next item the transport must send; None once the call has ended."""
+        while not self._outbound:
+            if self.disconnected.is_set():
+                return None
+            self._outbound_ready.clear()
+            await self._outbound_ready.wait()
+        return self._outbound.popleft()
+
+    def place_mark(self, label: str) -> tuple[str, asyncio.Future[MarkOutcome]]:
+        """Queue a uniquely named mark after the audio queued so far; the future settles on its echo."""
+        waiter: asyncio.Future[MarkOutcome] = self.loop.create_future()
+        if self.disconnected.is_set():
+            waiter.set_result(MarkOutcome.DISCONNECTED)
+            return label, waiter
+        name = self._marks.new(label)
+        self._mark_waiters[name] = waiter
+        self._outbound.append(PlaceMark(name))
+        self._outbound_ready.set()
+        return name, waiter
+
+    async def play_mark(self, label: str, timeout_s: float | None = None) -> MarkOutcome:
+        """Place a mark and wait until the audio before it has played, been cleared, or the call ends.
+
+        Raises TimeoutError when ``timeout_s`` passes first (the mark is then forgotten).
+        """
+        name, waiter = self.place_mark(label)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(waiter)
+        finally:
+            self._mark_waiters.pop(name, None)
+
+    def mark_echoed(self, name: str) -> MarkOutcome:
+        """The transport received the echo of mark ``name``; settle its waiter."""
+        outcome = self._marks.echoed(name)
+        if outcome is MarkOutcome.UNKNOWN:
+            self.log.debug("ignored an echo of unknown mark %r", name)
+            return outcome
+        self._resolve_mark(name, outcome)
+        self.emit(MarkReceived(name, interrupted=outcome is MarkOutcome.INTERRUPTED))
+        return outcome
+
+    def _resolve_mark(self, name: str, outcome: MarkOutcome) -> None:
+        waiter = self._mark_waiters.pop(name, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+
+    def request_clear_buffer(self) -> None:
+        """Barge-in: drop queued agent audio, settle pending marks as interrupted, and tell the transport."""
+        if self.disconnected.is_set():
+            return
+        self._outbound = collections.deque(item for item in self._outbound if isinstance(item, ClearBuffer))
+        for name in self._marks.clear():
+            self._resolve_mark(name, MarkOutcome.INTERRUPTED)
+        self._outbound.appendleft(ClearBuffer())
+        self._outbound_ready.set()
+
+    def request_disconnect(self, reason: str = "hangup") -> None:
+        """Ask the transport to end the call. The first reason given is kept."""
+        if self.hangup_requested.is_set() or self.disconnected.is_set():
+            return
+        self.hangup_reason = reason
+        self.hangup_requested.set()
+
+    # -- speech ---------------------------------------------------------------------------
+
+    async def speak(
+        self,
+        tts: TextToSpeech,
+        text: str,
+        *,
+        label: str = "prompt",
+        mark_timeout_s: float = 30.0,
+    ) -> SpeakResult:
+        """Synthesize ``text``, stream it to the caller, and wait until its mark says it played.
+
+        Cancel the task running ``speak`` to interrupt it (barge-in); the caller's buffer is
+        cleared and the result says ``interrupted``. Never raises for provider failures: they
+        come back as ``SpeakResult.error`` and through ``tts.on_error``.
+        """
+        if self.disconnected.is_set():
+            return SpeakResult(text, "", call_disconnected=True)
+        if self.stt is not None:
+            self.stt.set_speaking(True)
+        framer = Framer()
+        sent_bytes = 0
+        try:
+            try:
+                async for chunk in tts.synthesize(text):
+                    if self.disconnected.is_set():
+                        return SpeakResult(text, "", call_disconnected=True)
+                    for frame in framer.push(chunk):
+                        self.put_outbound(frame)
+                        sent_bytes += len(frame)
+                tail = framer.flush()
+                if tail:
+                    self.put_outbound(tail)
+                    sent_bytes += len(tail)
+            except ProviderError as exc:
+                return self._speak_failed(tts, text, str(exc))
+            except (OSError, TimeoutError) as exc:
+                return self._speak_failed(tts, text, f"{type(exc).__name__}: {exc}")
+            if sent_bytes == 0:
+                return self._speak_failed(tts, text, "the synthesizer produced no audio")
+            try:
+                outcome = await self.play_mark(label, timeout_s=mark_timeout_s)
+            except TimeoutError:
+                return self._speak_failed(tts, text, f"playback was not confirmed within {mark_timeout_s:g} s")
+        except asyncio.CancelledError:
+            self.request_clear_buffer()
+            raise
+        finally:
+            if self.stt is not None:
+                self.stt.set_speaking(False)
+        if outcome is MarkOutcome.PLAYED:
+            return SpeakResult(text, text)
+        if outcome is MarkOutcome.INTERRUPTED:
+            return SpeakResult(text, "", interrupted=True)
+        return SpeakResult(text, "", call_disconnected=True)
+
+    def _speak_failed(self, tts: TextToSpeech, text: str, reason: str) -> SpeakResult:
+        self.log.warning("could not speak %r: %s", text[:40], reason)
+        if tts.on_error is not None:
+            try:
+                tts.on_error(reason)
+            except Exception:
+                self.log.exception("tts.on_error raised")
+        return SpeakResult(text, "", error=reason)
+
+    # -- speech recognition ---------------------------------------------------------------
+
+    def build_stt(self) -> SpeechToText | None:
+        """Build the recognizer from the factories (a tee when a secondary is set) and wire it.
+
+        The call's own callbacks are wired first, then ``on_stt_ready`` may rewire them: both
+        happen before :meth:`start_stt`, so no result can be missed.
+        """
+        if self.stt_factory is None:
+            return None
+        from voicefsm.runtime.stt_tee import SttTee
+
+        primary = self.stt_factory()
+        stt: SpeechToText = primary
+        if self.stt_secondary_factory is not None:
+            stt = SttTee(primary, self.stt_secondary_factory())
+        stt.on_committed = lambda text: self.emit(Committed(text))
+        stt.on_recognizing = lambda text: self.emit(Recognizing(text))
+        stt.on_error = lambda reason: self.emit(SttError(reason))
+        if self.on_stt_ready is not None:
+            self.on_stt_ready(stt)
+        self.stt = stt
+        return stt
+
+    async def start_stt(self) -> None:
+        """Build and start the recognizer; a start failure becomes an ``SttError`` event."""
+        stt = self.stt or self.build_stt()
+        if stt is None:
+            return
+        try:
+            await stt.start(self.inbound)
+        except ProviderError as exc:
+            self.log.warning("speech recognition could not start: %s", exc)
+            self.emit(SttError(str(exc)))
+
+    async def stop_stt(self) -> None:
+        """Stop the recognizer and forget it; errors while stopping are logged, not raised."""
+        stt, self.stt = self.stt, None
+        if stt is None:
+            return
+        try:
+            await stt.stop()
+        except Exception:
+            self.log.exception("speech recognition did not stop cleanly")
+
+
+class ThreadSafeCall:
+    """The call's API for code running in worker threads. Every method blocks its own thread only."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
+        loop = self._call.loop
+        if _running_loop() is loop:
+            coro.close()
+            raise RuntimeError(
+                "Call.threadsafe blocks until the event loop answers, so it cannot be used on the loop's own "
+                "thread; use the Call's async methods there"
+            )
+        future: ConcurrentFuture[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+        return future.result(timeout_s)
+
+    def put_outbound_sync(self, ulaw: bytes) -> None:
+        """Queue agent audio from a worker thread."""
+        self._call.loop.call_soon_threadsafe(self._call.put_outbound, ulaw)
+
+    def send_mark_and_wait(self, label: str, timeout_s: float = 10.0) -> MarkOutcome:
+        """Place a mark and block this thread until it is echoed, cleared or the call ends."""
+        return self._run(self._call.play_mark(label, timeout_s=timeout_s), timeout_s + 1.0)
+
+    def request_disconnect(self, reason: str = "hangup") -> None:
+        """Ask the transport to end the call."""
+        self._call.loop.call_soon_threadsafe(self._call.request_disconnect, reason)
+
+    def request_clear_buffer(self) -> None:
+        """Ask the transport to drop buffered agent audio."""
+        self._call.loop.call_soon_threadsafe(self._call.request_clear_buffer)
+
+    def wait_for_ws_connect(self, timeout_s: float) -> None:
+        """Block until the stream starts; raises CallNotAnsweredError or CallHangupError."""
+        self._run(self._call.wait_for_ws_connect(timeout_s), timeout_s + 1.0)
+
+    def clear_inbound(self) -> int:
+        """Drop unread caller audio; returns how many frames went."""
+        done = threading.Event()
+        result: list[int] = []
+
+        def clear() -> None:
+            result.append(self._call.clear_inbound())
+            done.set()
+
+        self._call.loop.call_soon_threadsafe(clear)
+        done.wait(5.0)
+        return result[0] if result else 0
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,81 @@
+"""Which calls are live, and the single-use tokens that tie a media stream to its signed webhook."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voicefsm.core.twilio_media import Start
+from voicefsm.runtime.call import Call
+
+TOKEN_TTL_S = 120.0
+
+
+@dataclass(slots=True)
+class _Ticket:
+    token: str
+    caller: str | None
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A stream that may run: what the signed webhook told us about its call."""
+
+    call_sid: str
+    caller: str | None
+
+
+class StreamRejected(Exception):
+    """A media stream may not run; the message says why (and is safe to log)."""
+
+
+class CallRegistry:
+    """Live calls by CallSid (one stream each) and the tokens minted for them by the voice webhook."""
+
+    def __init__(self, *, require_token: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.require_token = require_token
+        self._clock = clock
+        self._tickets: dict[str, _Ticket] = {}
+        self.active: dict[str, Call] = {}
+
+    def issue_token(self, call_sid: str, caller: str | None) -> str:
+        """A token for ``call_sid``'s stream; a retried webhook for the same call gets the same one."""
+        now = self._clock()
+        self._tickets = {sid: t for sid, t in self._tickets.items() if t.expires_at > now}
+        ticket = self._tickets.get(call_sid)
+        if ticket is None:
+            ticket = _Ticket(secrets.token_urlsafe(18), caller, now + TOKEN_TTL_S)
+            self._tickets[call_sid] = ticket
+        return ticket.token
+
+    def admit(self, start: Start) -> Admission:
+        """Check a stream's ``start`` against its token and the live calls; raise StreamRejected if it may not run."""
+        call_sid = start.call_sid
+        if call_sid in self.active:
+            raise StreamRejected(f"a stream for call {call_sid} is already running; the second one is refused")
+        token = start.custom_parameters.get("token")
+        ticket = self._tickets.get(call_sid)
+        if token is None:
+            if self.require_token:
+                raise StreamRejected(f"stream for call {call_sid} carries no token; it did not come from our webhook")
+            return Admission(call_sid, start.custom_parameters.get("caller"))
+        if ticket is None or ticket.expires_at <= self._clock():
+            raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")
+        if not secrets.compare_digest(ticket.token, token):
+            raise StreamRejected(f"stream for call {call_sid} carries a token minted for another call")
+        del self._tickets[call_sid]
+        return Admission(call_sid, ticket.caller)
+
+    def add(self, call: Call) -> None:
+        """Register a running call under its CallSid."""
+        if call.call_sid is None:
+            raise ValueError("a call is registered only once its stream has started (it has no CallSid yet)")
+        self.active[call.call_sid] = call
+
+    def remove(self, call: Call) -> None:
+        """Forget a call that has ended."""
+        if call.call_sid is not None and self.active.get(call.call_sid) is call:
+            del self.active[call.call_sid]

@@ -1,0 +1,64 @@
+"""Run an app with uvicorn inside the current event loop: for the CLI, tests, benchmarks and the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+#: Twilio frames are a few hundred bytes; 64 KiB is refused per message by the parser,
+#: and anything above this cap is refused by the WebSocket layer before it is read whole.
+WS_MAX_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """Where a started server listens."""
+
+    host: str
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+def server_config(app: FastAPI, *, log_level: str = "warning", **options: object) -> uvicorn.Config:
+    """uvicorn settings voicefsm relies on: a WebSocket size cap and quick pings off."""
+    return uvicorn.Config(
+        app, log_level=log_level, ws_max_size=WS_MAX_SIZE, ws_ping_interval=None, lifespan="on", **options  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on ``host:port`` (0 = a free port) until the block exits; startup is awaited, not polled."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(server_config(app))
+    config = server.config
+    if not config.loaded:
+        config.load()
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    if server.should_exit:
+        sock.close()
+        raise RuntimeError(f"the server could not start on {host}:{port}")
+    main_loop = asyncio.create_task(server.main_loop(), name="uvicorn-main-loop")
+    try:
+        yield RunningServer(host, sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        await main_loop
+        await server.shutdown(sockets=[sock])
+        sock.close()

@@ -1,0 +1,168 @@
+"""Twilio's three entry points: the voice webhook, the media stream, and call status callbacks.
+
+When a Twilio auth token is configured, every request must carry a valid
+``X-Twilio-Signature`` computed over the configured public URL (not the Host header,
+which proxies rewrite); anything else gets 403 before any work is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+from fastapi import APIRouter, Request, Response, WebSocket
+from starlette.datastructures import FormData
+
+from voicefsm.core.twilio_media import Start
+from voicefsm.core.signature import is_valid_signature_any, webhook_url
+from voicefsm.core.twiml import busy_twiml, stream_twiml
+from voicefsm.runtime.call import Call
+from voicefsm.runtime.media_loop import run_call, wait_for_start
+from voicefsm.server.registry import StreamRejected
+from voicefsm.server.state import ServerState
+from voicefsm.settings import STREAM_PATH
+from voicefsm.transports.twilio import TwilioMediaStream
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/twilio", tags=["twilio"])
+
+XML = "application/xml"
+
+
+def _state(request: Request | WebSocket) -> ServerState:
+    state: ServerState = request.app.state.voicefsm
+    return state
+
+
+def _signed_url(state: ServerState, request: Request) -> str | None:
+    base = state.settings.public_base_url()
+    if base is None:
+        return None
+    return webhook_url(base, request.url.path, request.url.query)
+
+
+async def _verified_form(request: Request) -> FormData | Response:
+    """The webhook's form, or a 403 response when its signature does not check out."""
+    state = _state(request)
+    form = await request.form()
+    tokens = state.settings.auth_tokens
+    if not tokens:
+        return form
+    url = _signed_url(state, request)
+    signature = request.headers.get("x-twilio-signature")
+    if url is None or not is_valid_signature_any(tokens, url, form, signature):
+        state.metrics.rejected_requests += 1
+        log.warning("rejected %s: missing or invalid X-Twilio-Signature", request.url.path)
+        return Response("invalid Twilio signature", status_code=403)
+    return form
+
+
+def _stream_url(state: ServerState, request: Request) -> str:
+    configured = state.settings.stream_url()
+    if configured is not None:
+        return configured
+    # Dev mode without a public URL: point the stream back at whoever called us (a local fake or browser).
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    return f"{scheme}://{request.url.netloc}{STREAM_PATH}"
+
+
+@router.post("/voice")
+async def voice_webhook(request: Request) -> Response:
+    """Answer an incoming (or outbound, once answered) call with TwiML that opens the media stream."""
+    state = _state(request)
+    form = await _verified_form(request)
+    if isinstance(form, Response):
+        return form
+    if state.draining or len(state.registry.active) >= state.settings.max_concurrent_calls:
+        return Response(busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML)
+    call_sid = str(form.get("CallSid") or f"CA{secrets.token_hex(16)}")
+    caller = form.get("From")
+    token = state.registry.issue_token(call_sid, str(caller) if caller else None)
+    stream_url = _stream_url(state, request)
+    twiml = stream_twiml(stream_url, {"token": token}, allow_insecure=state.settings.dev_mode)
+    return Response(twiml, media_type=XML)
+
+
+@router.post("/status")
+async def status_callback(request: Request) -> Response:
+    """Record a call status callback (ringing, answered, completed, busy, no-answer ...)."""
+    state = _state(request)
+    form = await _verified_form(request)
+    if isinstance(form, Response):
+        return form
+    fields: Mapping[str, str] = {key: str(value) for key, value in form.items()}
+    log.info("call %s status %s", fields.get("CallSid", "?"), fields.get("CallStatus", "?"))
+    if state.services.on_status is not None:
+        try:
+            await state.services.on_status(fields)
+        except Exception:
+            log.exception("the status hook failed")
+    return Response(status_code=204)
+
+
+def _websocket_signature_ok(state: ServerState, websocket: WebSocket) -> bool:
+    tokens = state.settings.auth_tokens
+    if not tokens:
+        return True
+    url = state.settings.stream_url()
+    signature = websocket.headers.get("x-twilio-signature")
+    return url is not None and is_valid_signature_any(tokens, url, {}, signature)
+
+
+@router.websocket("/stream")
+async def media_stream(websocket: WebSocket) -> None:
+    """One Twilio Media Stream = one Call, from ``start`` until the last of its tasks is awaited."""
+    state = _state(websocket)
+    if not _websocket_signature_ok(state, websocket):
+        state.metrics.rejected_requests += 1
+        log.warning("rejected a media stream: missing or invalid X-Twilio-Signature")
+        await websocket.close(code=1008)  # before accept: the client sees HTTP 403
+        return
+    if state.draining:
+        await websocket.close(code=1013)
+        return
+    await websocket.accept()
+    transport = TwilioMediaStream(websocket)
+    limits = state.services.limits
+    start = await wait_for_start(transport, limits.start_timeout_s)
+    if start is None:
+        await transport.close("no start")
+        return
+    try:
+        admission = state.registry.admit(start)
+    except StreamRejected as exc:
+        state.metrics.rejected_requests += 1
+        log.warning("refused a media stream: %s", exc)
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1008, reason="stream refused")
+        return
+    await _serve(state, transport, start, admission.caller)
+
+
+async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start, caller: str | None) -> None:
+    services = state.services
+    tap = services.tap_factory(start.call_sid) if services.tap_factory is not None else None
+    call = Call(call_sid=start.call_sid, tap=tap)
+    call.stt_factory = services.stt_factory
+    call.stt_secondary_factory = services.stt_secondary_factory
+    state.registry.add(call)
+    state.metrics.call_started()
+    reason = "ended"
+    try:
+        if services.on_call_started is not None:
+            await services.on_call_started(call)
+        reason = await run_call(call, transport, start, services.handler, limits=services.limits, caller=caller)
+    finally:
+        state.registry.remove(call)
+        state.metrics.call_ended(reason)
+        if services.on_call_ended is not None:
+            try:
+                await services.on_call_ended(call)
+            except Exception:
+                log.exception("the call-ended hook failed")
+        stop = getattr(tap, "stop", None)
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                await stop()

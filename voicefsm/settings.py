@@ -1,0 +1,113 @@
+"""All configuration in one place: environment variables and ``.env``, read once by the CLI (or a test).
+
+Names follow the predecessor (``TWILIO_ACCOUNT_SID``, ``VOICE_STREAM_URL``, ``ELEVENLABS_API_KEY``,
+``AZURE_SPEECH_KEY`` ...); voicefsm's own knobs start with ``VOICEFSM_``. Nothing below this
+module reads the environment: the object is passed down.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STREAM_PATH = "/twilio/stream"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """voicefsm's settings. Every field can be set by the environment variable named in its alias."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Server
+    host: str = Field("127.0.0.1", validation_alias=_env("VOICEFSM_HOST"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=_env("VOICE_SERVER_PORT", "VOICEFSM_PORT"))
+    public_url: str | None = Field(None, validation_alias=_env("VOICEFSM_PUBLIC_URL", "PUBLIC_URL"))
+    voice_stream_url: str | None = Field(None, validation_alias=_env("VOICE_STREAM_URL"))
+    insecure: bool = Field(False, validation_alias=_env("VOICEFSM_INSECURE"))
+    max_concurrent_calls: int = Field(200, ge=1, validation_alias=_env("VOICEFSM_MAX_CONCURRENT_CALLS"))
+    drain_timeout_s: float = Field(30.0, ge=0, validation_alias=_env("VOICEFSM_DRAIN_TIMEOUT_S"))
+    stream_idle_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("VOICEFSM_STREAM_IDLE_TIMEOUT_S"))
+    db_url: str = Field("sqlite+aiosqlite:///voicefsm.db", validation_alias=_env("VOICEFSM_DB_URL", "DATABASE_URL"))
+    recordings_dir: str | None = Field(None, validation_alias=_env("VOICEFSM_RECORDINGS_DIR"))
+    voice_monitor: bool = Field(False, validation_alias=_env("VOICE_MONITOR"))
+
+    # Providers: an explicit name wins, then whichever credentials are present, then local.
+    stt_provider: str | None = Field(None, validation_alias=_env("VOICEFSM_STT", "STT_PROVIDER"))
+    tts_provider: str | None = Field(None, validation_alias=_env("VOICEFSM_TTS", "TTS_PROVIDER"))
+    language: str = Field("en", validation_alias=_env("VOICEFSM_LANGUAGE"))
+
+    # Twilio
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    twilio_auth_token_secondary: SecretStr | None = Field(
+        None, validation_alias=_env("TWILIO_AUTH_TOKEN_SECONDARY")
+    )
+    twilio_phone_number: str | None = Field(None, validation_alias=_env("TWILIO_PHONE_NUMBER"))
+    twilio_region: str | None = Field(None, validation_alias=_env("TWILIO_REGION"))
+    twilio_edge: str | None = Field(None, validation_alias=_env("TWILIO_EDGE"))
+    twilio_api_base: str | None = Field(None, validation_alias=_env("TWILIO_API_BASE"))
+    twilio_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("TWILIO_TIMEOUT_S"))
+
+    # ElevenLabs
+    elevenlabs_api_key: SecretStr | None = Field(None, validation_alias=_env("ELEVENLABS_API_KEY"))
+    elevenlabs_voice_id: str = Field("21m00Tcm4TlvDq8ikWAM", validation_alias=_env("ELEVENLABS_VOICE_ID"))
+    elevenlabs_model: str = Field("eleven_flash_v2_5", validation_alias=_env("ELEVENLABS_MODEL"))
+    elevenlabs_base_url: str | None = Field(None, validation_alias=_env("ELEVENLABS_BASE_URL"))
+    elevenlabs_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("ELEVENLABS_TIMEOUT_S"))
+    stt_model_id: str = Field("scribe_v2_realtime", validation_alias=_env("STT_MODEL_ID"))
+    stt_language_code: str | None = Field(None, validation_alias=_env("STT_LANGUAGE_CODE"))
+    stt_vad_silence_threshold_s: float = Field(0.8, ge=0.3, le=3.0, validation_alias=_env("STT_VAD_SILENCE_S"))
+    stt_vad_threshold: float = Field(0.4, ge=0.1, le=0.9, validation_alias=_env("STT_VAD_THRESHOLD"))
+
+    # Azure
+    azure_speech_key: SecretStr | None = Field(None, validation_alias=_env("AZURE_SPEECH_KEY"))
+    azure_speech_region: str = Field("westeurope", validation_alias=_env("AZURE_SPEECH_REGION"))
+    azure_speech_host: str | None = Field(None, validation_alias=_env("AZURE_SPEECH_HOST"))
+    azure_speech_endpoint: str | None = Field(None, validation_alias=_env("AZURE_SPEECH_ENDPOINT"))
+    azure_tts_voice: str = Field("en-US-JennyNeural", validation_alias=_env("AZURE_TTS_VOICE"))
+    azure_stt_language: str = Field("en-US", validation_alias=_env("AZURE_STT_LANGUAGE"))
+    azure_silence_timeout_ms: int = Field(800, ge=100, le=5000, validation_alias=_env("AZURE_SILENCE_TIMEOUT_MS"))
+
+    @field_validator("public_url", "voice_stream_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def dev_mode(self) -> bool:
+        """No Twilio auth token: requests cannot be verified, so the server stays on loopback."""
+        return self.twilio_auth_token is None
+
+    @property
+    def auth_tokens(self) -> tuple[str, ...]:
+        """The Twilio auth tokens signatures are checked against (primary, then the one being rotated in)."""
+        tokens = (self.twilio_auth_token, self.twilio_auth_token_secondary)
+        return tuple(token.get_secret_value() for token in tokens if token is not None)
+
+    def public_base_url(self) -> str | None:
+        """The https:// base Twilio calls, from VOICEFSM_PUBLIC_URL or derived from VOICE_STREAM_URL."""
+        if self.public_url:
+            return self.public_url
+        if self.voice_stream_url:
+            parts = urlsplit(self.voice_stream_url)
+            scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+            path = parts.path.removesuffix(STREAM_PATH)
+            return urlunsplit((scheme, parts.netloc, path, "", ""))
+        return None
+
+    def stream_url(self) -> str | None:
+        """The wss:// URL of the media stream, as written into the TwiML (and signed by Twilio)."""
+        if self.voice_stream_url:
+            return self.voice_stream_url
+        base = self.public_base_url()
+        if base is None:
+            return None
+        parts = urlsplit(base)
+        scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+        return urlunsplit((scheme, parts.netloc, parts.path + STREAM_PATH, "", ""))

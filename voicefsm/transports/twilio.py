@@ -1,0 +1,98 @@
+"""Twilio Media Streams over a server-side WebSocket (Starlette/FastAPI).
+
+The receive loop is total: every malformed frame becomes a :class:`MalformedMessage`
+that is logged once per kind and dropped, so no input can end a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
+from voicefsm.core.twilio_media import (
+    InboundMessage,
+    MalformedMessage,
+    Start,
+    clear_message,
+    mark_message,
+    media_message,
+    parse_message,
+)
+from voicefsm.transports.base import TransportClosed
+
+log = logging.getLogger(__name__)
+
+
+class TwilioMediaStream:
+    """A :class:`~voicefsm.transports.base.MediaTransport` over an accepted Starlette WebSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.stream_sid: str | None = None
+        self.dropped: Counter[str] = Counter()
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        """A ``start`` message has arrived."""
+        return self.stream_sid is not None
+
+    async def receive(self) -> InboundMessage | None:
+        while not self._closed:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self._closed = True
+                return None
+            if message["type"] == "websocket.disconnect":
+                self._closed = True
+                return None
+            frame: str | bytes | None = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            parsed = parse_message(frame, started=self.started)
+            if isinstance(parsed, MalformedMessage):
+                self._drop(parsed)
+                continue
+            if isinstance(parsed, Start):
+                if self.started:
+                    log.warning("stream %s sent a second start; ignored", self.stream_sid)
+                    continue
+                self.stream_sid = parsed.stream_sid
+            return parsed
+        return None
+
+    def _drop(self, malformed: MalformedMessage) -> None:
+        kind = malformed.kind.value
+        self.dropped[kind] += 1
+        if self.dropped[kind] == 1:  # once per kind: a flood of bad frames must not flood the log
+            log.warning("stream %s: %s", self.stream_sid or "(not started)", malformed)
+
+    async def send(self, item: OutboundItem) -> None:
+        if self._closed or self.stream_sid is None:
+            raise TransportClosed("the media stream is not open")
+        if isinstance(item, PlayAudio):
+            text = media_message(self.stream_sid, item.ulaw)
+        elif isinstance(item, PlaceMark):
+            text = mark_message(self.stream_sid, item.name)
+        elif isinstance(item, ClearBuffer):
+            text = clear_message(self.stream_sid)
+        else:  # pragma: no cover - exhaustive over OutboundItem
+            raise TypeError(f"cannot send {item!r}")
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            self._closed = True
+            raise TransportClosed(str(exc) or type(exc).__name__) from exc
+
+    async def close(self, reason: str) -> None:
+        if self._closed and self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            if self.websocket.application_state != WebSocketState.DISCONNECTED:
+                await self.websocket.close(code=1000, reason=reason[:120])
