@@ -11,7 +11,7 @@ loop's thread: a provider whose SDK calls back on its own threads marshals with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -67,7 +67,7 @@ class TextToSpeech(Protocol):
 
     on_error: TextCallback | None
 
-    def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law audio chunks for ``text``."""
         ...
 

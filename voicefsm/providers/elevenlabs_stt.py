@@ -3,8 +3,10 @@
 Two tasks per recognizer: the *feeder* moves frames from the call's queue into a bounded
 buffer (it never stops while the recognizer runs), and the *session* task connects, sends the
 buffer, and reconnects when the socket fails. Frames that arrive while a socket is being
-replaced stay in the buffer and are sent to the next one, so a reconnect loses no audio
-beyond the buffer's bound.
+replaced stay in the buffer and go to the next one. So does the audio sent since the last
+committed transcript: the server loses what it had not committed when its socket dies, and
+frames written into a socket the server already closed are lost too. A reconnect therefore
+loses no audio beyond the buffer's bound.
 
 Failures come in two kinds. Transient ones (a socket closed by the server, a connection
 error or timeout, ``transcriber_error``, ``queue_overflow``, ``resource_exhausted``,
@@ -15,7 +17,7 @@ settings or audio) end recognition at once. Either way ``on_error`` hears about 
 
 Echo discard: while the agent speaks (``set_speaking(True)``) and for ``echo_window_s`` after,
 committed transcripts are dropped, since on a speakerphone they are the agent's own voice.
-Partials are dropped too unless ``discard_partials_while_speaking=False``.
+Partials always pass (the first one lets the caller barge in) unless ``discard_partials_while_speaking=True``.
 
 Keyterms come from :meth:`set_hints`; Scribe takes them when a socket opens, so new hints
 apply from the next connection on (the socket is not replaced just to change them).
@@ -33,13 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 
 from voicefsm.errors import ProviderError, ProviderUnavailable
 from voicefsm.providers.base import RecognitionHints, TextCallback
 
 if TYPE_CHECKING:
-    import httpx
     from elevenlabs.client import AsyncElevenLabs
     from elevenlabs.realtime import RealtimeConnection
 
@@ -112,7 +114,7 @@ class ElevenLabsSpeechToText:
         vad_threshold: float = 0.4,
         keyterms: Sequence[str] = (),
         echo_window_s: float = 0.4,
-        discard_partials_while_speaking: bool = True,
+        discard_partials_while_speaking: bool = False,
         connect_timeout_s: float = 5.0,
         close_timeout_s: float = 1.0,
         max_retries: int = 3,
@@ -129,6 +131,8 @@ class ElevenLabsSpeechToText:
         self.on_committed: TextCallback | None = None
         self.on_recognizing: TextCallback | None = None
         self.on_error: TextCallback | None = None
+        #: Optional: called with each committed transcript dropped as echo (for logs and records).
+        self.on_discarded: TextCallback | None = None
         self.base_url = base_url
         self.model_id = model_id
         self.language_code = language_code
@@ -147,8 +151,6 @@ class ElevenLabsSpeechToText:
         self.batch_frames = max(1, batch_frames)
         self._clock = clock
         self._realtime_sdk = realtime
-        import httpx  # a core dependency; imported here only to keep module import light
-
         # Our own (unused for STT) httpx client so stop() can close everything the SDK client holds.
         self._http: httpx.AsyncClient = httpx.AsyncClient()
         # api_key is always explicit: the SDK's default reads ELEVENLABS_API_KEY at import time.
@@ -158,6 +160,8 @@ class ElevenLabsSpeechToText:
         self._random = random.Random()
 
         self.error: ProviderError | None = None
+        #: Set when recognition has ended for good: a failure, the end of the audio, or stop().
+        self.finished = asyncio.Event()
         self.sessions_opened = 0
         self.reconnects = 0
         self.frames_sent = 0
@@ -168,6 +172,7 @@ class ElevenLabsSpeechToText:
         self._speaking = False
         self._echo_until = float("-inf")
         self._pending: collections.deque[bytes] = collections.deque()
+        self._uncommitted: collections.deque[bytes] = collections.deque()  # sent since the last commit
         self._frames_ready = asyncio.Event()
         self._audio_ended = False
         self._started = False
@@ -238,6 +243,7 @@ class ElevenLabsSpeechToText:
                 await self._close_connection(self._conn)
             await self._http.aclose()
         finally:
+            self.finished.set()
             self._stopped.set()
 
     # -- properties for tests and metrics --------------------------------------------------
@@ -305,6 +311,9 @@ class ElevenLabsSpeechToText:
                     self._pending.extendleft(reversed(batch))  # the next socket gets them
                     raise
                 self.frames_sent += len(batch)
+                self._uncommitted.extend(batch)
+                while len(self._uncommitted) > self.buffer_frames:
+                    self._uncommitted.popleft()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -313,6 +322,15 @@ class ElevenLabsSpeechToText:
     # -- sessions ---------------------------------------------------------------------------
 
     async def _run_sessions(self) -> None:
+        try:
+            await self._reconnect_loop()
+        except Exception as exc:  # a bug here must still end the call's wait, not leave it listening
+            log.exception("ElevenLabs STT session task failed")
+            self._fail(f"internal error in the recognizer: {type(exc).__name__}: {exc}")
+        finally:
+            self.finished.set()
+
+    async def _reconnect_loop(self) -> None:
         failures = 0
         while not self._stopping:
             session = _Session(opened_at=self._clock())
@@ -322,8 +340,8 @@ class ElevenLabsSpeechToText:
             if outcome.terminal:
                 self._fail(outcome.reason)
                 return
-            if self._audio_ended and not self._pending:
-                return  # the call's audio is over: nothing left to recognise
+            if self._audio_ended:
+                return  # the call's audio is over (and was committed): nothing left to recognise
             if session.productive or self._clock() - session.opened_at >= self.stable_session_s:
                 failures = 0
             failures += 1
@@ -352,7 +370,19 @@ class ElevenLabsSpeechToText:
             await asyncio.wait({sender})
             await self._close_connection(conn)
             self._conn = None
+            self._replay_uncommitted()
         return self._classify(session)
+
+    def _replay_uncommitted(self) -> None:
+        """Put the audio the dead socket never committed back in front of the buffer, within its bound."""
+        replay, room = list(self._uncommitted), max(0, self.buffer_frames - len(self._pending))
+        self._uncommitted.clear()
+        if len(replay) > room:
+            self.frames_dropped += len(replay) - room
+            replay = replay[len(replay) - room :]
+        self._pending.extendleft(reversed(replay))
+        if replay:
+            self._frames_ready.set()
 
     async def _connect(self, session: _Session) -> RealtimeConnection:
         try:
@@ -449,9 +479,11 @@ class ElevenLabsSpeechToText:
         if self._stopping or not isinstance(text, str) or not text.strip():
             return
         session.productive = True
+        self._uncommitted.clear()  # the server has settled that audio: never replay it
         if self._discarding():
             self.discarded += 1
             log.debug("discarded a transcript heard while the agent spoke (echo)")
+            self._deliver(self.on_discarded, text)
             return
         self._deliver(self.on_committed, text)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -139,7 +139,7 @@ class ElevenLabsTextToSpeech:
             first_byte_timeout_s=min(5.0, settings.elevenlabs_timeout_s),
         )
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law chunks of ``text`` as they arrive; raises ProviderError on any failure."""
         if self._closed:
             raise ProviderError(PROVIDER, "the synthesizer was closed; build a new one")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from voicefsm.core.audio import FRAME_BYTES, ULAW_SILENCE
 from voicefsm.errors import ProviderError
@@ -97,7 +97,7 @@ class ScriptedTextToSpeech:
         ms = max(len(text), 1) * self.ms_per_character
         return max(1, ms // 20) * FRAME_BYTES
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         if self.fail_always is not None:
             raise ProviderError("scripted-tts", self.fail_always)
         if self._failures:

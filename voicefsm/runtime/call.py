@@ -312,12 +312,14 @@ class Call:
         sent_bytes = 0
         try:
             try:
-                async for chunk in tts.synthesize(text):
-                    if self.disconnected.is_set():
-                        return SpeakResult(text, "", call_disconnected=True)
-                    for frame in framer.push(chunk):
-                        self.put_outbound(frame)
-                        sent_bytes += len(frame)
+                # aclosing: a generator left early is closed now, not later by the garbage collector.
+                async with contextlib.aclosing(tts.synthesize(text)) as chunks:
+                    async for chunk in chunks:
+                        if self.disconnected.is_set():
+                            return SpeakResult(text, "", call_disconnected=True)
+                        for frame in framer.push(chunk):
+                            self.put_outbound(frame)
+                            sent_bytes += len(frame)
                 tail = framer.flush()
                 if tail:
                     self.put_outbound(tail)
