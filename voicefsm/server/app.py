@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from voicefsm import __version__
 from voicefsm.server.registry import CallRegistry
@@ -32,5 +32,10 @@ def create_app(settings: Settings, services: CallServices | None = None) -> Fast
             "dev_mode": settings.dev_mode,
             "version": __version__,
         }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics: active calls, calls by outcome, turn latency, provider errors."""
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -53,7 +53,7 @@ async def _verified_form(request: Request) -> FormData | Response:
     url = _signed_url(state, request)
     signature = request.headers.get("x-twilio-signature")
     if url is None or not is_valid_signature_any(tokens, url, form, signature):
-        state.metrics.rejected_requests += 1
+        state.metrics.request_rejected()
         log.warning("rejected %s: missing or invalid X-Twilio-Signature", request.url.path)
         return Response("invalid Twilio signature", status_code=403)
     return form
@@ -116,7 +116,7 @@ async def media_stream(websocket: WebSocket) -> None:
     """One Twilio Media Stream = one Call, from ``start`` until the last of its tasks is awaited."""
     state = _state(websocket)
     if not _websocket_signature_ok(state, websocket):
-        state.metrics.rejected_requests += 1
+        state.metrics.request_rejected()
         log.warning("rejected a media stream: missing or invalid X-Twilio-Signature")
         await websocket.close(code=1008)  # before accept: the client sees HTTP 403
         return
@@ -133,7 +133,7 @@ async def media_stream(websocket: WebSocket) -> None:
     try:
         admission = state.registry.admit(start)
     except StreamRejected as exc:
-        state.metrics.rejected_requests += 1
+        state.metrics.request_rejected()
         log.warning("refused a media stream: %s", exc)
         with contextlib.suppress(Exception):
             await websocket.close(code=1008, reason="stream refused")

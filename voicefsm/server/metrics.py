@@ -1,0 +1,51 @@
+"""Prometheus metrics of one server: live calls, outcomes, turn latency, provider errors.
+
+Each app gets its own registry, so two servers in one process (tests, the bridge) never mix counts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: Turn latency is what a caller feels: from the end of their words to the first audio of the reply.
+TURN_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Counters and histograms exposed at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.active_calls = Gauge("voicefsm_active_calls", "Calls in progress", registry=self.registry)
+        self.calls = Counter("voicefsm_calls", "Calls ended, by outcome", ["outcome"], registry=self.registry)
+        self.turn_latency = Histogram(
+            "voicefsm_turn_latency_seconds",
+            "From the caller's committed utterance to the first reply audio",
+            buckets=TURN_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.provider_errors = Counter(
+            "voicefsm_provider_errors", "Speech provider failures", ["kind"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "voicefsm_rejected_requests", "Requests refused (signature, token, capacity)", registry=self.registry
+        )
+        self.calls_started = 0
+
+    def call_started(self) -> None:
+        self.calls_started += 1
+        self.active_calls.inc()
+
+    def call_ended(self, outcome: str) -> None:
+        self.active_calls.dec()
+        self.calls.labels(outcome=outcome).inc()
+
+    def request_rejected(self) -> None:
+        self.rejected.inc()
+
+    def provider_error(self, kind: str) -> None:
+        self.provider_errors.labels(kind=kind).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
