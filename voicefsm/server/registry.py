@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ class CallRegistry:
         self._clock = clock
         self._tickets: dict[str, _Ticket] = {}
         self.active: dict[str, Call] = {}
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def issue_token(self, call_sid: str, caller: str | None) -> str:
         """A token for ``call_sid``'s stream; a retried webhook for the same call gets the same one."""
@@ -74,8 +77,11 @@ class CallRegistry:
         if call.call_sid is None:
             raise ValueError("a call is registered only once its stream has started (it has no CallSid yet)")
         self.active[call.call_sid] = call
+        self.idle.clear()
 
     def remove(self, call: Call) -> None:
         """Forget a call that has ended."""
         if call.call_sid is not None and self.active.get(call.call_sid) is call:
             del self.active[call.call_sid]
+        if not self.active:
+            self.idle.set()

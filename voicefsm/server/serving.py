@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -62,3 +63,47 @@ async def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -
         await main_loop
         await server.shutdown(sockets=[sock])
         sock.close()
+
+
+async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = 5.0) -> int:
+    """Stop taking calls, let live ones finish for ``timeout_s``, then hang up the rest.
+
+    Returns how many calls had to be ended by the server.
+    """
+    state = app.state.voicefsm
+    state.draining = True
+    registry = state.registry
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await registry.idle.wait()
+    remaining = list(registry.active.values())
+    for call in remaining:
+        call.request_disconnect("server shutdown")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(hangup_grace_s):
+            await registry.idle.wait()
+    return len(remaining)
+
+
+async def serve_until_signalled(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    drain_timeout_s: float,
+    on_ready: Callable[[RunningServer], None] | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain gracefully. Returns the number of calls cut short."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with running_server(app, host, port) as server:
+            if on_ready is not None:
+                on_ready(server)
+            await stop.wait()
+            return await drain(app, drain_timeout_s)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
