@@ -3,11 +3,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from voicefsm.core.events import CallEvent, Committed, Disconnected, MarkReceived, Recognizing, SttError, WsConnected
+from voicefsm.core.events import (
+    CallEvent,
+    Committed,
+    Disconnected,
+    MarkReceived,
+    Recognizing,
+    SttError,
+    WsConnected,
+)
 from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkOutcome
 from voicefsm.errors import CallHangupError, CallNotAnsweredError
@@ -77,7 +85,7 @@ async def test_clear_drops_queued_audio_and_interrupts_pending_marks(call: Call)
 
 async def test_clear_after_marks_were_sent_still_interrupts_them(call: Call) -> None:
     line = FakeLine(call, echo_marks=False)
-    name, waiter = call.place_mark("prompt")
+    _, waiter = call.place_mark("prompt")
     await asyncio.wait_for(_until(lambda: len(line.sent) == 1), 2)
     call.request_clear_buffer()
     assert waiter.result() is MarkOutcome.INTERRUPTED
@@ -101,7 +109,7 @@ async def test_disconnected_exactly_once_and_settles_everything(call: Call) -> N
 
 async def test_wait_for_ws_connect_raises_when_not_answered() -> None:
     call = Call()
-    with pytest.raises(CallNotAnsweredError, match="did not connect within 0.05 s"):
+    with pytest.raises(CallNotAnsweredError, match=r"did not connect within 0\.05 s"):
         await call.wait_for_ws_connect(0.05)
 
 
@@ -206,7 +214,12 @@ async def test_stt_is_wired_before_it_starts_and_results_become_events(call: Cal
     assert order == ["ready"] and stt.started
     stt.say("book a table")
     stt.fail("socket closed")
-    assert events == [Recognizing("book"), Recognizing("book a"), Committed("book a table"), SttError("socket closed")]
+    assert events == [
+        Recognizing("book"),
+        Recognizing("book a"),
+        Committed("book a table"),
+        SttError("socket closed"),
+    ]
     await call.stop_stt()
     assert stt.stopped and call.stt is None
 
@@ -220,7 +233,7 @@ async def test_secondary_stt_hears_the_same_audio_and_cannot_hurt_the_call(call:
     assert isinstance(call.stt, SttTee)
     for _ in range(5):
         call.put_inbound(b"\xff" * 160)
-    await asyncio.wait_for(_until(lambda: secondary.frames_received == 5 and primary.frames_received == 5), 2)
+    await asyncio.wait_for(_until(lambda: secondary.frames_received == primary.frames_received == 5), 2)
     secondary.fail("secondary died")
     secondary.say("ignored by the call")
     primary.say("hello", partials=False)
@@ -255,6 +268,7 @@ async def test_thread_safe_facade_refuses_the_loop_thread(call: Call) -> None:
         call.threadsafe.send_mark_and_wait("x", timeout_s=0.1)
 
 
-async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Yield loop turns (no wall-clock waiting) until ``predicate`` holds; callers bound it with wait_for."""
+    while not predicate():  # noqa: ASYNC110 - nothing to await: the producers are plain loop callbacks
         await asyncio.sleep(0)
