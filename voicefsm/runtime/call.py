@@ -53,6 +53,9 @@ class AudioTap(Protocol):
 
     def tap_caller(self, frame: bytes) -> None: ...
     def tap_agent(self, frame: bytes) -> None: ...
+    def clear_agent(self) -> int:
+        """Forget agent audio not yet mixed: a barge-in cleared it, so the caller never heard it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,8 @@ class Call:
         if self.disconnected.is_set():
             return
         self._outbound = collections.deque(item for item in self._outbound if isinstance(item, ClearBuffer))
+        if self.tap is not None:
+            self.tap.clear_agent()
         for name in self._marks.clear():
             self._resolve_mark(name, MarkOutcome.INTERRUPTED)
         self._outbound.appendleft(ClearBuffer())
