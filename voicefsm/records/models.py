@@ -1,0 +1,80 @@
+"""What the records read back: pydantic models that FastAPI can return as they are."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Speaker = Literal["agent", "caller"]
+Via = Literal["speech", "dtmf", "text"]
+Direction = Literal["inbound", "outbound"]
+
+SPEAKERS: tuple[Speaker, ...] = ("agent", "caller")
+VIAS: tuple[Via, ...] = ("speech", "dtmf", "text")
+DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound")
+#: The outcomes voicefsm itself records; any other short word is stored as given.
+OUTCOMES: tuple[str, ...] = ("completed", "hung_up", "transferred", "error", "abandoned", "incomplete")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class TurnRecord(_Record):
+    """One line of the transcript, with its timings (UTC) and the latency before it in milliseconds."""
+
+    seq: int
+    speaker: Speaker
+    text: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    latency_ms: int | None
+    interrupted: bool
+    via: Via
+
+
+class TransitionRecord(_Record):
+    """One step of the call's path through the statechart."""
+
+    seq: int
+    source: str
+    event: str
+    target: str
+    at: dt.datetime
+
+
+class ErrorRecord(_Record):
+    """One error recorded during the call."""
+
+    at: dt.datetime
+    kind: str
+    where: str
+    message: str
+
+
+class CallSummary(_Record):
+    """One row of the call list: who, when, how it ended, where the chart is or stopped."""
+
+    call_sid: str
+    flow: str
+    direction: Direction
+    caller: str | None
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    duration_s: float | None
+    outcome: str | None
+    current_state: str | None
+    final_state: str | None
+    recording_path: str | None
+    turn_count: int
+
+
+class CallRecord(CallSummary):
+    """A whole call: the summary plus transcript, state path, slots and errors, each in order."""
+
+    transcript: list[TurnRecord]
+    path: list[TransitionRecord]
+    slots: dict[str, Any]
+    errors: list[ErrorRecord]

@@ -1,0 +1,413 @@
+"""The call-record store: every write is its own transaction, made as the call goes, not at hang-up.
+
+SQLite by default (a file, WAL with ``synchronous=FULL`` so a committed turn survives a power cut),
+PostgreSQL by URL (``postgresql+asyncpg://...``). The SQL is portable: no upserts or pragmas outside
+the SQLite connect hook, so both dialects run the same code. Nothing here logs callers or transcripts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from voicefsm.records.errors import InvalidRecordError, RecordsError, UnknownCallError
+from voicefsm.records.jsonvalue import decode_value, encode_value
+from voicefsm.records.models import (
+    DIRECTIONS,
+    SPEAKERS,
+    VIAS,
+    CallRecord,
+    CallSummary,
+    Direction,
+    ErrorRecord,
+    Speaker,
+    TransitionRecord,
+    TurnRecord,
+    Via,
+)
+from voicefsm.records.tables import Base, CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
+
+ABANDONED = "abandoned"
+
+
+class StoreUnavailableError(RecordsError):
+    """The records database could not be opened (bad URL, unreachable server, unwritable file)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"cannot open the call records at {self.url}: {self.reason}; check --db / VOICEFSM_DB_URL "
+            "(e.g. sqlite+aiosqlite:///voicefsm.db or postgresql+asyncpg://user@host/voicefsm)"
+        )
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC: the one clock every record is stamped with."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _check(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InvalidRecordError(field, value, allowed)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Per connection: WAL lets the API read while a call writes; FULL makes each commit durable
+    # across a power loss, not only a crash (research/reliability.md §5).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # a URI filename: SQLite parses it, leave it alone
+        return None
+    return Path(database)
+
+
+class CallStore:
+    """Call records in a SQL database; open with ``await CallStore.open(url)``, close with ``aclose()``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str, *, echo: bool = False) -> CallStore:
+        """Connect to ``url`` and create the tables that are missing (a SQLite file's folder too)."""
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        file = _sqlite_file(parsed)
+        try:
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            # hide_parameters: a failed INSERT's message must not carry a caller's number or words.
+            options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+            if not sqlite:
+                options["pool_pre_ping"] = True  # a server restarted mid-call: reconnect, don't fail a turn
+            engine = create_async_engine(parsed, **options)
+        except ImportError as error:
+            extra = " (pip install 'voicefsm[postgres]')" if error.name == "asyncpg" else ""
+            raise StoreUnavailableError(
+                shown, f"its driver {error.name or error} is not installed{extra}"
+            ) from error
+        except (OSError, SQLAlchemyError) as error:
+            raise StoreUnavailableError(shown, f"{type(error).__name__}: {error}") from error
+        if sqlite:
+            sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
+        except (OSError, SQLAlchemyError) as error:
+            await engine.dispose()
+            raise StoreUnavailableError(shown, f"{type(error).__name__}: {error}") from error
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (for health checks and tests)."""
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked, safe to print."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises the driver's error when it is unreachable."""
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    # -- writes: one transaction each ---------------------------------------------------------------
+
+    async def call_started(
+        self,
+        call_sid: str,
+        *,
+        flow: str,
+        caller: str | None,
+        direction: Direction = "inbound",
+        started_at: dt.datetime | None = None,
+    ) -> bool:
+        """Create the call's record; False (and no change) when it already exists, e.g. a replayed webhook."""
+        _check("direction", direction, DIRECTIONS)
+        row = CallRow(
+            call_sid=call_sid,
+            flow=flow,
+            direction=direction,
+            caller=caller,
+            started_at=started_at or utcnow(),
+        )
+        try:
+            async with self._sessions.begin() as session:
+                if await session.get(CallRow, call_sid) is not None:
+                    return False
+                session.add(row)
+        except IntegrityError:
+            return False  # a concurrent replay of the same webhook inserted it first
+        return True
+
+    async def turn(
+        self,
+        call_sid: str,
+        *,
+        speaker: Speaker,
+        text: str,
+        started_at: dt.datetime,
+        ended_at: dt.datetime | None = None,
+        latency_ms: float | None = None,
+        interrupted: bool = False,
+        via: Via = "speech",
+    ) -> int:
+        """Append one line to the transcript; returns its sequence number (1, 2, ...)."""
+        _check("speaker", speaker, SPEAKERS)
+        _check("via", via, VIAS)
+        async with self._sessions.begin() as session:
+            await self._call(session, call_sid, "a turn")
+            seq = await self._next_seq(session, TurnRow, call_sid)
+            session.add(
+                TurnRow(
+                    call_sid=call_sid,
+                    seq=seq,
+                    speaker=speaker,
+                    text=text,
+                    started_at=started_at,
+                    ended_at=ended_at,
+                    latency_ms=None if latency_ms is None else round(latency_ms),
+                    interrupted=interrupted,
+                    via=via,
+                )
+            )
+        return seq
+
+    async def transition(
+        self, call_sid: str, *, source: str, event: str, target: str, at: dt.datetime | None = None
+    ) -> int:
+        """Append one step to the call's path and make ``target`` its current state; returns its seq."""
+        async with self._sessions.begin() as session:
+            call = await self._call(session, call_sid, "a transition")
+            seq = await self._next_seq(session, TransitionRow, call_sid)
+            session.add(
+                TransitionRow(
+                    call_sid=call_sid, seq=seq, source=source, event=event, target=target, at=at or utcnow()
+                )
+            )
+            call.current_state = target
+        return seq
+
+    async def slot(
+        self, call_sid: str, name: str, value: Any, *, updated_at: dt.datetime | None = None
+    ) -> None:
+        """Set one slot's value (JSON; dates, enums, pydantic models included), replacing the previous one."""
+        encoded = encode_value(value)
+        at = updated_at or utcnow()
+        for attempt in range(2):
+            try:
+                async with self._sessions.begin() as session:
+                    await self._call(session, call_sid, f"slot {name!r}")
+                    row = await session.get(SlotRow, (call_sid, name))
+                    if row is None:
+                        session.add(SlotRow(call_sid=call_sid, name=name, value=encoded, updated_at=at))
+                    else:
+                        row.value = encoded
+                        row.updated_at = at
+                return
+            except IntegrityError:
+                # Portable upsert: a concurrent writer inserted the slot first; update it on the retry.
+                if attempt:
+                    raise
+
+    async def error(
+        self, call_sid: str, *, kind: str, where: str, message: str, at: dt.datetime | None = None
+    ) -> None:
+        """Record an error of the call: its ``kind`` (e.g. ``stt``), ``where`` it happened, the message."""
+        async with self._sessions.begin() as session:
+            await self._call(session, call_sid, "an error")
+            session.add(
+                ErrorRow(call_sid=call_sid, at=at or utcnow(), kind=kind, where=where, message=message)
+            )
+
+    async def state(self, call_sid: str, current_state: str) -> None:
+        """Set the call's current state (``transition`` does this too)."""
+        async with self._sessions.begin() as session:
+            call = await self._call(session, call_sid, "its state")
+            call.current_state = current_state
+
+    async def set_recording(self, call_sid: str, path: str | os.PathLike[str]) -> None:
+        """Point the call's record at its audio recording."""
+        async with self._sessions.begin() as session:
+            call = await self._call(session, call_sid, "a recording")
+            call.recording_path = os.fspath(path)
+
+    async def call_ended(
+        self,
+        call_sid: str,
+        *,
+        outcome: str,
+        final_state: str | None = None,
+        ended_at: dt.datetime | None = None,
+    ) -> bool:
+        """Finalise the call; the first end wins (teardown or status callback). False if ended or unknown."""
+        if not outcome:
+            raise InvalidRecordError("outcome", outcome, ("a non-empty word such as 'completed'",))
+        async with self._sessions.begin() as session:
+            call = await session.get(CallRow, call_sid)
+            if call is None or call.ended_at is not None:
+                return False
+            call.ended_at = ended_at or utcnow()
+            call.outcome = outcome
+            if final_state is not None:
+                call.current_state = final_state
+            call.final_state = call.current_state
+        return True
+
+    async def recover_abandoned(self, now: dt.datetime | None = None) -> int:
+        """Mark calls that never ended as ``abandoned`` at ``now`` (run at start-up); returns how many."""
+        statement = (
+            update(CallRow)
+            .where(CallRow.ended_at.is_(None))
+            .values(outcome=ABANDONED, ended_at=now or utcnow(), final_state=CallRow.current_state)
+        )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(statement)
+        return result.rowcount
+
+    async def delete_call(self, call_sid: str) -> bool:
+        """Delete a call and everything recorded for it (retention, erasure requests); False if unknown."""
+        async with self._sessions.begin() as session:
+            for child in (TurnRow, TransitionRow, SlotRow, ErrorRow):
+                await session.execute(delete(child).where(child.call_sid == call_sid))
+            result = await session.execute(delete(CallRow).where(CallRow.call_sid == call_sid))
+        return bool(getattr(result, "rowcount", 0))
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    async def list_calls(self, limit: int = 50, offset: int = 0) -> list[CallSummary]:
+        """The calls, newest first."""
+        turn_count = (
+            select(func.count(TurnRow.id))
+            .where(TurnRow.call_sid == CallRow.call_sid)
+            .correlate(CallRow)
+            .scalar_subquery()
+        )
+        statement = (
+            select(CallRow, turn_count)
+            .order_by(CallRow.started_at.desc(), CallRow.call_sid.desc())
+            .limit(max(0, limit))
+            .offset(max(0, offset))
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(statement)).all()
+        return [CallSummary(**_summary(call, count)) for call, count in rows]
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        """The whole record of one call, or None when there is none."""
+        async with self._sessions() as session:
+            call = await session.get(CallRow, call_sid)
+            if call is None:
+                return None
+            turns = (
+                await session.scalars(
+                    select(TurnRow).where(TurnRow.call_sid == call_sid).order_by(TurnRow.seq, TurnRow.id)
+                )
+            ).all()
+            steps = (
+                await session.scalars(
+                    select(TransitionRow)
+                    .where(TransitionRow.call_sid == call_sid)
+                    .order_by(TransitionRow.seq, TransitionRow.id)
+                )
+            ).all()
+            slots = (
+                await session.scalars(
+                    select(SlotRow)
+                    .where(SlotRow.call_sid == call_sid)
+                    .order_by(SlotRow.updated_at, SlotRow.name)
+                )
+            ).all()
+            errors = (
+                await session.scalars(
+                    select(ErrorRow).where(ErrorRow.call_sid == call_sid).order_by(ErrorRow.at, ErrorRow.id)
+                )
+            ).all()
+        return CallRecord(
+            **_summary(call, len(turns)),
+            transcript=[
+                TurnRecord(
+                    seq=t.seq,
+                    speaker=t.speaker,  # type: ignore[arg-type]  # checked on write
+                    text=t.text,
+                    started_at=t.started_at,
+                    ended_at=t.ended_at,
+                    latency_ms=t.latency_ms,
+                    interrupted=t.interrupted,
+                    via=t.via,  # type: ignore[arg-type]  # checked on write
+                )
+                for t in turns
+            ],
+            path=[
+                TransitionRecord(seq=s.seq, source=s.source, event=s.event, target=s.target, at=s.at)
+                for s in steps
+            ],
+            slots={slot.name: decode_value(slot.value) for slot in slots},
+            errors=[ErrorRecord(at=e.at, kind=e.kind, where=e.where, message=e.message) for e in errors],
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _call(session: AsyncSession, call_sid: str, action: str) -> CallRow:
+        call = await session.get(CallRow, call_sid)
+        if call is None:
+            raise UnknownCallError(call_sid, action)
+        return call
+
+    @staticmethod
+    async def _next_seq(
+        session: AsyncSession, model: type[TurnRow] | type[TransitionRow], call_sid: str
+    ) -> int:
+        statement = select(func.coalesce(func.max(model.seq), 0) + 1).where(model.call_sid == call_sid)
+        return int((await session.execute(statement)).scalar_one())
+
+
+def _summary(call: CallRow, turn_count: int) -> dict[str, Any]:
+    ended = call.ended_at
+    return {
+        "call_sid": call.call_sid,
+        "flow": call.flow,
+        "direction": call.direction,
+        "caller": call.caller,
+        "started_at": call.started_at,
+        "ended_at": ended,
+        "duration_s": None if ended is None else (ended - call.started_at).total_seconds(),
+        "outcome": call.outcome,
+        "current_state": call.current_state,
+        "final_state": call.final_state,
+        "recording_path": call.recording_path,
+        "turn_count": turn_count,
+    }

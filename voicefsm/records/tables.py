@@ -1,0 +1,112 @@
+"""The call-record tables (SQLAlchemy 2 ORM); plain column types, so SQLite and PostgreSQL share them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+SID_LENGTH = 128
+NAME_LENGTH = 255
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Datetimes stored as UTC and read back timezone-aware, whatever the dialect keeps of the zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        # A naive datetime is taken as UTC: the runtime's clock is UTC.
+        utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        # SQLite's DATETIME text has no zone; store naive UTC so every row compares and sorts alike.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the call-record tables."""
+
+
+class CallRow(Base):
+    """One phone call, keyed by Twilio's CallSid."""
+
+    __tablename__ = "calls"
+
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    direction: Mapped[str] = mapped_column(String(16))
+    # E.164 as Twilio sent it: personal data, kept in this one column and never logged.
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    final_state: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    current_state: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    recording_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TurnRow(Base):
+    """One utterance: the agent's prompt or the caller's final transcript (or keypad digits)."""
+
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_call_seq", "call_sid", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), ForeignKey("calls.call_sid"))
+    seq: Mapped[int] = mapped_column(Integer)
+    speaker: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    via: Mapped[str] = mapped_column(String(16))
+
+
+class TransitionRow(Base):
+    """One step of the statechart: ``source --event--> target``."""
+
+    __tablename__ = "transitions"
+    __table_args__ = (Index("ix_transitions_call_seq", "call_sid", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), ForeignKey("calls.call_sid"))
+    seq: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    event: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    target: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class SlotRow(Base):
+    """The latest value of one slot of one call, as JSON text."""
+
+    __tablename__ = "slots"
+
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), ForeignKey("calls.call_sid"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ErrorRow(Base):
+    """Something that went wrong during a call: ``kind`` (e.g. ``stt``), ``where`` (state or component)."""
+
+    __tablename__ = "errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), ForeignKey("calls.call_sid"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    where: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
