@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from voicefsm.records import CallStore, RecordWriter
+from voicefsm.server.live import LiveFeed
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
@@ -19,3 +22,7 @@ class ServerState:
     registry: CallRegistry
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
+    store: CallStore | None = None
+    writer: RecordWriter | None = None
+    flow_description: dict[str, Any] | None = None
+    feeds: dict[str, LiveFeed] = field(default_factory=dict)

@@ -1,0 +1,121 @@
+"""The JSON API: the flow, live and past calls, caller injection (dev mode), and live call events."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, model_validator
+
+from voicefsm.core.events import DTMF_DIGITS, Committed, Dtmf
+from voicefsm.records import CallRecord, CallSummary
+from voicefsm.server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def _state(request: Request | WebSocket) -> ServerState:
+    state: ServerState = request.app.state.voicefsm
+    return state
+
+
+class CallerInput(BaseModel):
+    """What the caller 'says' (text) or presses (digits), injected into a live call."""
+
+    text: str | None = Field(None, max_length=500)
+    digits: str | None = Field(None, max_length=32)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CallerInput:
+        if (self.text is None) == (self.digits is None):
+            raise ValueError('send exactly one of "text" or "digits"')
+        if self.digits is not None and not set(self.digits) <= DTMF_DIGITS:
+            raise ValueError("digits may only contain 0-9, *, # and A-D")
+        return self
+
+
+@router.get("/flow")
+async def flow_description(request: Request) -> dict[str, Any]:
+    """The served flow: its states, transitions and slots (for the diagram)."""
+    description = _state(request).flow_description
+    if description is None:
+        raise HTTPException(404, "this server runs no flow")
+    return description
+
+
+@router.get("/calls")
+async def list_calls(request: Request, limit: int = 50, offset: int = 0) -> list[CallSummary]:
+    """Past and live calls, newest first."""
+    store = _state(request).store
+    if store is None:
+        return []
+    return await store.list_calls(limit=max(1, min(limit, 500)), offset=max(0, offset))
+
+
+@router.get("/calls/{call_sid}")
+async def get_call(request: Request, call_sid: str) -> dict[str, Any]:
+    """One call: state, slots, transcript with timings, the path through the states, errors."""
+    state = _state(request)
+    record: CallRecord | None = await state.store.get_call(call_sid) if state.store is not None else None
+    if record is None:
+        raise HTTPException(404, f"no call {call_sid}")
+    body = record.model_dump(mode="json")
+    body["recording_url"] = f"/api/calls/{call_sid}/recording" if record.recording_path else None
+    body["live"] = call_sid in state.registry.active
+    return body
+
+
+@router.get("/calls/{call_sid}/recording")
+async def get_recording(request: Request, call_sid: str) -> FileResponse:
+    """The call's recording as a WAV file."""
+    state = _state(request)
+    record = await state.store.get_call(call_sid) if state.store is not None else None
+    if record is None or not record.recording_path or not Path(record.recording_path).is_file():
+        raise HTTPException(404, f"no recording for call {call_sid}")
+    return FileResponse(record.recording_path, media_type="audio/wav", filename=f"{call_sid}.wav")
+
+
+@router.post("/calls/{call_sid}/caller", status_code=202)
+async def inject_caller_input(request: Request, call_sid: str, body: CallerInput) -> Response:
+    """Dev mode only: hand typed text or keypad digits to a live call as if the caller spoke or pressed them."""
+    state = _state(request)
+    if not state.settings.dev_mode:
+        raise HTTPException(403, "caller injection is only available in dev mode (no TWILIO_AUTH_TOKEN)")
+    call = state.registry.active.get(call_sid)
+    if call is None:
+        raise HTTPException(404, f"no live call {call_sid}")
+    if body.text is not None:
+        call.emit(Committed(body.text))
+    else:
+        for digit in body.digits or "":
+            call.emit(Dtmf(digit))
+    return Response(status_code=202)
+
+
+@router.websocket("/calls/{call_sid}/events")
+async def call_events(websocket: WebSocket, call_sid: str) -> None:
+    """Live updates of one call: a snapshot, then state, turn, slot and ended messages."""
+    state = _state(websocket)
+    feed = state.feeds.get(call_sid)
+    await websocket.accept()
+    if feed is None:
+        await websocket.send_json({"type": "ended", "reason": "no such live call"})
+        await websocket.close()
+        return
+    queue = feed.subscribe()
+    try:
+        while (message := await queue.get()) is not None:
+            await websocket.send_json(message)
+        await websocket.close()
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        feed.unsubscribe(queue)
+        with contextlib.suppress(Exception):
+            await websocket.close()
