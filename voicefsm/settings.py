@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(30.0, ge=0, validation_alias=_env("VOICEFSM_DRAIN_TIMEOUT_S"))
     stream_idle_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("VOICEFSM_STREAM_IDLE_TIMEOUT_S"))
     db_url: str = Field("sqlite+aiosqlite:///voicefsm.db", validation_alias=_env("VOICEFSM_DB_URL", "DATABASE_URL"))
-    recordings_dir: str | None = Field(None, validation_alias=_env("VOICEFSM_RECORDINGS_DIR"))
+    recordings_dir: str | None = Field("recordings", validation_alias=_env("VOICEFSM_RECORDINGS_DIR"))
     voice_monitor: bool = Field(False, validation_alias=_env("VOICE_MONITOR"))
 
     # Providers: an explicit name wins, then whichever credentials are present, then local.

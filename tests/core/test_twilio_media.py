@@ -61,18 +61,26 @@ def malformed(frame: str | bytes, *, started: bool = True) -> MalformedMessage:
 
 
 def test_connected() -> None:
-    assert parse_message('{"event":"connected","protocol":"Call","version":"1.0.0"}') == Connected("Call", "1.0.0")
+    assert parse_message('{"event":"connected","protocol":"Call","version":"1.0.0"}') == Connected(
+        "Call", "1.0.0"
+    )
 
 
 def test_start_carries_sids_tracks_format_and_custom_parameters() -> None:
     frame = (
-        '{"event":"start","sequenceNumber":"1","streamSid":"' + SID + '","start":{"accountSid":"' + ACCOUNT + '",'
+        '{"event":"start","sequenceNumber":"1","streamSid":"'
+        + SID
+        + '","start":{"accountSid":"'
+        + ACCOUNT
+        + '",'
         '"streamSid":"' + SID + '","callSid":"' + CALL + '","tracks":["inbound"],'
         '"customParameters":{"flow":"booking","callerNumber":"+15551230001"},'
         '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}'
     )
     start = parse_message(frame)
-    assert start == Start(1, SID, ACCOUNT, CALL, ("inbound",), {"flow": "booking", "callerNumber": "+15551230001"}, MULAW)
+    assert start == Start(
+        1, SID, ACCOUNT, CALL, ("inbound",), {"flow": "booking", "callerNumber": "+15551230001"}, MULAW
+    )
     assert isinstance(start, Start)
     assert start.custom_parameters["flow"] == "booking"
 
@@ -94,9 +102,13 @@ def test_numbers_may_also_be_json_integers() -> None:
 
 
 def test_dtmf_mark_and_stop() -> None:
-    dtmf = '{"event":"dtmf","sequenceNumber":"7","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"5"}}'
+    dtmf = (
+        '{"event":"dtmf","sequenceNumber":"7","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"5"}}'
+    )
     mark = '{"event":"mark","sequenceNumber":"103","streamSid":"MZ1","mark":{"name":"prompt-1"}}'
-    stop = '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
+    stop = (
+        '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
+    )
     assert parse_message(dtmf) == Dtmf("MZ1", "inbound_track", "5", 7)
     assert parse_message(mark) == Mark("MZ1", "prompt-1", 103)
     assert parse_message(stop) == Stop("MZ1", "AC1", "CA1", 500)
@@ -186,7 +198,11 @@ def test_outbound_messages_have_twilios_exact_shape() -> None:
         "streamSid": SID,
         "media": {"payload": FRAME_B64},
     }
-    assert json.loads(mark_message(SID, "greet#1")) == {"event": "mark", "streamSid": SID, "mark": {"name": "greet#1"}}
+    assert json.loads(mark_message(SID, "greet#1")) == {
+        "event": "mark",
+        "streamSid": SID,
+        "mark": {"name": "greet#1"},
+    }
     assert json.loads(clear_message(SID)) == {"event": "clear", "streamSid": SID}
 
 
@@ -328,7 +344,10 @@ DTMF = dtmf_message(SID, "1", sequence_number=3)
         (_without(_without(START, "start", "streamSid"), "streamSid"), "start.streamSid is missing"),
         (_without(START, "start", "callSid"), "start.callSid is missing"),
         (_with(START, "inbound", "start", "tracks"), "start.tracks must be a list of strings"),
-        (_with(START, {"n": 1}, "start", "customParameters"), "start.customParameters must map names to strings"),
+        (
+            _with(START, {"n": 1}, "start", "customParameters"),
+            "start.customParameters must map names to strings",
+        ),
         (_without(START, "start", "mediaFormat"), "start.mediaFormat is missing"),
         (_with(START, "8000", "start", "mediaFormat", "sampleRate"), ""),  # a string of digits is fine
         (_with(START, "8k", "start", "mediaFormat", "sampleRate"), "start.mediaFormat.sampleRate must be"),
@@ -375,7 +394,10 @@ def test_bad_base64_is_reported_with_the_reason(payload: str, reason: str) -> No
 
 
 def test_bad_base64_reads_like_help() -> None:
-    assert str(malformed(media_json("abc"))) == "dropped a media message with invalid base64 payload (Incorrect padding)"
+    assert (
+        str(malformed(media_json("abc")))
+        == "dropped a media message with invalid base64 payload (Incorrect padding)"
+    )
 
 
 @pytest.mark.parametrize("frame", [MEDIA, DTMF, mark_echo_message(SID, "greet#1", sequence_number=4)])
@@ -475,7 +497,9 @@ def _paths(value: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 
 @fuzz
 @given(st.sampled_from(VALID), st.data(), st.booleans())
-def test_valid_messages_with_one_field_broken_never_raise(frame: str, data: st.DataObject, started: bool) -> None:
+def test_valid_messages_with_one_field_broken_never_raise(
+    frame: str, data: st.DataObject, started: bool
+) -> None:
     paths = [path for path in _paths(json.loads(frame)) if path]
     path = data.draw(st.sampled_from(paths))
     if data.draw(st.booleans()):

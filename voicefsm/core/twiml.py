@@ -32,9 +32,8 @@ def _check_stream_url(url: str, *, allow_insecure: bool) -> None:
     parts = urlsplit(url)
     schemes = ("wss", "ws") if allow_insecure else ("wss",)
     if parts.scheme not in schemes or not parts.netloc:
-        raise StreamUrlError(
-            url, 31910, "is not an absolute wss:// URL", "use the public wss://host/path Twilio reaches over TLS"
-        )
+        fix = "use the public wss://host/path that Twilio reaches over TLS"
+        raise StreamUrlError(url, 31910, "is not an absolute wss:// URL", fix)
     if parts.query or "?" in url:
         raise StreamUrlError(
             url,

@@ -2,26 +2,58 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+from typing import Any
+
 from fastapi import FastAPI, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from voicefsm import __version__
+from voicefsm.records import CallStore, RecordWriter
+from voicefsm.server.api_routes import router as api_router
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
 from voicefsm.server.state import ServerState
 from voicefsm.server.twilio_routes import router as twilio_router
 from voicefsm.settings import Settings
 
+STATIC_DIR = files("voicefsm.server") / "static"
 
-def create_app(settings: Settings, services: CallServices | None = None) -> FastAPI:
-    """An app serving Twilio's webhook, media stream and status routes, plus ``/healthz``."""
+
+def create_app(
+    settings: Settings,
+    services: CallServices | None = None,
+    *,
+    store: CallStore | None = None,
+    writer: RecordWriter | None = None,
+    flow_description: dict[str, Any] | None = None,
+) -> FastAPI:
+    """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``."""
     app = FastAPI(title="voicefsm", version=__version__, docs_url=None, redoc_url=None)
     state = ServerState(
         settings=settings,
         services=services or CallServices(),
         registry=CallRegistry(require_token=not settings.dev_mode),
+        store=store,
+        writer=writer,
+        flow_description=flow_description,
     )
     app.state.voicefsm = state
     app.include_router(twilio_router)
+    app.include_router(api_router)
+    static_dir = str(STATIC_DIR)
+    app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def phone_page() -> FileResponse:
+        """The browser phone: call the flow from the microphone, keypad or keyboard."""
+        return FileResponse(f"{static_dir}/index.html", media_type="text/html")
+
+    @app.get("/calls", include_in_schema=False)
+    async def history_page() -> FileResponse:
+        """Past calls with transcript, path, slots and recording."""
+        return FileResponse(f"{static_dir}/calls.html", media_type="text/html")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

@@ -19,7 +19,7 @@ class CallServices:
     handler: CallHandler | None = None
     stt_factory: SttFactory | None = None
     stt_secondary_factory: SttFactory | None = None
-    tap_factory: Callable[[str], AudioTap | None] | None = None
+    tap_factory: Callable[[str], Awaitable[AudioTap | None]] | None = None
     on_call_started: CallHook | None = None
     on_call_ended: CallHook | None = None
     on_status: StatusHook | None = None

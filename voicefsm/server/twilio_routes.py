@@ -143,7 +143,12 @@ async def media_stream(websocket: WebSocket) -> None:
 
 async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start, caller: str | None) -> None:
     services = state.services
-    tap = services.tap_factory(start.call_sid) if services.tap_factory is not None else None
+    tap = None
+    if services.tap_factory is not None:
+        try:
+            tap = await services.tap_factory(start.call_sid)
+        except Exception:  # a full disk must cost the recording, not the call
+            log.exception("could not start recording call %s; the call goes on unrecorded", start.call_sid)
     call = Call(call_sid=start.call_sid, tap=tap)
     call.stt_factory = services.stt_factory
     call.stt_secondary_factory = services.stt_secondary_factory

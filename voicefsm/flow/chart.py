@@ -1,0 +1,318 @@
+"""``VoiceFlow``: a python-statemachine ``StateChart`` that speaks, listens, and cannot hang.
+
+A flow is a class. Its states are the kinds in :mod:`voicefsm.flow.states`, its transitions
+use the python-statemachine DSL, and what it collects lives in ``slots_model``::
+
+    class Booking(VoiceFlow):
+        slots_model = Appointment
+        greet = Say("Hi, this is Bright Smile Dental.", initial=True)
+        ask_day = Ask("Which day would you like?", slot="day")
+        booked = Hangup("You're booked. Goodbye!")
+        give_up = Hangup("Sorry, I couldn't get that.")
+        spoken = greet.to(ask_day)
+        filled = ask_day.to(booked)
+        no_input = ask_day.to(give_up)
+        no_match = ask_day.to(give_up)
+
+Before python-statemachine builds the class, the metaclass adds the exits every flow needs
+and most never write, as real states and transitions (so the diagram, the spec and coverage
+show them): ``disconnected`` from every state that is not final to a silent final state
+``hung_up``; ``tts_error``, ``stt_error`` and ``error.execution`` to ``failed``, a Hangup that
+apologises. A flow that declares its own transition for a state and event keeps it. Then the
+static checks (:mod:`voicefsm.flow.checks`) run, and a flow that could strand a caller is
+rejected with :class:`~voicefsm.flow.errors.FlowDefinitionError`.
+
+Flows always run on the async engine and unknown events raise instead of being ignored. Flow
+code that raises makes ``send`` raise with the chart left where it was; the runtime logs the
+traceback and sends ``error.execution``, which by default apologises and hangs up.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from statemachine import State, StateChart
+from statemachine.event import Event
+from statemachine.exceptions import InvalidDefinition
+from statemachine.factory import StateMachineMetaclass
+from statemachine.transition import Transition
+from statemachine.transition_list import TransitionList
+
+from voicefsm.flow.checks import check_flow
+from voicefsm.flow.errors import FlowDefinitionError, FlowProblem, UnknownEventError
+from voicefsm.flow.expect import UnsupportedSlotTypeError, expectation_for_field
+from voicefsm.flow.slots import NoSlots
+from voicefsm.flow.states import (
+    DISCONNECTED,
+    ERROR_EXECUTION,
+    STT_ERROR,
+    TTS_ERROR,
+    Ask,
+    Echo,
+    Hangup,
+    VoiceState,
+)
+
+APOLOGY = "Sorry, something went wrong on our side. Please call again later."
+#: The state a hang-up leads to, unless the flow handles ``disconnected`` itself.
+HUNG_UP = "hung_up"
+#: The state a failure (tts_error, stt_error, error.execution) leads to, unless handled.
+FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One transition taken: ``error`` is the exception behind an ``error.execution``."""
+
+    source: str
+    event: str
+    target: str
+    error: BaseException | None = None
+
+
+class _StepRecorder:
+    """Listener that writes down every transition. Its async method puts the chart on the async engine."""
+
+    def __init__(self, flow: VoiceFlow) -> None:
+        self._flow = flow
+
+    async def after_transition(self, event: Any, source: State, target: State, error: Any = None) -> None:
+        self._flow._record_step(
+            str(event or ""), source, target, error if isinstance(error, BaseException) else None
+        )
+
+
+class VoiceFlowMeta(StateMachineMetaclass):
+    """Adds the default exits before python-statemachine builds a flow, then checks the result."""
+
+    def __init__(cls, name: str, bases: tuple[type], attrs: dict[str, Any]) -> None:
+        if attrs.get("_voicefsm_base") or not any(isinstance(v, State) for v in attrs.values()):
+            super().__init__(name, bases, attrs)  # VoiceFlow itself, or an abstract helper base
+            return
+        frame = sys._getframe(1)  # the module running the `class` statement
+        frame_path, frame_line = frame.f_code.co_filename, frame.f_lineno
+        path = frame_path
+        problems: list[FlowProblem] = []
+
+        def problem(message: str, fix: str, state: str | None = None, line: int | None = None) -> None:
+            problems.append(FlowProblem(path, line or frame_line, name, state, None, message, fix))
+
+        for base in bases:
+            if len(getattr(base, "states", ())):
+                problem(
+                    f"subclasses the concrete flow {base.__name__}, whose states would be shared",
+                    "subclass VoiceFlow directly; share prompts or helper methods through a mixin",
+                )
+        for key, value in attrs.items():
+            if isinstance(value, State) and (value.states or value.history):
+                problem(
+                    "is a compound or parallel state; voice flows are flat for now",
+                    "flatten it into top-level Say/Ask states",
+                    state=key,
+                )
+        if problems:
+            raise FlowDefinitionError(problems)
+
+        attrs = dict(attrs)
+        apology = attrs.get("apology", getattr(cls, "apology", APOLOGY))
+        defaults, added_states = _add_default_exits(attrs, apology, path, frame_line)
+        try:
+            super().__init__(name, bases, attrs)
+        except InvalidDefinition as exc:
+            raise FlowDefinitionError(
+                [
+                    FlowProblem(
+                        path, frame_line, name, None, None, f"python-statemachine rejected it: {exc}", ""
+                    )
+                ]
+            ) from exc
+
+        cls._voice_source = (path, frame_line)
+        cls._default_transitions = frozenset(defaults)
+        cls._default_states = frozenset(added_states)
+        cls._event_ids = frozenset(event.id for event in cls._events)
+        if cls.uses_stt is None:
+            cls.uses_stt = not any(isinstance(s, Echo) for s in cls.states)
+        problems += _resolve_expectations(cls, path)
+        problems += check_flow(cls)  # type: ignore[arg-type]
+        if problems:
+            raise FlowDefinitionError(sorted(problems, key=lambda p: (p.line, p.state or "")))
+
+
+def _event_ids_for(key: str) -> list[str]:
+    """Event ids an attribute name declares (python-statemachine also adds the dotted form of error_*)."""
+    if key.startswith(("error_", "done_state_", "done_invoke_")):
+        dotted = key.replace("_", ".", 1) if key.startswith("error_") else None
+        if key.startswith("done_state_"):
+            dotted = "done.state." + key.removeprefix("done_state_")
+        elif key.startswith("done_invoke_"):
+            dotted = "done.invoke." + key.removeprefix("done_invoke_")
+        return [key, dotted] if dotted else [key]
+    return [key]
+
+
+def _handled_events(attrs: Mapping[str, Any]) -> dict[int, set[str]]:
+    """Event ids per transition (by id()), from the attribute names the transitions are assigned to."""
+    handled: dict[int, set[str]] = {}
+    for key, value in attrs.items():
+        if isinstance(value, Event) and value._transitions is not None:
+            ids = [value.id] if value._has_real_id else _event_ids_for(key)
+            transitions: Any = value._transitions
+        elif isinstance(value, TransitionList | Transition):
+            ids, transitions = _event_ids_for(key), value if isinstance(value, TransitionList) else [value]
+        else:
+            continue
+        for transition in transitions:
+            handled.setdefault(id(transition), set()).update(ids)
+    return handled
+
+
+def _handles(transition: Transition, extra_ids: set[str], event: str) -> bool:
+    descriptors = [str(e) for e in transition.events] + sorted(extra_ids)
+    return any(Event(id=d).match(event) for d in descriptors)
+
+
+def _add_default_exits(
+    attrs: dict[str, Any], apology: str, path: str, line: int
+) -> tuple[list[Transition], list[str]]:
+    """Add hung_up/failed and the transitions to them that the flow did not declare.
+
+    Returns the transitions and the names of the states added.
+    """
+    handled = _handled_events(attrs)
+    states = [(key, value) for key, value in attrs.items() if isinstance(value, State)]
+    needs: list[tuple[State, str]] = []
+    for _, state in states:
+        if state.final:
+            continue
+        events = [DISCONNECTED, ERROR_EXECUTION]
+        if isinstance(state, VoiceState):
+            events += [e for e in (TTS_ERROR, STT_ERROR) if e in state.waits_for]
+        for event in events:
+            if not any(_handles(t, handled.get(id(t), set()), event) for t in state.transitions):
+                needs.append((state, event))
+
+    targets: dict[str, State] = {}
+    added_states: list[str] = []
+    for key, prompt, outcome in ((HUNG_UP, None, "hung_up"), (FAILED, apology, "error")):
+        wanted = any((event == DISCONNECTED) == (key == HUNG_UP) for _, event in needs)
+        existing = attrs.get(key)
+        if isinstance(existing, State) and existing.final:
+            targets[key] = existing
+        elif wanted and existing is None:
+            state = Hangup(prompt, outcome=outcome)
+            state.path, state.line = path, line
+            attrs[key] = targets[key] = state
+            added_states.append(key)
+    added: list[Transition] = []
+    for state, event in needs:
+        target = targets.get(HUNG_UP if event == DISCONNECTED else FAILED)
+        if target is None:
+            continue  # the name is taken by something else; the checks report the missing exit
+        added.extend(state.to(target, event=event))
+    return added, added_states
+
+
+def _resolve_expectations(cls: Any, path: str) -> list[FlowProblem]:
+    problems: list[FlowProblem] = []
+    model = cls.slots_model
+    for state in cls.states:
+        if not isinstance(state, Ask) or state.expect is not None or state.slot is None:
+            continue
+        if state.slot not in getattr(model, "model_fields", {}):
+            continue  # reported by the checks, with the names that do exist
+        try:
+            state.expectation = expectation_for_field(model, state.slot)
+        except UnsupportedSlotTypeError as exc:
+            problems.append(
+                FlowProblem(
+                    path,
+                    state.line,
+                    cls.__name__,
+                    state.id,
+                    None,
+                    f"cannot listen for slot {state.slot!r}: {exc}",
+                    "",
+                )
+            )
+    return problems
+
+
+class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
+    """Base class of every flow. Subclass it and declare states, transitions and ``slots_model``.
+
+    Instances are per call: ``slots`` (an instance of ``slots_model``), ``caller`` (the caller's
+    number, when known), ``parameters`` (the call's custom parameters) and ``steps`` (every
+    transition taken so far) are there for guards and actions to read.
+    """
+
+    _voicefsm_base: ClassVar[bool] = True
+
+    #: The pydantic model of what the flow collects; every field needs a default.
+    slots_model: ClassVar[type[BaseModel]] = NoSlots
+    #: Whether the call needs speech recognition; None means "unless the flow has an Echo state".
+    uses_stt: ClassVar[bool | None] = None
+    #: What the default ``failed`` state says before hanging up.
+    apology: ClassVar[str] = APOLOGY
+
+    #: Flow code that raises (a guard, an action, an entry callback) makes ``send`` raise and the
+    #: transition not happen; the runtime logs it and sends ``error.execution``. (python-statemachine's
+    #: default would count a raising guard as false and take the next transition, losing the error.)
+    catch_errors_as_events: ClassVar[bool] = False  # type: ignore[misc]
+
+    # voicefsm's checks replace these three, with messages that name the state and the fix.
+    validate_disconnected_states: ClassVar[bool] = False  # type: ignore[misc]
+    validate_trap_states: ClassVar[bool] = False  # type: ignore[misc]
+    validate_final_reachability: ClassVar[bool] = False  # type: ignore[misc]
+
+    _voice_source: ClassVar[tuple[str, int]] = ("<unknown>", 0)
+    _default_transitions: ClassVar[frozenset[Transition]] = frozenset()
+    _default_states: ClassVar[frozenset[str]] = frozenset()
+    _event_ids: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        slots: BaseModel | None = None,
+        caller: str | None = None,
+        parameters: Mapping[str, str] | None = None,
+        listeners: Sequence[object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.slots = slots if slots is not None else self.slots_model()
+        self.caller = caller
+        self.parameters = dict(parameters or {})
+        self.steps: list[Step] = []
+        super().__init__(listeners=[_StepRecorder(self), *(listeners or ())], **kwargs)
+
+    # -- guards every flow can use ----------------------------------------------------------
+
+    def yes(self, value: object = None) -> bool:
+        """Guard: the caller said yes (the filled value is True)."""
+        return value is True
+
+    def no(self, value: object = None) -> bool:
+        """Guard: the caller said no (the filled value is False)."""
+        return value is False
+
+    # -- events -------------------------------------------------------------------------------
+
+    def send(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        """Send ``event``; raises UnknownEventError for an event the flow does not declare."""
+        if event not in self._event_ids and not any(declared.match(event) for declared in type(self)._events):
+            raise UnknownEventError(type(self).__name__, event, sorted(self._event_ids))
+        return super().send(event, *args, **kwargs)
+
+    @property
+    def current(self) -> State:
+        """The (class-level) state the flow is in."""
+        (active,) = [s for s in self.configuration if s.is_atomic] or [self.initial_state]
+        state: State = type(self).states_map[active.value]
+        return state
+
+    def _record_step(self, event: str, source: State, target: State, error: BaseException | None) -> None:
+        self.steps.append(Step(source.id, event, target.id, error))

@@ -1,0 +1,425 @@
+"""Static checks: a flow that could strand a caller is rejected before any call.
+
+:func:`check_flow` returns every problem it finds, each located (file, line, flow, state,
+event) and with a fix. The rules:
+
+- every state is reachable from the initial state;
+- from every state, a final state can be reached by the conversation itself (not only by a
+  hang-up or an error);
+- every state that waits has an exit for every event that can end its wait (a Say: spoken,
+  tts_error, disconnected; an Ask: filled, no_input, no_match, tts_error, stt_error,
+  disconnected), and not only guarded ones; a plain State has an unguarded eventless exit;
+- no loop made only of prompts, retries and failures (retries belong in ``Ask(retries=...)``);
+- every template names existing slots or built-ins; every Ask's slot exists;
+- no transition on an event the state can never receive (typos included);
+- no state or event named like a VoiceFlow attribute.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from statemachine import State, StateChart
+from statemachine.event import Event
+from statemachine.transition import Transition
+
+from voicefsm.flow.errors import FlowProblem
+from voicefsm.flow.slots import BUILTINS, slot_names, slots_model_problem, template_fields, template_names
+from voicefsm.flow.states import (
+    DISCONNECTED,
+    ERROR_EXECUTION,
+    FILLED,
+    NO_INPUT,
+    NO_MATCH,
+    RUNTIME_EVENTS,
+    SPOKEN,
+    STT_ERROR,
+    TTS_ERROR,
+    Ask,
+    Echo,
+    VoiceState,
+    events_received,
+    kind_of,
+)
+
+#: Events that end a call from outside the conversation: they do not count as the flow finishing.
+_ABORTING = frozenset({DISCONNECTED, TTS_ERROR, STT_ERROR, ERROR_EXECUTION})
+#: Events that carry no caller input: a loop made only of these never ends by itself.
+_NO_PROGRESS = frozenset({SPOKEN, NO_INPUT, NO_MATCH, TTS_ERROR, STT_ERROR, ERROR_EXECUTION})
+_FLOW_ATTRIBUTES = frozenset(
+    {"slots", "caller", "parameters", "steps", "log", "current", "yes", "no", "slots_model", "uses_stt",
+     "apology"}
+)  # fmt: skip
+_RESERVED = _FLOW_ATTRIBUTES | {name for name in dir(StateChart) if not name.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One transition, as the checks (and the spec) see it."""
+
+    source: State
+    target: State | None
+    events: tuple[str, ...]
+    guards: tuple[str, ...]
+    default: bool
+    transition: Transition
+
+    @property
+    def guarded(self) -> bool:
+        """True when a condition can stop this transition."""
+        return bool(self.guards)
+
+
+def normalize_event(event: str) -> str:
+    """``error_execution`` is python-statemachine's attribute spelling of ``error.execution``."""
+    return ERROR_EXECUTION if event == "error_execution" else event
+
+
+def guard_names(transition: Transition) -> tuple[str, ...]:
+    """The transition's conditions as text (``yes``, ``not busy``)."""
+    names = []
+    for spec in transition.cond:
+        if spec.is_convention:
+            continue
+        name = spec.attr_name or str(spec.func)
+        names.append(name if spec.expected_value is not False else f"not {name}")
+    return tuple(names)
+
+
+def edges_of(flow: type[StateChart]) -> list[Edge]:
+    """Every transition of a flow (initial pseudo-transitions excluded), in declaration order."""
+    defaults = getattr(flow, "_default_transitions", frozenset())
+    edges = []
+    for state in flow.states:
+        for transition in state.transitions:
+            if transition.initial:
+                continue
+            events = tuple(dict.fromkeys(normalize_event(str(e)) for e in transition.events))
+            edges.append(
+                Edge(
+                    state,
+                    transition.target,
+                    events,
+                    guard_names(transition),
+                    transition in defaults,
+                    transition,
+                )
+            )
+    return edges
+
+
+def _matches(descriptor: str, event: str) -> bool:
+    return normalize_event(descriptor) == event or Event(id=descriptor).match(event)
+
+
+class _Checker:
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+        self.path, self.line = flow._voice_source
+        self.edges = edges_of(flow)
+        self.states: list[State] = list(flow.states)
+        self.defaults: frozenset[str] = getattr(flow, "_default_states", frozenset())
+        self.problems: list[FlowProblem] = []
+        self.waiting_problem: set[str] = set()
+
+    def add(self, state: State | None, message: str, fix: str = "", event: str | None = None) -> None:
+        line = self.line
+        if isinstance(state, VoiceState) and state.path == self.path:
+            line = state.line
+        sid = state.id if state is not None else None
+        self.problems.append(FlowProblem(self.path, line, self.flow.__name__, sid, event, message, fix))
+
+    def out(self, state: State) -> list[Edge]:
+        return [edge for edge in self.edges if edge.source is state]
+
+    def ending_name(self) -> str:
+        endings = [s.id for s in self.states if s.final and s.id not in self.defaults]
+        return endings[0] if endings else "goodbye"
+
+    # -- the rules ------------------------------------------------------------------------------
+
+    def run(self) -> list[FlowProblem]:
+        self.check_slots_and_arguments()
+        self.check_names()
+        self.check_templates()
+        self.check_events()
+        self.check_waiting()
+        reachable = self.check_reachable()
+        self.check_finishes(reachable)
+        self.check_loops()
+        return self.problems
+
+    def check_slots_and_arguments(self) -> None:
+        model = self.flow.slots_model
+        model_problem = slots_model_problem(model)
+        if model_problem:
+            self.add(None, model_problem, "give every field a default, e.g. `day: date | None = None`")
+        names = () if model_problem else slot_names(model)
+        for state in self.states:
+            if isinstance(state, VoiceState):
+                for message, fix in state.argument_problems():
+                    self.add(state, message, fix)
+            if (
+                isinstance(state, Ask)
+                and state.slot is not None
+                and not model_problem
+                and state.slot not in names
+            ):
+                self.add(
+                    state,
+                    f"listens for slot {state.slot!r}, which {model.__name__} does not have "
+                    f"({_listing(names) or 'it has no fields'})",
+                    _did_you_mean(state.slot, names) or f"add a `{state.slot}` field to {model.__name__}",
+                )
+            if isinstance(state, Ask) and self.flow.uses_stt is False and not state.keypad:
+                self.add(
+                    state,
+                    "can never hear an answer: the flow runs without speech recognition "
+                    "(uses_stt = False) and keypad=False",
+                    "allow the keypad, or drop uses_stt = False",
+                )
+            if isinstance(state, Echo) and self.flow.uses_stt:
+                self.add(
+                    state,
+                    "needs the caller's audio, but the flow sets uses_stt = True",
+                    "remove `uses_stt = True`: a flow with an Echo state runs without speech recognition",
+                )
+
+    def check_names(self) -> None:
+        for state in self.states:
+            if state.id in _RESERVED:
+                self.add(state, f"is named like VoiceFlow's own attribute {state.id!r}", "rename the state")
+        for event in self.flow._events:
+            if event.id in _RESERVED:
+                self.add(
+                    None, f"declares event {event.id!r}, named like VoiceFlow's own attribute", "rename it"
+                )
+
+    def check_templates(self) -> None:
+        model = self.flow.slots_model
+        names = template_names(model) if slots_model_problem(model) is None else ()
+        known = (*names, *BUILTINS)
+        for state in self.states:
+            if not isinstance(state, VoiceState):
+                continue
+            for label, template in state.templates().items():
+                try:
+                    fields = template_fields(template)
+                except ValueError as exc:
+                    self.add(
+                        state, f"has a malformed {label} {template!r}: {exc}", "write fields as {slot_name}"
+                    )
+                    continue
+                for field in fields:
+                    if field not in known:
+                        self.add(
+                            state,
+                            f"'s {label} names {{{field}}}, which is neither a slot of "
+                            f"{getattr(model, '__name__', model)} ({_listing(names) or 'none'}) "
+                            f"nor a built-in ({_listing(('{' + b + '}' for b in BUILTINS), 'or')})",
+                            _did_you_mean(field, known, braces=True)
+                            or f"use one of those names, or add a `{field}` field to the slots model",
+                        )
+
+    def check_events(self) -> None:
+        for edge in self.edges:
+            if edge.default:
+                continue
+            received = events_received(edge.source)
+            for descriptor in edge.transition.events:
+                name = str(descriptor)
+                if name == "error_execution" or any(_matches(name, event) for event in received):
+                    continue
+                state = edge.source
+                if state.final:
+                    continue  # python-statemachine already refuses transitions out of final states
+                if any(_matches(name, event) for event in RUNTIME_EVENTS):
+                    kind = kind_of(state)
+                    waits = getattr(state, "waits_for", (DISCONNECTED,))
+                    self.add(
+                        state,
+                        f"never receives {name!r}: a {kind} state only gets {_listing(waits, 'or')}",
+                        f"move the transition to a state that gets {name}, or delete it",
+                        event=name,
+                    )
+                else:
+                    self.add(
+                        state,
+                        f"has a transition on {name!r}, an event nothing sends",
+                        _did_you_mean(name, received) or f"the runtime sends only {_listing(RUNTIME_EVENTS)}",
+                        event=name,
+                    )
+
+    def check_waiting(self) -> None:
+        for state in self.states:
+            if state.final:
+                continue
+            if not isinstance(state, VoiceState):
+                eventless = [edge for edge in self.out(state) if not edge.events]
+                if not any(not edge.guarded for edge in eventless):
+                    self.waiting_problem.add(state.id)
+                    self.add(
+                        state,
+                        "can wait forever: a plain State waits for nothing, so it must move on at once",
+                        f"add an unguarded eventless transition, e.g. `{state.id}.to({self.ending_name()})` "
+                        "on a line of its own (after any guarded ones)",
+                    )
+                continue
+            for event in state.waits_for:
+                handling = [edge for edge in self.out(state) if event in edge.events]
+                if not handling:
+                    self.waiting_problem.add(state.id)
+                    self.add(
+                        state,
+                        f"can wait forever: no transition on {event}",
+                        f"add `{event} = {state.id}.to({self._exit_for(state, event)})` (or append "
+                        f"`| {state.id}.to(...)` to your `{event} = ...` line)",
+                        event=event,
+                    )
+                elif all(edge.guarded for edge in handling):
+                    self.waiting_problem.add(state.id)
+                    guards = _listing((" and ".join(edge.guards) for edge in handling), "or")
+                    self.add(
+                        state,
+                        f"can wait forever: every transition on {event} is guarded ({guards}), "
+                        "so input none of them accepts leaves the caller waiting",
+                        f"end the `{event} = ...` line with an unguarded fallback, e.g. "
+                        f"`| {state.id}.to({self._exit_for(state, event)})`",
+                        event=event,
+                    )
+            for edge in self.out(state):
+                if DISCONNECTED in edge.events and edge.target is not None and not edge.target.final:
+                    self.add(
+                        state,
+                        f"goes to {edge.target.id} on disconnected, but after a hang-up nobody is listening",
+                        "send disconnected to a final state (or leave it out: it then goes to hung_up)",
+                        event=DISCONNECTED,
+                    )
+
+    def _exit_for(self, state: State, event: str) -> str:
+        if event in (FILLED, SPOKEN):
+            return "next_state"
+        return self.ending_name()
+
+    def check_reachable(self) -> set[str]:
+        initial = self.flow.initial_state
+        seen = _reach(initial, self.edges, lambda edge: True) if initial is not None else set()
+        start = initial.id if initial is not None else "(none)"
+        for state in self.states:
+            if state.id not in seen and state.id not in self.defaults:
+                self.add(
+                    state,
+                    f"is unreachable: no path leads to it from the initial state {start}",
+                    "add a transition into it, or delete it",
+                )
+        return seen
+
+    def check_finishes(self, reachable: set[str]) -> None:
+        if self.waiting_problem:
+            return  # a state without its exits would be reported twice; those come first
+        finals = {s.id for s in self.states if s.final}
+        reported: set[str] = set()
+        for state in self.states:
+            if state.final or state.id not in reachable or state.id in reported:
+                continue
+            seen = _reach(
+                state, self.edges, lambda edge: bool(set(edge.events) - _ABORTING) or not edge.events
+            )
+            if seen & finals:
+                continue
+            region = [s for s in self.states if s.id in seen]
+            reported.update(seen)
+            asks = [s for s in region if isinstance(s, Ask)]
+            example = f"no_match = {asks[0].id}" if asks else f"spoken = {region[0].id}"
+            self.add(
+                state,
+                f"can never finish the call: {_listing([s.id for s in region])} only lead to each other, "
+                "never to an ending (only a hang-up or an error would end the call)",
+                f"give them a way out, e.g. `{example}.to({self.ending_name()})`",
+            )
+
+    def check_loops(self) -> None:
+        def stuck(edge: Edge) -> bool:
+            quiet = not edge.events or set(edge.events) <= _NO_PROGRESS
+            return quiet and not edge.guarded and edge.target is not None and not edge.default
+
+        loop_edges = [edge for edge in self.edges if stuck(edge)]
+        reported: set[str] = set()
+        for state in self.states:
+            if state.id in reported:
+                continue
+            cycle = _find_cycle(state, loop_edges)
+            if cycle is None:
+                continue
+            reported.update(edge.source.id for edge in cycle)
+            path = " ".join(f"{edge.source.id} -{'/'.join(edge.events) or '(eventless)'}->" for edge in cycle)
+            self.add(
+                state,
+                f"is in a loop that no caller input breaks: {path} {cycle[0].source.id}; "
+                "it could repeat forever",
+                "retries belong in Ask(retries=N): when they run out, no_input/no_match must lead somewhere "
+                f"new, e.g. `{cycle[-1].events[0] if cycle[-1].events else 'no_input'} = "
+                f"{cycle[-1].source.id}.to({self.ending_name()})`",
+                event=cycle[0].events[0] if cycle[0].events else None,
+            )
+
+
+def _reach(start: State, edges: Sequence[Edge], follow: Any) -> set[str]:
+    seen = {start.id}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for edge in edges:
+            if (
+                edge.source is current
+                and edge.target is not None
+                and follow(edge)
+                and edge.target.id not in seen
+            ):
+                seen.add(edge.target.id)
+                todo.append(edge.target)
+    return seen
+
+
+def _find_cycle(start: State, edges: Sequence[Edge]) -> list[Edge] | None:
+    """A cycle through ``start`` (as its edges), or None."""
+    path: list[Edge] = []
+    visited: set[str] = set()
+
+    def walk(state: State) -> bool:
+        for edge in edges:
+            if edge.source is not state or edge.target is None:
+                continue
+            path.append(edge)
+            if edge.target is start:
+                return True
+            if edge.target.id not in visited:
+                visited.add(edge.target.id)
+                if walk(edge.target):
+                    return True
+            path.pop()
+        return False
+
+    return path if walk(start) else None
+
+
+def _listing(items: Iterable[str], last: str = "and") -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _did_you_mean(name: str, candidates: Iterable[str], *, braces: bool = False) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"did you mean {{{close[0]}}}?" if braces else f"did you mean {close[0]!r}?"
+
+
+def check_flow(flow: type[StateChart]) -> list[FlowProblem]:
+    """Every problem with a built flow class (empty when it is sound)."""
+    return _Checker(flow).run()

@@ -1,0 +1,175 @@
+"""``FlowSpec``: a flow class as data (states, prompts, expectations, timers, transitions, slots).
+
+The spec is what tools read instead of the Python class: ``voicefsm validate --json``, the
+diagram overlay, coverage and generated tests. ``FlowSpec.of(Booking).model_dump_json()``
+exports it; ``FlowSpec.model_json_schema()`` describes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.checks import edges_of, normalize_event
+from voicefsm.flow.states import Ask, Echo, Ending, SendSms, Transfer, VoiceState, events_received, kind_of
+
+StateKind = Literal["say", "ask", "hangup", "transfer", "send_sms", "echo", "state", "final"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExpectationSpec(_Spec):
+    """What an Ask accepts: ``kind`` plus the expectation's parameters, and a description in words."""
+
+    kind: str
+    describe: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    keypad_max_digits: int = 0
+    keypad_terminator: str | None = None
+
+
+class StateSpec(_Spec):
+    """One state. Fields that do not apply to its kind are None."""
+
+    id: str
+    kind: StateKind
+    initial: bool = False
+    final: bool = False
+    default: bool = Field(False, description="added by VoiceFlow (hung_up, failed), not written in the flow")
+    line: int | None = None
+    prompt: str | None = None
+    barge_in: bool | None = None
+    slot: str | None = None
+    expect: ExpectationSpec | None = None
+    no_input_s: float | None = None
+    retries: int | None = None
+    reprompts: list[str] | None = None
+    no_input_prompts: list[str] | None = None
+    keypad: bool | None = None
+    outcome: str | None = None
+    transfer_to: str | None = None
+    sms_body: str | None = None
+    sms_to: str | None = None
+    max_s: float | None = None
+    receives: list[str] = Field(default_factory=list, description="events this state can be sent")
+
+
+class TransitionSpec(_Spec):
+    """One transition: taken on any of ``events`` (none: at once) when every guard holds."""
+
+    source: str
+    target: str | None
+    events: list[str]
+    guards: list[str] = Field(default_factory=list)
+    default: bool = Field(False, description="added by VoiceFlow, not written in the flow")
+
+
+class FlowSpec(_Spec):
+    """A whole flow, as data."""
+
+    name: str
+    doc: str = ""
+    path: str
+    line: int
+    initial: str
+    uses_stt: bool
+    slots_model: str
+    slots_schema: dict[str, Any]
+    states: list[StateSpec]
+    transitions: list[TransitionSpec]
+    events: list[str]
+
+    @classmethod
+    def of(cls, flow: type[VoiceFlow]) -> FlowSpec:
+        """Extract the spec of a flow class."""
+        path, line = flow._voice_source
+        initial = flow.initial_state
+        return cls(
+            name=flow.__name__,
+            doc=(flow.__doc__ or "").strip(),
+            path=_display_path(path),
+            line=line,
+            initial=initial.id if initial is not None else "",
+            uses_stt=bool(flow.uses_stt),
+            slots_model=flow.slots_model.__name__,
+            slots_schema=flow.slots_model.model_json_schema(),
+            states=[_state_spec(flow, state) for state in flow.states],
+            transitions=[
+                TransitionSpec(
+                    source=edge.source.id,
+                    target=edge.target.id if edge.target is not None else None,
+                    events=list(edge.events),
+                    guards=list(edge.guards),
+                    default=edge.default,
+                )
+                for edge in edges_of(flow)
+            ],
+            events=sorted({normalize_event(event.id) for event in flow._events}),
+        )
+
+    def state(self, state_id: str) -> StateSpec:
+        """The state called ``state_id``; KeyError names the states there are."""
+        for state in self.states:
+            if state.id == state_id:
+                return state
+        raise KeyError(
+            f"{self.name} has no state {state_id!r}; it has {', '.join(s.id for s in self.states)}"
+        )
+
+
+def _display_path(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _state_spec(flow: type[VoiceFlow], state: Any) -> StateSpec:
+    fields: dict[str, Any] = {
+        "id": state.id,
+        "kind": kind_of(state),
+        "initial": bool(state.initial),
+        "final": bool(state.final),
+        "default": state.id in flow._default_states,
+        "receives": list(events_received(state)),
+    }
+    if isinstance(state, VoiceState):
+        fields.update(
+            line=state.line, prompt=state.prompt, barge_in=state.barge_in if not state.final else None
+        )
+    if isinstance(state, Ask):
+        expectation = state.expectation
+        expect = None
+        if expectation is not None:
+            spec = expectation.to_spec()
+            keypad = expectation.keypad()
+            expect = ExpectationSpec(
+                kind=str(spec.pop("kind", expectation.kind)),
+                describe=expectation.describe(),
+                params=spec,
+                keypad_max_digits=keypad.max_digits,
+                keypad_terminator=keypad.terminator,
+            )
+        fields.update(
+            slot=state.slot,
+            expect=expect,
+            no_input_s=state.no_input_s,
+            retries=state.retries,
+            reprompts=list(state.reprompts),
+            no_input_prompts=list(state.no_input_prompts),
+            keypad=state.keypad,
+        )
+    if isinstance(state, Ending):
+        fields["outcome"] = state.outcome
+    if isinstance(state, Transfer):
+        fields["transfer_to"] = state.number
+    if isinstance(state, SendSms):
+        fields.update(sms_body=state.body, sms_to=state.recipient)
+    if isinstance(state, Echo):
+        fields["max_s"] = state.max_s
+    return StateSpec(**fields)

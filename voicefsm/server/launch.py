@@ -1,0 +1,119 @@
+"""Put a flow on the line: choose providers, open the records, build the app, serve until told to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from voicefsm.core.actions import TelephonyActions
+from voicefsm.flow import VoiceFlow
+from voicefsm.providers.base import SpeechToText, TextToSpeech
+from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
+from voicefsm.records import CallStore, RecordWriter
+from voicefsm.runtime.media_loop import CallLimits
+from voicefsm.server.app import create_app
+from voicefsm.server.flow_service import FlowService
+from voicefsm.server.serving import RunningServer, running_server, serve_until_signalled
+from voicefsm.settings import Settings
+from voicefsm.telephony.recording import RecordingActions
+from voicefsm.telephony.twilio_rest import TwilioRest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``voicefsm serve`` will run, decided before anything starts."""
+
+    flow: type[VoiceFlow]
+    stt_name: str | None
+    tts_name: str
+    telephony: str
+
+
+def plan(settings: Settings, flow: type[VoiceFlow], *, stt: str | None = None, tts: str | None = None) -> Plan:
+    """Choose providers (the option given > credentials present > local) and check they can be built.
+
+    Raises ProviderUnavailable with the fix (e.g. the pip extra to install) when one cannot.
+    """
+    stt_name = choose_provider("stt", settings, stt) if flow.uses_stt else None
+    tts_name = choose_provider("tts", settings, tts)
+    if stt_name is not None:
+        get_stt_class(stt_name)
+    get_tts_class(tts_name)
+    telephony = "twilio" if settings.twilio_account_sid and settings.twilio_auth_token else "recorded (dev)"
+    return Plan(flow, stt_name, tts_name, telephony)
+
+
+def telephony_actions(settings: Settings) -> TelephonyActions:
+    """Twilio REST when credentials are set; otherwise actions are only recorded (and logged)."""
+    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_phone_number:
+        return TwilioRest.from_settings(settings)
+    return RecordingActions()
+
+
+def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None = None) -> FlowService:
+    """The per-call wiring for the chosen flow and providers."""
+    stt_factory: Callable[[], SpeechToText] | None = None
+    if chosen.stt_name is not None:
+        stt_name = chosen.stt_name
+
+        def stt_factory() -> SpeechToText:
+            return create_stt(stt_name, settings)
+
+    def tts_factory() -> TextToSpeech:
+        return create_tts(chosen.tts_name, settings)
+
+    recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
+    return FlowService(
+        chosen.flow,
+        tts_factory=tts_factory,
+        stt_factory=stt_factory,
+        actions=telephony_actions(settings),
+        recordings_dir=recordings,
+        limits=limits or CallLimits(idle_timeout_s=settings.stream_idle_timeout_s),
+    )
+
+
+@contextlib.asynccontextmanager
+async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
+    """A ready app for ``chosen`` with its records open; everything is closed on exit."""
+    store = await CallStore.open(settings.db_url)
+    try:
+        recovered = await store.recover_abandoned()
+        if recovered:
+            log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
+        async with RecordWriter(store) as writer:
+            service = flow_service(settings, chosen)
+            holder: list[FastAPI] = []
+            app = create_app(
+                settings,
+                service.services(lambda: holder[0].state.voicefsm),
+                store=store,
+                writer=writer,
+                flow_description=service.description(),
+            )
+            holder.append(app)
+            yield app
+    finally:
+        await store.aclose()
+
+
+async def serve(settings: Settings, chosen: Plan, *, on_ready: Callable[[RunningServer], None]) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short."""
+    async with flow_app(settings, chosen) as app:
+        return await serve_until_signalled(
+            app, settings.host, settings.port, drain_timeout_s=settings.drain_timeout_s, on_ready=on_ready
+        )
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, chosen: Plan) -> AsyncIterator[tuple[FastAPI, RunningServer]]:
+    """Serve in the background of the current loop (tests, benchmarks, the bridge)."""
+    async with flow_app(settings, chosen) as app, running_server(app, settings.host, settings.port) as server:
+        yield app, server
