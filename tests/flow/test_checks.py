@@ -58,7 +58,8 @@ def test_a_listening_state_without_a_no_input_exit_is_rejected_with_state_event_
     assert problem.path == __file__
     assert str(problem) == (
         f"{__file__}:{line}: Broken.ask_day can wait forever: no transition on no_input. "
-        "Fix: add `no_input = ask_day.to(booked)` (or append `| ask_day.to(...)` to your `no_input = ...` line)"
+        "Fix: add `no_input = ask_day.to(booked)` "
+        "(or append `| ask_day.to(...)` to your `no_input = ...` line)"
     )
 
 

@@ -420,7 +420,7 @@ def parse_message(frame: str | bytes, *, started: bool = True) -> InboundMessage
     data, event = loaded
     parser = _INBOUND.get(event)
     if parser is None:
-        return _malformed(MalformedKind.UNKNOWN_EVENT, _describe(event), frame, event)
+        return _malformed(MalformedKind.UNKNOWN_EVENT, _describe(event), frame)
     if not started and event in _NEEDS_START:
         return _malformed(MalformedKind.BEFORE_START, "no start message yet", frame, event)
     try:
@@ -437,7 +437,7 @@ def parse_outbound(frame: str | bytes) -> OutboundMessage | MalformedMessage:
     data, event = loaded
     parser = _OUTBOUND.get(event)
     if parser is None:
-        return _malformed(MalformedKind.UNKNOWN_EVENT, _describe(event), frame, event)
+        return _malformed(MalformedKind.UNKNOWN_EVENT, _describe(event), frame)
     try:
         return parser(data)
     except _Invalid as exc:

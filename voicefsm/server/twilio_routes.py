@@ -150,6 +150,7 @@ async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start,
         except Exception:  # a full disk must cost the recording, not the call
             log.exception("could not start recording call %s; the call goes on unrecorded", start.call_sid)
     call = Call(call_sid=start.call_sid, tap=tap)
+    call.caller = caller or start.custom_parameters.get("caller")
     call.stt_factory = services.stt_factory
     call.stt_secondary_factory = services.stt_secondary_factory
     state.registry.add(call)
