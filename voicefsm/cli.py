@@ -92,19 +92,28 @@ def serve(
     flow_file: FlowArg,
     flow: FlowOpt = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8080, or VOICE_SERVER_PORT; 0 = any).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default 8080, or VOICE_SERVER_PORT; 0 = any).")
+    ] = None,
     public_url: Annotated[
         str | None, typer.Option("--public-url", help="The https URL Twilio reaches this server at.")
     ] = None,
-    stt: Annotated[str | None, typer.Option(help="Speech-to-text provider: local, elevenlabs, azure, scripted.")] = None,
-    tts: Annotated[str | None, typer.Option(help="Text-to-speech provider: local, elevenlabs, azure, scripted.")] = None,
-    db: Annotated[str | None, typer.Option(help="Call records database URL (default SQLite voicefsm.db).")] = None,
+    stt: Annotated[
+        str | None, typer.Option(help="Speech-to-text provider: local, elevenlabs, azure, scripted.")
+    ] = None,
+    tts: Annotated[
+        str | None, typer.Option(help="Text-to-speech provider: local, elevenlabs, azure, scripted.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Call records database URL (default SQLite voicefsm.db).")
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback host without a Twilio auth token.")
     ] = False,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
-    from voicefsm.server.launch import plan, serve as run_server
+    from voicefsm.server.launch import plan
+    from voicefsm.server.launch import serve as run_server
 
     settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
@@ -137,7 +146,9 @@ def serve(
                 f"{port_now}`), then restart with --public-url https://<your-host> and TWILIO_AUTH_TOKEN set."
             )
         if settings.dev_mode:
-            out.print("  [yellow]dev mode[/]: no TWILIO_AUTH_TOKEN, so signatures are not checked (loopback only)")
+            out.print(
+                "  [yellow]dev mode[/]: no TWILIO_AUTH_TOKEN, so signatures are not checked (loopback only)"
+            )
         sys.stdout.flush()
 
     cut_short = asyncio.run(run_server(settings, chosen, on_ready=ready))
@@ -149,7 +160,9 @@ def serve(
 def validate(
     flow_file: FlowArg,
     flow: FlowOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the flow spec, or the problems, as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the flow spec, or the problems, as JSON.")
+    ] = False,
 ) -> None:
     """Check a flow: every state reachable, none can wait forever, templates and events declared."""
     from voicefsm.flow.spec import FlowSpec
@@ -159,8 +172,15 @@ def validate(
     except FlowDefinitionError as exc:
         if as_json:
             problems = [
-                {"path": p.path, "line": p.line, "flow": p.flow, "state": p.state, "event": p.event,
-                 "message": p.message, "fix": p.fix}
+                {
+                    "path": p.path,
+                    "line": p.line,
+                    "flow": p.flow,
+                    "state": p.state,
+                    "event": p.event,
+                    "message": p.message,
+                    "fix": p.fix,
+                }
                 for p in exc.problems
             ]
             out.print_json(json.dumps({"valid": False, "problems": problems}))
@@ -185,7 +205,9 @@ def validate(
 @app.command()
 def graph(
     flow_file: FlowArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write: .mmd, .md, .dot, .svg or .png.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write: .mmd, .md, .dot, .svg or .png.")
+    ],
     flow: FlowOpt = None,
     defaults: Annotated[
         bool, typer.Option(help="Include the default exits (hang-up, provider failure) every flow gets.")
@@ -195,7 +217,14 @@ def graph(
     from voicefsm.flow.errors import GraphUnavailableError
     from voicefsm.flow.graph import render
 
-    formats = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "md", ".dot": "dot", ".svg": "svg", ".png": "png"}
+    formats = {
+        ".mmd": "mermaid",
+        ".mermaid": "mermaid",
+        ".md": "md",
+        ".dot": "dot",
+        ".svg": "svg",
+        ".png": "png",
+    }
     fmt = formats.get(output.suffix.lower())
     if fmt is None:
         raise _fail(f"cannot tell the format from {output.name}; use one of {', '.join(formats)}", 2)
@@ -233,17 +262,17 @@ def call(
         rest = TwilioRest.from_settings(settings)
     except TelephonyError as exc:
         raise _fail(str(exc), 2) from exc
-    twiml = (
-        f'<Response><Redirect method="POST">{base}/twilio/voice</Redirect></Response>'
-    )
+    twiml = f'<Response><Redirect method="POST">{base}/twilio/voice</Redirect></Response>'
     try:
         placed = asyncio.run(
             rest.place_call(number, twiml, status_callback=f"{base}/twilio/status", machine_detection=amd)
         )
     except VoiceFsmError as exc:
         raise _fail(str(exc)) from exc
-    out.print(f"calling {number[:-4] + '****' if len(number) > 4 else number} into {flow_class.__name__}: "
-              f"{placed.call_sid} ({placed.status})")
+    out.print(
+        f"calling {number[:-4] + '****' if len(number) > 4 else number} into {flow_class.__name__}: "
+        f"{placed.call_sid} ({placed.status})"
+    )
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     max_concurrent_calls: int = Field(200, ge=1, validation_alias=_env("VOICEFSM_MAX_CONCURRENT_CALLS"))
     drain_timeout_s: float = Field(30.0, ge=0, validation_alias=_env("VOICEFSM_DRAIN_TIMEOUT_S"))
     stream_idle_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("VOICEFSM_STREAM_IDLE_TIMEOUT_S"))
-    db_url: str = Field("sqlite+aiosqlite:///voicefsm.db", validation_alias=_env("VOICEFSM_DB_URL", "DATABASE_URL"))
+    db_url: str = Field(
+        "sqlite+aiosqlite:///voicefsm.db", validation_alias=_env("VOICEFSM_DB_URL", "DATABASE_URL")
+    )
     recordings_dir: str | None = Field("recordings", validation_alias=_env("VOICEFSM_RECORDINGS_DIR"))
     voice_monitor: bool = Field(False, validation_alias=_env("VOICE_MONITOR"))
 
@@ -62,7 +64,9 @@ class Settings(BaseSettings):
     elevenlabs_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("ELEVENLABS_TIMEOUT_S"))
     stt_model_id: str = Field("scribe_v2_realtime", validation_alias=_env("STT_MODEL_ID"))
     stt_language_code: str | None = Field(None, validation_alias=_env("STT_LANGUAGE_CODE"))
-    stt_vad_silence_threshold_s: float = Field(0.8, ge=0.3, le=3.0, validation_alias=_env("STT_VAD_SILENCE_S"))
+    stt_vad_silence_threshold_s: float = Field(
+        0.8, ge=0.3, le=3.0, validation_alias=_env("STT_VAD_SILENCE_S")
+    )
     stt_vad_threshold: float = Field(0.4, ge=0.1, le=0.9, validation_alias=_env("STT_VAD_THRESHOLD"))
 
     # Azure
@@ -72,7 +76,9 @@ class Settings(BaseSettings):
     azure_speech_endpoint: str | None = Field(None, validation_alias=_env("AZURE_SPEECH_ENDPOINT"))
     azure_tts_voice: str = Field("en-US-JennyNeural", validation_alias=_env("AZURE_TTS_VOICE"))
     azure_stt_language: str = Field("en-US", validation_alias=_env("AZURE_STT_LANGUAGE"))
-    azure_silence_timeout_ms: int = Field(800, ge=100, le=5000, validation_alias=_env("AZURE_SILENCE_TIMEOUT_MS"))
+    azure_silence_timeout_ms: int = Field(
+        800, ge=100, le=5000, validation_alias=_env("AZURE_SILENCE_TIMEOUT_MS")
+    )
 
     @field_validator("public_url", "voice_stream_url")
     @classmethod

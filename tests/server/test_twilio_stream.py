@@ -18,8 +18,8 @@ from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpee
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.media_loop import CallLimits
 from voicefsm.server.app import create_app
-from voicefsm.server.serving import RunningServer, running_server
 from voicefsm.server.services import CallServices
+from voicefsm.server.serving import RunningServer, running_server
 from voicefsm.settings import Settings
 from voicefsm.transports.twilio_client import TwilioStreamClient
 
@@ -30,47 +30,60 @@ PUBLIC_URL = "https://voice.example.test"
 
 @dataclass
 class Recorder:
-    """What the server-side handlers saw, per CallSid."""
+    """What the server-side handlers saw, per CallSid; ``changed`` is set whenever any of it changes."""
 
     events: dict[str, list[CallEvent]] = field(default_factory=dict)
     stts: dict[str, ScriptedSpeechToText] = field(default_factory=dict)
     ended: dict[str, str] = field(default_factory=dict)
     speak_results: dict[str, object] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def event_sink(self, call_sid: str) -> Callable[[CallEvent], None]:
+        events = self.events.setdefault(call_sid, [])
+
+        def sink(event: CallEvent) -> None:
+            events.append(event)
+            self.changed.set()
+
+        return sink
+
+    def end(self, call_sid: str, reason: str) -> None:
+        self.ended[call_sid] = reason
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Wait, bounded, until ``predicate`` holds; re-checked whenever the recorder changes."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
 
 
 def greeting_handler(recorder: Recorder, *, then_wait: bool = True) -> Callable[[Call], object]:
     """Speak a greeting, confirm it by mark, then stay on the line until the call ends."""
 
     async def handle(call: Call) -> None:
-        assert call.call_sid is not None
-        events = recorder.events.setdefault(call.call_sid, [])
-        call.subscribe(events.append)
-        recorder.speak_results[call.call_sid] = await call.speak(ScriptedTextToSpeech(), "Hello, caller", label="greet")
+        sid = call.call_sid or "?"
+        call.subscribe(recorder.event_sink(sid))
+        recorder.speak_results[sid] = await call.speak(ScriptedTextToSpeech(), "Hello, caller", label="greet")
         if then_wait:
             await call.disconnected.wait()
-        recorder.ended[call.call_sid] = call.disconnect_reason or "?"
+        recorder.end(sid, call.disconnect_reason or "?")
 
     return handle
 
 
 def make_services(recorder: Recorder, **limits: float) -> CallServices:
     def stt_factory() -> ScriptedSpeechToText:
-        return ScriptedSpeechToText()
+        stt = ScriptedSpeechToText()
+        recorder.stts[f"#{len(recorder.stts)}"] = stt
+        return stt
 
-    async def started(call: Call) -> None:
-        assert call.call_sid is not None
-
-    services = CallServices(
+    return CallServices(
         handler=greeting_handler(recorder),  # type: ignore[arg-type]
         stt_factory=stt_factory,
         limits=CallLimits(**limits),  # type: ignore[arg-type]
-        on_call_started=started,
     )
-
-    def ready(stt: object) -> None:
-        pass
-
-    return services
 
 
 @pytest.fixture
@@ -81,16 +94,6 @@ def recorder() -> Recorder:
 @pytest.fixture
 async def dev_server(recorder: Recorder) -> AsyncIterator[RunningServer]:
     services = make_services(recorder, idle_timeout_s=5.0)
-    original = services.stt_factory
-    assert original is not None
-
-    def tracked() -> ScriptedSpeechToText:
-        stt = original()
-        assert isinstance(stt, ScriptedSpeechToText)
-        recorder.stts[f"#{len(recorder.stts)}"] = stt
-        return stt
-
-    services.stt_factory = tracked
     app = create_app(Settings(_env_file=None), services)  # type: ignore[call-arg]
     async with running_server(app) as server:
         yield server
@@ -112,15 +115,15 @@ async def test_a_call_hears_audio_and_marks_and_its_dtmf_and_speech_reach_the_ha
             await twilio.send_media(FRAME)
         await twilio.press("5")
         stt = next(iter(recorder.stts.values()))
-        await asyncio.wait_for(_until(lambda: stt.frames_received == 10), 5)
+        await asyncio.wait_for(_loop_turns_until(lambda: stt.frames_received == 10), 5)
         stt.say("I would like to book", partials=False)
         events = recorder.events[twilio.call_sid]
-        await asyncio.wait_for(_until(lambda: Committed("I would like to book") in events), 5)
+        await recorder.until(lambda: Committed("I would like to book") in events, 5)
         assert Dtmf("5") in events
         assert MarkReceived(marks[0].name) in events
         await twilio.stop()
         assert await twilio.wait_closed() == 1000
-    await asyncio.wait_for(_until(lambda: twilio.call_sid in recorder.ended), 5)
+    await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
     assert recorder.ended[twilio.call_sid] == "stream stopped"
     assert events[-1] == Disconnected("stream stopped")
     assert stt.stopped
@@ -131,22 +134,24 @@ async def test_a_hang_up_request_closes_the_stream(recorder: Recorder) -> None:
         await call.speak(ScriptedTextToSpeech(), "Goodbye")
         call.request_disconnect("goodbye said")
         await call.disconnected.wait()
-        recorder.ended[call.call_sid or "?"] = call.disconnect_reason or "?"
+        recorder.end(call.call_sid or "?", call.disconnect_reason or "?")
 
     app = create_app(Settings(_env_file=None), CallServices(handler=hang_up))  # type: ignore[call-arg]
     async with running_server(app) as server, TwilioStreamClient(stream_url(server)) as twilio:
         assert await twilio.wait_closed() == 1000
-        await asyncio.wait_for(_until(lambda: twilio.call_sid in recorder.ended), 5)
+        await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
     assert recorder.ended[twilio.call_sid] == "goodbye said"
     assert twilio.played_marks and twilio.played_marks[0].startswith("prompt#")
 
 
-async def test_a_socket_dropped_without_stop_ends_the_call(dev_server: RunningServer, recorder: Recorder) -> None:
+async def test_a_socket_dropped_without_stop_ends_the_call(
+    dev_server: RunningServer, recorder: Recorder
+) -> None:
     twilio = TwilioStreamClient(stream_url(dev_server))
     await twilio.open()
     await twilio.wait_for("mark")
     await twilio.close()
-    await asyncio.wait_for(_until(lambda: twilio.call_sid in recorder.ended), 5)
+    await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
     assert recorder.ended[twilio.call_sid] == "connection closed"
 
 
@@ -154,7 +159,7 @@ async def test_a_silent_stream_is_ended_by_the_idle_timeout(recorder: Recorder) 
     app = create_app(Settings(_env_file=None), make_services(recorder, idle_timeout_s=0.3))  # type: ignore[call-arg]
     async with running_server(app) as server, TwilioStreamClient(stream_url(server)) as twilio:
         assert await twilio.wait_closed(timeout_s=5) == 1000
-        await asyncio.wait_for(_until(lambda: twilio.call_sid in recorder.ended), 5)
+        await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
     assert recorder.ended[twilio.call_sid] == "no media for 0.3 s"
 
 
@@ -166,15 +171,23 @@ MALFORMED: dict[str, str | bytes] = {
     "unknown event": json.dumps({"event": "surprise", "streamSid": "MZ1"}),
     "wrong types": json.dumps({"event": "media", "streamSid": "MZ1", "media": "nope"}),
     "bad base64": json.dumps(
-        {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "1", "timestamp": "5",
-                                                          "payload": "%%%not-base64"}}
+        {
+            "event": "media",
+            "streamSid": "MZ1",
+            "media": {"track": "inbound", "chunk": "1", "timestamp": "5", "payload": "%%%not-base64"},
+        }
     ),
     "bad padding": json.dumps(
-        {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "1", "timestamp": "5",
-                                                          "payload": "abc"}}
+        {
+            "event": "media",
+            "streamSid": "MZ1",
+            "media": {"track": "inbound", "chunk": "1", "timestamp": "5", "payload": "abc"},
+        }
     ),
     "over 64 KiB": json.dumps({"event": "media", "padding": "x" * 70_000}),
-    "bad digit": json.dumps({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "Z"}}),
+    "bad digit": json.dumps(
+        {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "Z"}}
+    ),
 }
 
 
@@ -182,15 +195,18 @@ MALFORMED: dict[str, str | bytes] = {
 async def test_every_malformed_frame_is_dropped_and_the_call_goes_on(
     kind: str, dev_server: RunningServer, recorder: Recorder
 ) -> None:
-    async with TwilioStreamClient(stream_url(dev_server)) as good, TwilioStreamClient(stream_url(dev_server)) as bad:
+    async with (
+        TwilioStreamClient(stream_url(dev_server)) as good,
+        TwilioStreamClient(stream_url(dev_server)) as bad,
+    ):
         await bad.wait_for("mark")
         for _ in range(3):
             await bad.send_raw(MALFORMED[kind])
         await bad.press("7")
         await good.press("1")
         bad_events = recorder.events[bad.call_sid]
-        await asyncio.wait_for(_until(lambda: Dtmf("7") in bad_events), 5)
-        await asyncio.wait_for(_until(lambda: Dtmf("1") in recorder.events.get(good.call_sid, [])), 5)
+        await recorder.until(lambda: Dtmf("7") in bad_events, 5)
+        await recorder.until(lambda: Dtmf("1") in recorder.events.get(good.call_sid, []), 5)
         assert not bad.closed and not good.closed
         await bad.stop()
         await good.stop()
@@ -200,12 +216,19 @@ async def test_media_before_start_is_dropped(dev_server: RunningServer, recorder
     twilio = TwilioStreamClient(stream_url(dev_server))
     await twilio.open(start=False)
     payload = base64.b64encode(FRAME).decode()
-    await twilio.send_raw(json.dumps({"event": "media", "streamSid": twilio.stream_sid,
-                                      "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload}}))
+    await twilio.send_raw(
+        json.dumps(
+            {
+                "event": "media",
+                "streamSid": twilio.stream_sid,
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload},
+            }
+        )
+    )
     await twilio.start()
     await twilio.wait_for("mark")
     await twilio.press("3")
-    await asyncio.wait_for(_until(lambda: Dtmf("3") in recorder.events.get(twilio.call_sid, [])), 5)
+    await recorder.until(lambda: Dtmf("3") in recorder.events.get(twilio.call_sid, []), 5)
     await twilio.stop()
     await twilio.close()
 
@@ -225,9 +248,13 @@ async def test_one_hundred_concurrent_calls_leave_nothing_behind(recorder: Recor
                 await twilio.wait_closed(timeout_s=30)
 
         await asyncio.gather(*(one_call(twilio) for twilio in clients))
-        await asyncio.wait_for(_until(lambda: len(recorder.ended) == calls), 30)
+        await recorder.until(lambda: len(recorder.ended) == calls, 30)
         assert not app.state.voicefsm.registry.active
-        leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("call-", "stt-", "scripted"))]
+        leftover = [
+            t.get_name()
+            for t in asyncio.all_tasks()
+            if t.get_name().startswith(("call-", "stt-", "scripted"))
+        ]
         assert leftover == []
     assert all(reason == "stream stopped" for reason in recorder.ended.values())
     assert all(Dtmf("9") in recorder.events[twilio.call_sid] for twilio in clients)
@@ -269,7 +296,9 @@ async def test_unsigned_webhook_and_stream_are_refused_with_403(secure_server: R
     assert refused.value.response.status_code == 403
 
 
-async def test_a_signed_call_streams_with_its_single_use_token(secure_server: RunningServer, recorder: Recorder) -> None:
+async def test_a_signed_call_streams_with_its_single_use_token(
+    secure_server: RunningServer, recorder: Recorder
+) -> None:
     form = {"CallSid": "CA" + "1" * 32, "From": "+15550001111", "To": "+15550002222"}
     response = await webhook(secure_server, form)
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
@@ -278,23 +307,37 @@ async def test_a_signed_call_streams_with_its_single_use_token(secure_server: Ru
     retried = await webhook(secure_server, form)
     assert stream_token(retried.text) == token  # a retried webhook is idempotent
     headers = signed_headers("wss://voice.example.test/twilio/stream", {})
-    async with TwilioStreamClient(stream_url(secure_server), call_sid=form["CallSid"], headers=headers,
-                                  custom_parameters={"token": token}) as twilio:
+    async with TwilioStreamClient(
+        stream_url(secure_server),
+        call_sid=form["CallSid"],
+        headers=headers,
+        custom_parameters={"token": token},
+    ) as twilio:
         await twilio.wait_for("mark")
         # A second stream for the same call is refused, and the first goes on.
-        async with TwilioStreamClient(stream_url(secure_server), call_sid=form["CallSid"], headers=headers,
-                                      custom_parameters={"token": token}) as intruder:
+        async with TwilioStreamClient(
+            stream_url(secure_server),
+            call_sid=form["CallSid"],
+            headers=headers,
+            custom_parameters={"token": token},
+        ) as intruder:
             assert await intruder.wait_closed() == 1008
         await twilio.press("2")
-        await asyncio.wait_for(_until(lambda: Dtmf("2") in recorder.events[form["CallSid"]]), 5)
+        await recorder.until(lambda: Dtmf("2") in recorder.events[form["CallSid"]], 5)
         await twilio.stop()
     # The token was single use: a replay after the call is refused.
-    async with TwilioStreamClient(stream_url(secure_server), call_sid=form["CallSid"], headers=headers,
-                                  custom_parameters={"token": token}) as replay:
+    async with TwilioStreamClient(
+        stream_url(secure_server),
+        call_sid=form["CallSid"],
+        headers=headers,
+        custom_parameters={"token": token},
+    ) as replay:
         assert await replay.wait_closed() == 1008
 
 
-async def test_a_stream_without_a_token_is_refused_when_signatures_are_on(secure_server: RunningServer) -> None:
+async def test_a_stream_without_a_token_is_refused_when_signatures_are_on(
+    secure_server: RunningServer,
+) -> None:
     headers = signed_headers("wss://voice.example.test/twilio/stream", {})
     async with TwilioStreamClient(stream_url(secure_server), headers=headers) as twilio:
         assert await twilio.wait_closed() == 1008
@@ -304,8 +347,12 @@ async def test_a_token_for_another_call_is_refused(secure_server: RunningServer)
     response = await webhook(secure_server, {"CallSid": "CA" + "2" * 32, "From": "+15550001111"})
     token = stream_token(response.text)
     headers = signed_headers("wss://voice.example.test/twilio/stream", {})
-    async with TwilioStreamClient(stream_url(secure_server), call_sid="CA" + "3" * 32, headers=headers,
-                                  custom_parameters={"token": token}) as twilio:
+    async with TwilioStreamClient(
+        stream_url(secure_server),
+        call_sid="CA" + "3" * 32,
+        headers=headers,
+        custom_parameters={"token": token},
+    ) as twilio:
         assert await twilio.wait_closed() == 1008
 
 
@@ -325,6 +372,7 @@ async def test_dev_mode_webhook_points_the_stream_back_at_the_caller(dev_server:
     assert f'url="ws://{dev_server.host}:{dev_server.port}/twilio/stream"' in response.text
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.005)
+async def _loop_turns_until(predicate: Callable[[], bool]) -> None:
+    """Yield loop turns (no wall-clock waiting) until the recognizer's reader task has caught up."""
+    while not predicate():  # noqa: ASYNC110 - the reader is a plain task with nothing to await on
+        await asyncio.sleep(0)

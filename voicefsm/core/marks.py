@@ -42,7 +42,9 @@ class MarkLedger:
     def new(self, label: str) -> str:
         """A fresh name for ``label``: two marks with one label never share a name."""
         if not label or MARK_SEPARATOR in label:
-            raise ValueError(f"mark label {label!r} must be non-empty and must not contain {MARK_SEPARATOR!r}")
+            raise ValueError(
+                f"mark label {label!r} must be non-empty and must not contain {MARK_SEPARATOR!r}"
+            )
         name = f"{label}{MARK_SEPARATOR}{next(self._counter)}"
         self._pending[name] = None
         return name

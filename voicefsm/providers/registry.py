@@ -41,8 +41,11 @@ _EXTRAS = {"elevenlabs": "elevenlabs", "azure": "azure", "local": "local"}
 def available(kind: Kind) -> list[str]:
     """Names that :func:`create_stt` / :func:`create_tts` accept for ``kind``, plugins included."""
     names = {name for known_kind, name in _BUILT_IN if known_kind == kind}
-    names.update(ep.name.split(".", 1)[1] for ep in entry_points(group=ENTRY_POINT_GROUP)
-                 if ep.name.startswith(f"{kind}."))
+    names.update(
+        ep.name.split(".", 1)[1]
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if ep.name.startswith(f"{kind}.")
+    )
     return sorted(names)
 
 
@@ -63,7 +66,9 @@ def get_provider_class(kind: Kind, name: str) -> type[Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and exc.name.startswith("voicefsm."):
-            raise ProviderUnavailable(f"{kind}.{name}", f"this voicefsm build has no {name} {kind.upper()}") from exc
+            raise ProviderUnavailable(
+                f"{kind}.{name}", f"this voicefsm build has no {name} {kind.upper()}"
+            ) from exc
         extra = _EXTRAS.get(name, name)
         raise ProviderUnavailable(
             f"{kind}.{name}", f"needs the {exc.name} package: pip install 'voicefsm[{extra}]'"

@@ -174,7 +174,10 @@ class Call:
         """Wait until the stream starts; raise CallNotAnsweredError or CallHangupError otherwise."""
         if self.connected.is_set():
             return
-        waiters = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self.disconnected.wait())}
+        waiters = {
+            asyncio.ensure_future(self.connected.wait()),
+            asyncio.ensure_future(self.disconnected.wait()),
+        }
         try:
             await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -202,7 +205,7 @@ class Call:
         self.inbound.put_nowait(frame)
 
     def clear_inbound(self) -> int:
-        """Drop caller audio nobody has read yet (stale audio from before a prompt). Returns frames dropped."""
+        """Drop caller audio nobody has read yet (stale audio); returns how many frames went."""
         dropped = 0
         while True:
             try:
@@ -338,7 +341,9 @@ class Call:
             try:
                 outcome = await self.play_mark(label, timeout_s=mark_timeout_s)
             except TimeoutError:
-                return self._speak_failed(tts, text, f"playback was not confirmed within {mark_timeout_s:g} s")
+                return self._speak_failed(
+                    tts, text, f"playback was not confirmed within {mark_timeout_s:g} s"
+                )
         except asyncio.CancelledError:
             self.request_clear_buffer()
             raise

@@ -53,7 +53,7 @@ async def wait_for_start(transport: MediaTransport, timeout_s: float) -> Start |
 
 
 def connected_event(start: Start, caller: str | None = None) -> WsConnected:
-    """The call event for a stream's ``start`` message; ``caller`` comes from the signed webhook when known."""
+    """The call event for a stream's ``start``; ``caller`` comes from the signed webhook when known."""
     parameters = {key: value for key, value in start.custom_parameters.items() if key != "token"}
     caller = caller or parameters.get("caller") or parameters.get("callerNumber")
     return WsConnected(start.call_sid, start.stream_sid, caller, parameters)
@@ -160,7 +160,9 @@ async def _teardown(
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(handler), limits.handler_grace_s)
         if not handler.done():
-            call.log.warning("the call handler did not finish within %g s; cancelling it", limits.handler_grace_s)
+            call.log.warning(
+                "the call handler did not finish within %g s; cancelling it", limits.handler_grace_s
+            )
         tasks["handler"] = handler
     for task in tasks.values():
         task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -76,14 +77,15 @@ async def get_recording(request: Request, call_sid: str) -> FileResponse:
     """The call's recording as a WAV file."""
     state = _state(request)
     record = await state.store.get_call(call_sid) if state.store is not None else None
-    if record is None or not record.recording_path or not Path(record.recording_path).is_file():
+    path = Path(record.recording_path) if record is not None and record.recording_path else None
+    if path is None or not await asyncio.to_thread(path.is_file):
         raise HTTPException(404, f"no recording for call {call_sid}")
-    return FileResponse(record.recording_path, media_type="audio/wav", filename=f"{call_sid}.wav")
+    return FileResponse(path, media_type="audio/wav", filename=f"{call_sid}.wav")
 
 
 @router.post("/calls/{call_sid}/caller", status_code=202)
 async def inject_caller_input(request: Request, call_sid: str, body: CallerInput) -> Response:
-    """Dev mode only: hand typed text or keypad digits to a live call as if the caller spoke or pressed them."""
+    """Dev mode only: hand typed text or keypad digits to a live call as if the caller said them."""
     state = _state(request)
     if not state.settings.dev_mode:
         raise HTTPException(403, "caller injection is only available in dev mode (no TWILIO_AUTH_TOKEN)")

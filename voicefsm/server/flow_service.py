@@ -18,7 +18,6 @@ from voicefsm.core.actions import TelephonyActions
 from voicefsm.flow import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
-from voicefsm.records import RecordWriter
 from voicefsm.runtime.call import AudioTap, Call, SttFactory
 from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, Turn
 from voicefsm.runtime.media_loop import CallLimits
@@ -86,19 +85,26 @@ def browser_view(spec: FlowSpec) -> dict[str, Any]:
         "doc": spec.doc,
         "initial": spec.initial,
         "states": [
-            {"id": state.id, "kind": state.kind, "prompt": state.prompt, "final": state.final,
-             "default": state.default}
+            {
+                "id": state.id,
+                "kind": state.kind,
+                "prompt": state.prompt,
+                "final": state.final,
+                "default": state.default,
+            }
             for state in spec.states
         ],
         "transitions": [
-            {"source": edge.source, "event": event, "target": edge.target or edge.source,
-             "cond": " and ".join(edge.guards) or None}
+            {
+                "source": edge.source,
+                "event": event,
+                "target": edge.target or edge.source,
+                "cond": " and ".join(edge.guards) or None,
+            }
             for edge in spec.transitions
             for event in edge.events
         ],
-        "slots": [
-            {"name": name, "type": _schema_type(schema)} for name, schema in properties.items()
-        ],
+        "slots": [{"name": name, "type": _schema_type(schema)} for name, schema in properties.items()],
     }
 
 

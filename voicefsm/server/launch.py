@@ -36,7 +36,9 @@ class Plan:
     telephony: str
 
 
-def plan(settings: Settings, flow: type[VoiceFlow], *, stt: str | None = None, tts: str | None = None) -> Plan:
+def plan(
+    settings: Settings, flow: type[VoiceFlow], *, stt: str | None = None, tts: str | None = None
+) -> Plan:
     """Choose providers (the option given > credentials present > local) and check they can be built.
 
     Raises ProviderUnavailable with the fix (e.g. the pip extra to install) when one cannot.

@@ -27,8 +27,13 @@ class LiveFeed:
         self._viewers: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"type": "snapshot", "state": self.state, "slots": dict(self.slots),
-                "transcript": list(self.transcript), "ended": self.ended}
+        return {
+            "type": "snapshot",
+            "state": self.state,
+            "slots": dict(self.slots),
+            "transcript": list(self.transcript),
+            "ended": self.ended,
+        }
 
     def state_changed(self, state: str) -> None:
         self.state = state

@@ -28,7 +28,9 @@ class Metrics:
             "voicefsm_provider_errors", "Speech provider failures", ["kind"], registry=self.registry
         )
         self.rejected = Counter(
-            "voicefsm_rejected_requests", "Requests refused (signature, token, capacity)", registry=self.registry
+            "voicefsm_rejected_requests",
+            "Requests refused (signature, token, capacity)",
+            registry=self.registry,
         )
         self.calls_started = 0
 

@@ -55,15 +55,19 @@ class CallRegistry:
         return ticket.token
 
     def admit(self, start: Start) -> Admission:
-        """Check a stream's ``start`` against its token and the live calls; raise StreamRejected if it may not run."""
+        """Check a stream's ``start`` against its token and the live calls (StreamRejected if not)."""
         call_sid = start.call_sid
         if call_sid in self.active:
-            raise StreamRejected(f"a stream for call {call_sid} is already running; the second one is refused")
+            raise StreamRejected(
+                f"a stream for call {call_sid} is already running; the second one is refused"
+            )
         token = start.custom_parameters.get("token")
         ticket = self._tickets.get(call_sid)
         if token is None:
             if self.require_token:
-                raise StreamRejected(f"stream for call {call_sid} carries no token; it did not come from our webhook")
+                raise StreamRejected(
+                    f"stream for call {call_sid} carries no token; it did not come from our webhook"
+                )
             return Admission(call_sid, start.custom_parameters.get("caller"))
         if ticket is None or ticket.expires_at <= self._clock():
             raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")

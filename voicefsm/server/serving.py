@@ -36,13 +36,20 @@ class RunningServer:
 def server_config(app: FastAPI, *, log_level: str = "warning", **options: object) -> uvicorn.Config:
     """uvicorn settings voicefsm relies on: a WebSocket size cap and quick pings off."""
     return uvicorn.Config(
-        app, log_level=log_level, ws_max_size=WS_MAX_SIZE, ws_ping_interval=None, lifespan="on", **options  # type: ignore[arg-type]
+        app,
+        log_level=log_level,
+        ws_max_size=WS_MAX_SIZE,
+        ws_ping_interval=None,
+        lifespan="on",
+        **options,  # type: ignore[arg-type]
     )
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[RunningServer]:
-    """Serve ``app`` on ``host:port`` (0 = a free port) until the block exits; startup is awaited, not polled."""
+async def running_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on ``host:port`` (0 = any free port) until the block exits; startup is awaited."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

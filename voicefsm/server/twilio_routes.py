@@ -11,11 +11,12 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
+
 from fastapi import APIRouter, Request, Response, WebSocket
 from starlette.datastructures import FormData
 
-from voicefsm.core.twilio_media import Start
 from voicefsm.core.signature import is_valid_signature_any, webhook_url
+from voicefsm.core.twilio_media import Start
 from voicefsm.core.twiml import busy_twiml, stream_twiml
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.media_loop import run_call, wait_for_start
@@ -76,7 +77,9 @@ async def voice_webhook(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     if state.draining or len(state.registry.active) >= state.settings.max_concurrent_calls:
-        return Response(busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML)
+        return Response(
+            busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
+        )
     call_sid = str(form.get("CallSid") or f"CA{secrets.token_hex(16)}")
     caller = form.get("From")
     token = state.registry.issue_token(call_sid, str(caller) if caller else None)
@@ -159,7 +162,9 @@ async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start,
     try:
         if services.on_call_started is not None:
             await services.on_call_started(call)
-        reason = await run_call(call, transport, start, services.handler, limits=services.limits, caller=caller)
+        reason = await run_call(
+            call, transport, start, services.handler, limits=services.limits, caller=caller
+        )
     finally:
         state.registry.remove(call)
         state.metrics.call_ended(reason)

@@ -141,7 +141,10 @@ class TwilioStreamClient:
         timestamp_ms = int((time.monotonic() - self._started_at) * 1000)
         await self.send_raw(
             inbound_media_message(
-                self.stream_sid, ulaw, chunk=next(self._chunk), timestamp_ms=timestamp_ms,
+                self.stream_sid,
+                ulaw,
+                chunk=next(self._chunk),
+                timestamp_ms=timestamp_ms,
                 sequence_number=next(self._sequence),
             )
         )
@@ -244,4 +247,6 @@ class TwilioStreamClient:
         if played:
             self.played_marks.append(name)
         with contextlib.suppress(ConnectionClosed):
-            await self.send_raw(mark_echo_message(self.stream_sid, name, sequence_number=next(self._sequence)))
+            await self.send_raw(
+                mark_echo_message(self.stream_sid, name, sequence_number=next(self._sequence))
+            )
