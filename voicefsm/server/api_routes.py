@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["api"])
 
+#: The browser opens a call's events right after its stream's ``start``; the call may need a moment.
+FEED_WAIT_S = 5.0
+
 
 def _state(request: Request | WebSocket) -> ServerState:
     state: ServerState = request.app.state.voicefsm
@@ -104,8 +107,8 @@ async def inject_caller_input(request: Request, call_sid: str, body: CallerInput
 async def call_events(websocket: WebSocket, call_sid: str) -> None:
     """Live updates of one call: a snapshot, then state, turn, slot and ended messages."""
     state = _state(websocket)
-    feed = state.feeds.get(call_sid)
     await websocket.accept()
+    feed = await state.feeds.wait_for(call_sid, FEED_WAIT_S)
     if feed is None:
         await websocket.send_json({"type": "ended", "reason": "no such live call"})
         await websocket.close()

@@ -45,7 +45,7 @@ class CallObserver(FlowListener):
         return self.started_at + timedelta(seconds=clock_s)
 
     def on_transition(self, source: str, event: str, target: str) -> None:
-        self.feed.state_changed(target)
+        self.feed.transition(source, event, target)
         if self.writer is not None:
             self.writer.transition(self.call_sid, source=source, event=event, target=target)
 
@@ -149,7 +149,7 @@ class FlowService:
             sid = call.call_sid or "?"
             now = datetime.now(UTC)
             feed = LiveFeed(sid)
-            state.feeds[sid] = feed
+            await state.feeds.add(feed)
             observers[sid] = CallObserver(sid, state, feed, now)
             if state.writer is not None:
                 state.writer.call_started(sid, flow=flow_name, caller=call.caller, started_at=now)
@@ -177,7 +177,7 @@ class FlowService:
             outcome = outcomes.pop(sid, "hung_up")
             if state.writer is not None:
                 state.writer.call_ended(sid, outcome=outcome)
-            feed = state.feeds.pop(sid, None)
+            feed = state.feeds.pop(sid)
             if feed is not None:
                 feed.end(call.disconnect_reason or outcome)
 

@@ -15,6 +15,34 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+class LiveFeeds:
+    """The live feeds of a server's calls; a viewer may ask for a call a moment before it starts."""
+
+    def __init__(self) -> None:
+        self._feeds: dict[str, LiveFeed] = {}
+        self._added = asyncio.Condition()
+
+    def get(self, call_sid: str) -> LiveFeed | None:
+        return self._feeds.get(call_sid)
+
+    async def add(self, feed: LiveFeed) -> None:
+        self._feeds[feed.call_sid] = feed
+        async with self._added:
+            self._added.notify_all()
+
+    def pop(self, call_sid: str) -> LiveFeed | None:
+        return self._feeds.pop(call_sid, None)
+
+    async def wait_for(self, call_sid: str, timeout_s: float) -> LiveFeed | None:
+        """The feed of ``call_sid``, waiting up to ``timeout_s`` for the call to start."""
+        try:
+            async with asyncio.timeout(timeout_s), self._added:
+                await self._added.wait_for(lambda: call_sid in self._feeds)
+        except TimeoutError:
+            return None
+        return self._feeds[call_sid]
+
+
 class LiveFeed:
     """What one call's viewers see: a snapshot, then every update. Publishing never blocks."""
 
@@ -23,6 +51,7 @@ class LiveFeed:
         self.state: str | None = None
         self.slots: dict[str, Any] = {}
         self.transcript: list[dict[str, Any]] = []
+        self.path: list[dict[str, str]] = []
         self.ended: str | None = None
         self._viewers: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
@@ -32,12 +61,14 @@ class LiveFeed:
             "state": self.state,
             "slots": dict(self.slots),
             "transcript": list(self.transcript),
+            "path": list(self.path),
             "ended": self.ended,
         }
 
-    def state_changed(self, state: str) -> None:
-        self.state = state
-        self._publish({"type": "state", "state": state})
+    def transition(self, source: str, event: str, target: str) -> None:
+        self.state = target
+        self.path.append({"source": source, "event": event, "target": target})
+        self._publish({"type": "state", "state": target, "source": source, "event": event})
 
     def turn(self, speaker: str, text: str) -> None:
         entry = {"speaker": speaker, "text": text, "at": _now()}

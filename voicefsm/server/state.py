@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicefsm.records import CallStore, RecordWriter
-from voicefsm.server.live import LiveFeed
+from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
@@ -25,4 +25,4 @@ class ServerState:
     store: CallStore | None = None
     writer: RecordWriter | None = None
     flow_description: dict[str, Any] | None = None
-    feeds: dict[str, LiveFeed] = field(default_factory=dict)
+    feeds: LiveFeeds = field(default_factory=LiveFeeds)
