@@ -19,6 +19,7 @@ from voicefsm.flow import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
 from voicefsm.runtime.call import AudioTap, Call, SttFactory
+from voicefsm.runtime.clock import LoopClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, Turn
 from voicefsm.runtime.media_loop import CallLimits
 from voicefsm.runtime.recorder import AudioMixer
@@ -34,15 +35,17 @@ _ERROR_KINDS = {"tts": "tts", "stt": "stt"}
 class CallObserver(FlowListener):
     """Hands one call's transitions, turns, slots and errors to the records, the live feed and metrics."""
 
-    def __init__(self, call_sid: str, state: ServerState, feed: LiveFeed, started_at: datetime) -> None:
+    def __init__(self, call_sid: str, state: ServerState, feed: LiveFeed) -> None:
         self.call_sid = call_sid
         self.writer = state.writer
         self.metrics = state.metrics
         self.feed = feed
-        self.started_at = started_at
+        # Turns carry the runtime clock's seconds (the loop's clock); anchor them to wall time once.
+        self.started_at = datetime.now(UTC)
+        self.origin_s = LoopClock().now()
 
     def _at(self, clock_s: float) -> datetime:
-        return self.started_at + timedelta(seconds=clock_s)
+        return self.started_at + timedelta(seconds=clock_s - self.origin_s)
 
     def on_transition(self, source: str, event: str, target: str) -> None:
         self.feed.transition(source, event, target)
@@ -150,7 +153,7 @@ class FlowService:
             now = datetime.now(UTC)
             feed = LiveFeed(sid)
             await state.feeds.add(feed)
-            observers[sid] = CallObserver(sid, state, feed, now)
+            observers[sid] = CallObserver(sid, state, feed)
             if state.writer is not None:
                 state.writer.call_started(sid, flow=flow_name, caller=call.caller, started_at=now)
                 recording = self._recording_path(sid)

@@ -166,7 +166,6 @@ async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start,
             call, transport, start, services.handler, limits=services.limits, caller=caller
         )
     finally:
-        state.registry.remove(call)
         state.metrics.call_ended(reason)
         if services.on_call_ended is not None:
             try:
@@ -177,3 +176,5 @@ async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start,
         if stop is not None:
             with contextlib.suppress(Exception):
                 await stop()
+        # Last, so that a server waiting for its calls to end also waits for their records and recordings.
+        state.registry.remove(call)

@@ -242,6 +242,8 @@ class TwilioStreamClient:
         if any(pending == name for pending, _ in self._pending_marks):
             self._pending_marks = [(n, d) for n, d in self._pending_marks if n != name]
             await self._echo(name)
+            async with self._changed:
+                self._changed.notify_all()
 
     async def _echo(self, name: str, *, played: bool = True) -> None:
         if played:
