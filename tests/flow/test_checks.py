@@ -294,3 +294,31 @@ def test_names_that_clash_with_voiceflow_attributes_are_rejected() -> None:
             slots = Say("Hi.", initial=True)
             bye = Hangup("Bye.")
             spoken = slots.to(bye)
+
+
+def test_guard_and_callback_names_must_exist() -> None:
+    with pytest.raises(FlowDefinitionError) as error:
+
+        class Broken(VoiceFlow):
+            ask = Ask("Shall I?", expect=YesNo(), initial=True)
+            done = Hangup("Done.")
+            filled = ask.to(done, cond="ys and not busy") | ask.to(done, on="sav")
+            no_input = ask.to(done)
+            no_match = ask.to(done)
+
+            def save(self) -> None:
+                pass
+
+    found = {(p.state, p.message.split("'")[2], p.fix) for p in problems_of(error)}
+    assert found == {
+        ("ask", "ys", "did you mean 'yes'?"),
+        ("ask", "busy", "define `def busy(self, ...)` on the flow"),
+        ("ask", "sav", "did you mean 'save'?"),
+    }
+    assert any(
+        str(p).endswith(
+            "Broken.ask's transition on filled names 'ys', which the flow does not define. "
+            "Fix: did you mean 'yes'?"
+        )
+        for p in problems_of(error)
+    )

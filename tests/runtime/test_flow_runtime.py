@@ -297,6 +297,29 @@ async def test_an_exception_in_a_guard_is_logged_with_its_traceback_and_apologis
     assert any(kind == "flow" and "the guard blew up" in message for kind, message in line.errors)
 
 
+async def test_an_exception_entering_a_state_leaves_the_chart_before_it_and_apologises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Lookup(VoiceFlow):
+        greet = Say("One moment.", initial=True)
+        found = Hangup("Found you.")
+        spoken = greet.to(found)
+
+        def on_enter_found(self) -> None:
+            raise KeyError("customer 42")
+
+    async with FlowLine(Lookup) as line:
+        result = await line.ended()
+    assert line.transitions == [("", "start", "greet"), ("greet", "error.execution", "failed")]
+    assert result.final_state == "failed"
+    assert line.agent_said == [
+        "One moment.",
+        "Sorry, something went wrong on our side. Please call again later.",
+    ]
+    (record,) = [r for r in caplog.records if r.exc_info and "customer 42" in str(r.exc_info[1])]
+    assert "Lookup raised on spoken in greet" in record.getMessage()
+
+
 async def test_a_template_that_cannot_render_is_an_execution_error() -> None:
     class Model(BaseModel):
         count: str | None = None

@@ -112,7 +112,8 @@ async def test_booking_no_match_ladder_reads_out_the_validators_reason() -> None
         line.say("Saturday")
         weekend = await line.heard("Sorry")
         assert weekend.text == (
-            "Sorry, we're closed on Saturdays; we're open Monday to Friday. Which day would you like to come in?"
+            "Sorry, we're closed on Saturdays; we're open Monday to Friday. "
+            "Which day would you like to come in?"
         )
         line.say("the blue one")
         assert (await line.heard("Sorry")).text.startswith("Sorry, I didn't catch")
@@ -243,6 +244,7 @@ async def test_survey_no_match_ladder_on_an_out_of_range_rating() -> None:
 async def test_survey_no_input_ladder() -> None:
     async with FlowLine(Survey) as line:
         result = await line.ended()
+    assert result.outcome == "declined"
     assert line.transitions[-1] == ("ask_rating", "no_input", "give_up")
     assert line.agent_said.count("Sorry, I didn't hear anything. " + line.agent_said[1]) == 2
 

@@ -7,6 +7,7 @@ run it with :class:`voicefsm.runtime.flow_runtime.FlowRuntime`.
 from statemachine import State
 
 from voicefsm.flow.chart import Step, VoiceFlow
+from voicefsm.flow.checks import check_flow
 from voicefsm.flow.errors import (
     FlowDefinitionError,
     FlowError,
@@ -15,6 +16,8 @@ from voicefsm.flow.errors import (
     UnknownEventError,
 )
 from voicefsm.flow.expect import Choice, Day, Digits, FreeText, Number, Time, YesNo
+from voicefsm.flow.loader import load_flow
+from voicefsm.flow.spec import FlowSpec
 from voicefsm.flow.states import Ask, Echo, Hangup, Say, SendSms, Transfer
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "FlowError",
     "FlowLoadError",
     "FlowProblem",
+    "FlowSpec",
     "FreeText",
     "Hangup",
     "Number",
@@ -39,4 +43,6 @@ __all__ = [
     "UnknownEventError",
     "VoiceFlow",
     "YesNo",
+    "check_flow",
+    "load_flow",
 ]

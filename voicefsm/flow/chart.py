@@ -139,8 +139,23 @@ class VoiceFlowMeta(StateMachineMetaclass):
             cls.uses_stt = not any(isinstance(s, Echo) for s in cls.states)
         problems += _resolve_expectations(cls, path)
         problems += check_flow(cls)  # type: ignore[arg-type]
+        if not problems:
+            problems += _callback_problems(cls, path, frame_line)
         if problems:
             raise FlowDefinitionError(sorted(problems, key=lambda p: (p.line, p.state or "")))
+
+
+def _callback_problems(cls: Any, path: str, line: int) -> list[FlowProblem]:
+    """Anything else python-statemachine only finds when it builds an instance: build one now."""
+    try:
+        cls()
+    except InvalidDefinition as exc:
+        message = f"names a guard or callback that does not exist: {exc}"
+        fix = "define that method on the flow, or correct the name in cond=/unless=/on="
+        return [FlowProblem(path, line, cls.__name__, None, None, message, fix)]
+    except TypeError:
+        pass  # an __init__ that needs arguments: checked when the runtime builds it
+    return []
 
 
 def _event_ids_for(key: str) -> list[str]:
@@ -248,6 +263,11 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     Instances are per call: ``slots`` (an instance of ``slots_model``), ``caller`` (the caller's
     number, when known), ``parameters`` (the call's custom parameters) and ``steps`` (every
     transition taken so far) are there for guards and actions to read.
+
+    Guards and actions receive the event's payload by parameter name: ``filled(value, slot, text,
+    via)`` (via is "speech" or "dtmf"), ``no_match(reason, text)``, ``no_input(reason)``,
+    ``spoken(interrupted)``, ``tts_error(reason)``, ``stt_error(reason)``, ``disconnected(reason)``,
+    ``error.execution(error)``. ``yes`` and ``no`` are ready-made guards for yes/no answers.
     """
 
     _voicefsm_base: ClassVar[bool] = True

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from statemachine import State, StateChart
+from statemachine.callbacks import SpecReference
 from statemachine.event import Event
+from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 
 from voicefsm.flow.errors import FlowProblem
@@ -144,6 +146,7 @@ class _Checker:
     def run(self) -> list[FlowProblem]:
         self.check_slots_and_arguments()
         self.check_names()
+        self.check_callback_names()
         self.check_templates()
         self.check_events()
         self.check_waiting()
@@ -197,6 +200,32 @@ class _Checker:
                 self.add(
                     None, f"declares event {event.id!r}, named like VoiceFlow's own attribute", "rename it"
                 )
+
+    def check_callback_names(self) -> None:
+        callables = [
+            name for name in dir(self.flow) if not name.startswith("_") and callable(getattr(self.flow, name))
+        ]
+        owners: list[tuple[State, str, Any]] = [(state, "state", state._specs) for state in self.states]
+        owners += [
+            (edge.source, "/".join(edge.events) or "eventless", edge.transition._specs) for edge in self.edges
+        ]
+        for state, label, specs in owners:
+            for spec in specs:
+                if spec.is_convention or spec.reference is not SpecReference.NAME:
+                    continue
+                names = (
+                    names_in_boolean_expr(spec.attr_name)
+                    if spec.may_contain_boolean_expression
+                    else {spec.attr_name}
+                )
+                for name in sorted(names - {"In", "True", "False"}):
+                    if not hasattr(self.flow, name):
+                        where = "" if label == "state" else f"'s transition on {label}"
+                        self.add(
+                            state,
+                            f"{where} names {name!r}, which the flow does not define".lstrip(),
+                            _did_you_mean(name, callables) or f"define `def {name}(self, ...)` on the flow",
+                        )
 
     def check_templates(self) -> None:
         model = self.flow.slots_model

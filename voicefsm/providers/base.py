@@ -22,12 +22,16 @@ TextCallback = Callable[[str], None]
 class RecognitionHints:
     """What the current listening state expects, so a recognizer can constrain or bias itself.
 
-    ``phrases`` are lowercase word sequences a caller may say; ``open_vocabulary`` is true
-    when free text is acceptable too (a closed grammar must not be used then).
+    ``phrases`` are every lowercase word sequence a caller may say (for a closed grammar);
+    ``open_vocabulary`` is true when free text is acceptable too (no closed grammar then);
+    ``repeatable`` means a caller says one or more of the phrases in a row (digits, numbers);
+    ``keyterms`` is a short list (at most 50) of the most telling phrases, for cloud recognizers.
     """
 
     phrases: tuple[str, ...] = ()
     open_vocabulary: bool = True
+    repeatable: bool = False
+    keyterms: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -75,11 +79,21 @@ class TextToSpeech(Protocol):
         """Release clients and sessions; idempotent."""
 
 
-def hints_from_phrases(phrases: Sequence[str], *, open_vocabulary: bool) -> RecognitionHints:
-    """Normalise a phrase list into hints (lowercase, deduplicated, order kept)."""
+def _normalised(phrases: Sequence[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for phrase in phrases:
         words = " ".join(phrase.lower().split())
         if words:
             seen[words] = None
-    return RecognitionHints(tuple(seen), open_vocabulary)
+    return tuple(seen)
+
+
+def hints_from_phrases(
+    phrases: Sequence[str],
+    *,
+    open_vocabulary: bool,
+    repeatable: bool = False,
+    keyterms: Sequence[str] = (),
+) -> RecognitionHints:
+    """Normalise phrase lists into hints (lowercase, deduplicated, order kept)."""
+    return RecognitionHints(_normalised(phrases), open_vocabulary, repeatable, _normalised(keyterms)[:50])

@@ -274,7 +274,7 @@ class ElevenLabsSpeechToText:
 
     def _keyterms(self) -> list[str]:
         seen: dict[str, None] = {}
-        for term in (*self.keyterms, *self._hints.phrases):
+        for term in (*self.keyterms, *(self._hints.keyterms or self._hints.phrases)):
             term = " ".join(term.split())
             # Scribe refuses longer terms; skip them rather than lose the whole session.
             if 0 < len(term) <= MAX_KEYTERM_CHARS:

@@ -37,8 +37,8 @@ import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from statemachine import State
 
@@ -51,7 +51,7 @@ from voicefsm.core.events import (
     Recognizing,
     SttError,
 )
-from voicefsm.flow.chart import Step, VoiceFlow
+from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.errors import FlowError, SlotRejected, TemplateError
 from voicefsm.flow.expect import NoMatch
 from voicefsm.flow.slots import assign_slot, render_template, slot_values
@@ -75,60 +75,23 @@ from voicefsm.flow.states import (
 from voicefsm.providers.base import TextToSpeech, hints_from_phrases
 from voicefsm.runtime.call import Call, SpeakResult
 from voicefsm.runtime.clock import Clock, LoopClock
+from voicefsm.runtime.flow_activity import FlowStuckError, PromptEnded, StateActivity, TimerFired
+from voicefsm.runtime.flow_endings import echo_caller, wait_for_hangup
+from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn, Via
+
+__all__ = [
+    "CallHandler",
+    "FlowListener",
+    "FlowResult",
+    "FlowRuntime",
+    "RuntimeLimits",
+    "Turn",
+    "flow_handler",
+]
 
 log = logging.getLogger(__name__)
 
-Speaker = Literal["agent", "caller"]
-Via = Literal["speech", "dtmf", "text"]
 NOTHING_HEARD = "I didn't hear anything"
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One utterance on the line, in clock seconds; ``latency_s`` is the silence before an agent turn."""
-
-    speaker: Speaker
-    text: str
-    start_s: float
-    end_s: float
-    via: Via = "speech"
-    interrupted: bool = False
-    state: str | None = None
-    latency_s: float | None = None
-
-
-class FlowListener:
-    """Hooks for records, live views and tests; override what you need. Called on the loop, never awaited.
-
-    A listener that raises is logged and otherwise ignored: it never ends a call.
-    """
-
-    def on_transition(self, source: str, event: str, target: str) -> None:
-        """The chart moved (``source == target`` for a re-entry)."""
-
-    def on_turn(self, turn: Turn) -> None:
-        """An utterance ended: an agent prompt (played, interrupted or failed) or caller speech / keys."""
-
-    def on_listen(self, state: str) -> None:
-        """The runtime starts listening in ``state`` (its prompt has played or was interrupted)."""
-
-    def on_slot(self, name: str, value: object) -> None:
-        """A slot was filled."""
-
-    def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
-        """Something failed: ``kind`` is tts, stt, flow, action or runtime."""
-
-
-@dataclass(frozen=True, slots=True)
-class FlowResult:
-    """How a call's flow ended."""
-
-    flow: str
-    final_state: str | None
-    outcome: str
-    slots: dict[str, Any]
-    ended_by: str | None
-    path: tuple[Step, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,46 +113,7 @@ class RuntimeLimits:
 CallHandler = Callable[[Call], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class _PromptEnded:
-    token: int
-    result: SpeakResult
-
-
-@dataclass(frozen=True, slots=True)
-class _TimerFired:
-    token: int
-    kind: str
-
-
-_Message = CallEvent | _PromptEnded | _TimerFired
-
-
-@dataclass(eq=False)
-class _Activity:
-    """What the runtime is doing for the state the chart is in."""
-
-    state: State
-    phase: Literal["idle", "prompting", "listening"] = "idle"
-    prompt_task: asyncio.Task[None] | None = None
-    prompt_token: int | None = None
-    timer_task: asyncio.Task[None] | None = None
-    timer_token: int | None = None
-    timer_kind: str = ""
-    timer_deadline: float = 0.0
-    retired: list[asyncio.Task[None]] = field(default_factory=list)
-    failures: dict[str, int] = field(default_factory=dict)
-    digits: str = ""
-    keys_started: float | None = None
-
-
-class _FlowStuckError(FlowError):
-    def __init__(self, flow: str, state: str, event: str) -> None:
-        super().__init__(flow, state, event)
-        self.flow, self.state, self.event = flow, state, event
-
-    def __str__(self) -> str:
-        return f"{self.flow}.{self.state} took no transition on {self.event}, so the call could not go on"
+_Message = CallEvent | PromptEnded | TimerFired
 
 
 class FlowRuntime:
@@ -219,13 +143,14 @@ class FlowRuntime:
         self.limits = limits or RuntimeLimits()
         self._mailbox: asyncio.Queue[_Message] = asyncio.Queue()
         self._tokens = itertools.count(1)
-        self._activity: _Activity | None = None
+        self._activity: StateActivity | None = None
         self._steps_seen = 0
         self._reason = ""
         self._stt_failed: str | None = None
         self._disconnected: str | None = None
         self._aborted = False
         self._ran = False
+        self._t0 = 0.0
         self._caller_started: float | None = None
         self._last_caller_end: float | None = None
 
@@ -234,6 +159,10 @@ class FlowRuntime:
         """The flow's class name."""
         return type(self.flow).__name__
 
+    def _elapsed(self) -> float:
+        """Seconds since :meth:`run` started: the time scale of every :class:`Turn`."""
+        return self.clock.now() - self._t0
+
     # -- the mailbox --------------------------------------------------------------------------
 
     async def run(self) -> FlowResult:
@@ -241,6 +170,7 @@ class FlowRuntime:
         if self._ran:
             raise RuntimeError("a FlowRuntime runs once; make a new one (and a new flow) per call")
         self._ran = True
+        self._t0 = self.clock.now()
         unsubscribe = self.call.subscribe(self._post)
         try:
             await self._activate()
@@ -269,8 +199,7 @@ class FlowRuntime:
         self._notify("on_transition", "", "start", self.flow.current.id)
         self._report_steps()
         if self.call.is_disconnected:
-            self._disconnected = self.call.disconnect_reason or "hangup"
-            await self._send(DISCONNECTED, reason=self._disconnected)
+            await self._on_disconnected(self.call.disconnect_reason or "hangup")
             return
         await self._enter(self.flow.current)
 
@@ -285,19 +214,17 @@ class FlowRuntime:
         if activity is None:
             return
         state = activity.state
-        if isinstance(message, _PromptEnded):
-            if message.token == activity.prompt_token:
-                activity.prompt_token, activity.prompt_task = None, None
+        if isinstance(message, PromptEnded):
+            if activity.claim(message):
                 await self._prompt_ended(activity, message.result)
-        elif isinstance(message, _TimerFired):
-            if message.token == activity.timer_token:
-                activity.timer_token, activity.timer_task = None, None
+        elif isinstance(message, TimerFired):
+            if activity.claim(message):
                 await self._timer_fired(activity, message.kind)
         elif isinstance(message, SttError):
             if isinstance(state, Ask):
                 await self._send_waited(STT_ERROR, reason=message.reason)
         elif isinstance(message, Recognizing):
-            self._caller_started = self._caller_started or self.clock.now()
+            self._caller_started = self._caller_started or self._elapsed()
             await self._heard_partial(activity)
         elif isinstance(message, Committed):
             await self._heard(activity, message.text)
@@ -341,7 +268,7 @@ class FlowRuntime:
         state = self.flow.current
         if await self._send(event, **payload) or self.flow.is_terminated or self._aborted:
             return
-        stuck = _FlowStuckError(self.name, state.id, event)
+        stuck = FlowStuckError(self.name, state.id, event)
         self._fail("flow", str(stuck), stuck)
         if event == ERROR_EXECUTION or not await self._send(ERROR_EXECUTION, error=stuck):
             self._aborted = not self.flow.is_terminated
@@ -356,7 +283,7 @@ class FlowRuntime:
     # -- entering a state ---------------------------------------------------------------------
 
     async def _enter(self, state: State) -> None:
-        activity = self._activity = _Activity(state)
+        activity = self._activity = StateActivity(state, self.clock, self._mailbox.put_nowait, self._tokens)
         if state.final or self._disconnected is not None:
             return
         if isinstance(state, Say | Ask):
@@ -378,7 +305,7 @@ class FlowRuntime:
                 await self._send_waited(SPOKEN, interrupted=False)
         else:
             # A plain State moves on by an eventless transition inside the chart; still here means stuck.
-            stuck = _FlowStuckError(self.name, state.id, "(eventless)")
+            stuck = FlowStuckError(self.name, state.id, "(eventless)")
             self._fail("flow", str(stuck), stuck)
             await self._send_waited(ERROR_EXECUTION, error=stuck)
 
@@ -389,7 +316,12 @@ class FlowRuntime:
         expectation = state.expectation
         try:
             stt.set_hints(
-                hints_from_phrases(expectation.phrases(), open_vocabulary=expectation.open_vocabulary())
+                hints_from_phrases(
+                    expectation.phrases(),
+                    open_vocabulary=expectation.open_vocabulary(),
+                    repeatable=expectation.repeatable(),
+                    keyterms=expectation.hints(),
+                )
             )
         except Exception:
             self.call.log.exception("the recognizer refused hints for %s", state.id)
@@ -406,31 +338,27 @@ class FlowRuntime:
 
     # -- prompts ------------------------------------------------------------------------------
 
-    def _start_prompt(self, activity: _Activity, text: str) -> None:
-        token = next(self._tokens)
-        activity.phase = "prompting"
-        activity.prompt_token = token
-        name = f"flow-prompt-{activity.state.id}"
-        activity.prompt_task = asyncio.create_task(self._speak(token, activity.state.id, text), name=name)
+    def _start_prompt(self, activity: StateActivity, text: str) -> None:
+        activity.start_prompt(lambda token: self._speak(token, activity.state.id, text))
 
     async def _speak(self, token: int, state: str, text: str) -> None:
-        start = self.clock.now()
+        start = self._elapsed()
         latency = self._latency(start)
         deadline_s = self.limits.mark_slack_s + self.limits.mark_s_per_char * len(text)
         try:
             result = await self.call.speak(self.tts, text, label=state, mark_timeout_s=deadline_s)
         except asyncio.CancelledError:
             self._notify(
-                "on_turn", Turn("agent", text, start, self.clock.now(), "speech", True, state, latency)
+                "on_turn", Turn("agent", text, start, self._elapsed(), "speech", True, state, latency)
             )
             raise
         except Exception as exc:  # a bug below us must still end the prompt with tts_error
             self.call.log.exception("speaking %r failed", text[:40])
             result = SpeakResult(text, "", error=f"{type(exc).__name__}: {exc}")
         if not (result.call_disconnected or result.error):  # a failed prompt is an error, not a turn
-            turn = Turn("agent", text, start, self.clock.now(), "speech", result.interrupted, state, latency)
+            turn = Turn("agent", text, start, self._elapsed(), "speech", result.interrupted, state, latency)
             self._notify("on_turn", turn)
-        self._mailbox.put_nowait(_PromptEnded(token, result))
+        self._mailbox.put_nowait(PromptEnded(token, result))
 
     def _latency(self, start: float) -> float | None:
         if self._last_caller_end is None:
@@ -438,11 +366,7 @@ class FlowRuntime:
         latency, self._last_caller_end = max(0.0, start - self._last_caller_end), None
         return latency
 
-    async def _cancel_prompt(self, activity: _Activity) -> None:
-        task, activity.prompt_task, activity.prompt_token = activity.prompt_task, None, None
-        await _cancel(task)
-
-    async def _prompt_ended(self, activity: _Activity, result: SpeakResult) -> None:
+    async def _prompt_ended(self, activity: StateActivity, result: SpeakResult) -> None:
         if result.error is not None:
             self._fail("tts", f"could not speak in {activity.state.id}: {result.error}")
             await self._send_waited(TTS_ERROR, reason=result.error)
@@ -455,44 +379,21 @@ class FlowRuntime:
 
     # -- listening ----------------------------------------------------------------------------
 
-    def _listen(self, activity: _Activity) -> None:
+    def _listen(self, activity: StateActivity) -> None:
         activity.phase = "listening"
         state = activity.state
         assert isinstance(state, Ask)
-        self._arm(activity, NO_INPUT, state.no_input_s)
+        activity.arm(NO_INPUT, state.no_input_s)
         self._notify("on_listen", state.id)
 
-    def _arm(self, activity: _Activity, kind: str, seconds: float) -> None:
-        """Start (or push back) the state's timer: one task per timer, re-arming only moves its deadline."""
-        activity.timer_deadline = self.clock.now() + seconds
-        task = activity.timer_task
-        if task is not None and activity.timer_kind == kind and not task.done():
-            return
-        self._disarm(activity)
-        token = next(self._tokens)
-        activity.timer_kind, activity.timer_token = kind, token
-        activity.timer_task = asyncio.create_task(self._timer(activity, token), name=f"flow-{kind}-timer")
-
-    def _disarm(self, activity: _Activity) -> None:
-        # Cancelled now, awaited when the state is left; its token is gone, so a late message is dropped.
-        if activity.timer_task is not None:
-            activity.timer_task.cancel()
-            activity.retired = [task for task in activity.retired if not task.done()] + [activity.timer_task]
-        activity.timer_task, activity.timer_token = None, None
-
-    async def _timer(self, activity: _Activity, token: int) -> None:
-        while (remaining := activity.timer_deadline - self.clock.now()) > 0:
-            await self.clock.sleep(remaining)
-        self._mailbox.put_nowait(_TimerFired(token, activity.timer_kind))
-
-    async def _barge_in(self, activity: _Activity) -> bool:
+    async def _barge_in(self, activity: StateActivity) -> bool:
         """Stop an interruptible prompt; True when the caller may now be heard."""
         if activity.phase != "prompting":
             return activity.phase == "listening"
         state = activity.state
         if not (isinstance(state, VoiceState) and state.barge_in):
             return False
-        await self._cancel_prompt(activity)
+        await activity.cancel_prompt()
         if isinstance(state, Say):
             activity.phase = "idle"
             await self._send_waited(SPOKEN, interrupted=True)
@@ -500,17 +401,17 @@ class FlowRuntime:
         self._listen(activity)
         return True
 
-    async def _heard_partial(self, activity: _Activity) -> None:
+    async def _heard_partial(self, activity: StateActivity) -> None:
         if await self._barge_in(activity) and isinstance(activity.state, Ask) and not activity.digits:
-            self._arm(activity, NO_INPUT, activity.state.no_input_s)  # the caller is talking: not silent
+            activity.arm(NO_INPUT, activity.state.no_input_s)  # the caller is talking: not silent
 
-    async def _heard(self, activity: _Activity, text: str) -> None:
-        now = self.clock.now()
+    async def _heard(self, activity: StateActivity, text: str) -> None:
+        now = self._elapsed()
         start, self._caller_started = self._caller_started or now, None
         state = activity.state
         if not text.strip():  # noise the recognizer gave up on: not an answer, but not silence either
             if activity.phase == "listening" and isinstance(state, Ask) and not activity.digits:
-                self._arm(activity, NO_INPUT, state.no_input_s)
+                activity.arm(NO_INPUT, state.no_input_s)
             return
         self._last_caller_end = now
         self._notify("on_turn", Turn("caller", text, start, now, "speech", False, state.id))
@@ -518,11 +419,11 @@ class FlowRuntime:
             if isinstance(state, Say):
                 await self._barge_in(activity)
             return
-        self._disarm(activity)
+        activity.disarm()
         assert state.expectation is not None
         await self._answer(activity, state.expectation.parse_text(text, today=self.today()), "speech")
 
-    async def _key(self, activity: _Activity, digit: str) -> None:
+    async def _key(self, activity: StateActivity, digit: str) -> None:
         state = activity.state
         if isinstance(state, Say):
             await self._barge_in(activity)
@@ -532,7 +433,7 @@ class FlowRuntime:
         assert state.expectation is not None
         keypad = state.expectation.keypad()
         if not activity.digits:
-            activity.keys_started = self.clock.now()
+            activity.keys_started = self._elapsed()
         activity.digits += digit
         typed = activity.digits
         if keypad.terminator and typed.endswith(keypad.terminator):
@@ -541,12 +442,12 @@ class FlowRuntime:
         if ended or keypad.max_digits <= 1 or len(typed) >= keypad.max_digits:
             await self._keys_done(activity)
         else:
-            self._arm(activity, "inter_digit", self.limits.inter_digit_s)
+            activity.arm("inter_digit", self.limits.inter_digit_s)
 
-    async def _keys_done(self, activity: _Activity) -> None:
+    async def _keys_done(self, activity: StateActivity) -> None:
         digits, activity.digits = activity.digits, ""
-        self._disarm(activity)
-        now = self.clock.now()
+        activity.disarm()
+        now = self._elapsed()
         self._last_caller_end = now
         turn = Turn("caller", digits, activity.keys_started or now, now, "dtmf", False, activity.state.id)
         self._notify("on_turn", turn)
@@ -554,14 +455,14 @@ class FlowRuntime:
         assert isinstance(state, Ask) and state.expectation is not None
         await self._answer(activity, state.expectation.parse_dtmf(digits, today=self.today()), "dtmf")
 
-    async def _timer_fired(self, activity: _Activity, kind: str) -> None:
+    async def _timer_fired(self, activity: StateActivity, kind: str) -> None:
         if kind == "inter_digit":
             await self._keys_done(activity)
         elif kind == NO_INPUT and activity.phase == "listening":
             self._caller_started = None
             await self._retry(activity, NO_INPUT, NOTHING_HEARD)
 
-    async def _answer(self, activity: _Activity, parsed: Any, via: Via) -> None:
+    async def _answer(self, activity: StateActivity, parsed: Any, via: Via) -> None:
         state = activity.state
         assert isinstance(state, Ask)
         if isinstance(parsed, NoMatch):
@@ -578,7 +479,7 @@ class FlowRuntime:
         self._reason = ""
         await self._send_waited(FILLED, value=value, slot=state.slot, text=parsed.text, via=via)
 
-    async def _retry(self, activity: _Activity, failure: str, reason: str, text: str = "") -> None:
+    async def _retry(self, activity: StateActivity, failure: str, reason: str, text: str = "") -> None:
         state = activity.state
         assert isinstance(state, Ask)
         self._reason = reason
@@ -599,17 +500,14 @@ class FlowRuntime:
 
     async def _stop_activity(self) -> None:
         activity, self._activity = self._activity, None
-        if activity is None:
-            return
-        tasks = [activity.prompt_task, activity.timer_task, *activity.retired]
-        activity.prompt_task = activity.timer_task = None
-        activity.prompt_token = activity.timer_token = None
-        activity.retired = []
-        await _cancel(*tasks)
+        if activity is not None:
+            await activity.stop()
 
     # -- the end ------------------------------------------------------------------------------
 
     async def _finish(self) -> None:
+        if self._disconnected is None and self.call.is_disconnected:  # its event is still in the mailbox
+            self._disconnected = self.call.disconnect_reason or "hangup"
         state = self.flow.current if self.flow.is_terminated else None
         if isinstance(state, Ending):
             await self._end(state)
@@ -620,16 +518,19 @@ class FlowRuntime:
             reason = "error"
         if self._disconnected is None:
             self.call.request_disconnect(reason)
-            await self._wait_for_hangup()
+            await wait_for_hangup(self.call, self.clock, self.limits.hangup_wait_s)
+
+    def _line_open(self) -> bool:
+        return self._disconnected is None and not self.call.is_disconnected
 
     async def _end(self, state: Ending) -> None:
-        connected = self._disconnected is None
         try:
-            if connected and state.prompt:
-                await self._say_last(self._render(state, state.prompt), state.id)
+            goodbye = self._render(state, state.prompt) if state.prompt else ""
+            if goodbye and self._line_open():
+                await self._say_last(goodbye, state.id)
             if isinstance(state, Transfer):
                 number = self._render(state, state.number)
-                if not connected:
+                if not self._line_open():
                     self.call.log.info("not transferring from %s: the call has already ended", state.id)
                 else:
                     await self._act(
@@ -642,10 +543,10 @@ class FlowRuntime:
                     self._fail("action", f"{state.id}: no number to text (the caller's number is unknown)")
                 else:
                     await self._act("send_sms", lambda actions: actions.send_sms(to, body))
-            elif isinstance(state, Echo) and connected:
-                await self._echo(state)
+            elif isinstance(state, Echo) and self._line_open():
+                await echo_caller(self.call, self.clock, state.max_s)
         except TemplateError:
-            if self._disconnected is None:
+            if self._line_open():
                 await self._say_last(self.flow.apology, state.id)
 
     async def _say_last(self, text: str, state: str) -> None:
@@ -662,48 +563,9 @@ class FlowRuntime:
         except Exception as exc:
             self._fail("action", f"{action} failed: {exc}", exc)
 
-    async def _echo(self, state: Echo) -> None:
-        if self.call.stt is not None:
-            await self.call.stop_stt()  # the recognizer reads the caller's audio; the echo needs it
-        self.call.clear_inbound()
-        pump = asyncio.create_task(self._echo_frames(), name="flow-echo")
-        limit = asyncio.create_task(self.clock.sleep(state.max_s), name="flow-echo-limit")
-        try:
-            await asyncio.wait({pump, limit}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel(pump, limit)
-
-    async def _echo_frames(self) -> None:
-        while (frame := await self.call.inbound.get()) is not None:
-            self.call.put_outbound(frame)
-
-    async def _wait_for_hangup(self) -> None:
-        waiter = asyncio.create_task(self.call.disconnected.wait(), name="flow-hangup-wait")
-        limit = asyncio.create_task(self.clock.sleep(self.limits.hangup_wait_s), name="flow-hangup-limit")
-        try:
-            await asyncio.wait({waiter, limit}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel(waiter, limit)
-
     def _result(self) -> FlowResult:
-        terminated = self.flow.is_terminated
-        state = self.flow.current if terminated else None
-        if self._aborted and not terminated:
-            outcome = "error" if self._disconnected is None else "hung_up"
-        elif state is None:
-            outcome = "incomplete"
-        elif self.flow.steps and self.flow.steps[-1].event == DISCONNECTED:
-            outcome = "hung_up"
-        else:
-            outcome = state.outcome if isinstance(state, Ending) else "completed"
-        return FlowResult(
-            flow=self.name,
-            final_state=state.id if state is not None else None,
-            outcome=outcome,
-            slots=self.flow.slots.model_dump(exclude=set(type(self.flow.slots).model_computed_fields)),
-            ended_by=self._disconnected or self.call.hangup_reason,
-            path=tuple(self.flow.steps),
-        )
+        ended_by = self.call.hangup_reason or self._disconnected
+        return FlowResult.of(self.flow, aborted=self._aborted, ended_by=ended_by)
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -720,18 +582,6 @@ class FlowRuntime:
                 getattr(listener, hook)(*args)
             except Exception:
                 self.call.log.exception("flow listener %r failed in %s", listener, hook)
-
-
-async def _cancel(*tasks: asyncio.Task[Any] | None) -> None:
-    """Cancel ``tasks`` and wait until they have finished (a cancellation of the caller still propagates)."""
-    pending = [task for task in tasks if task is not None]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure was reported where it happened
 
 
 def flow_handler(

@@ -19,7 +19,6 @@ from voicefsm.flow import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
 from voicefsm.runtime.call import AudioTap, Call, SttFactory
-from voicefsm.runtime.clock import LoopClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, Turn
 from voicefsm.runtime.media_loop import CallLimits
 from voicefsm.runtime.recorder import AudioMixer
@@ -40,12 +39,11 @@ class CallObserver(FlowListener):
         self.writer = state.writer
         self.metrics = state.metrics
         self.feed = feed
-        # Turns carry the runtime clock's seconds (the loop's clock); anchor them to wall time once.
+        # Turn times are seconds since the flow started running, which is now.
         self.started_at = datetime.now(UTC)
-        self.origin_s = LoopClock().now()
 
     def _at(self, clock_s: float) -> datetime:
-        return self.started_at + timedelta(seconds=clock_s - self.origin_s)
+        return self.started_at + timedelta(seconds=clock_s)
 
     def on_transition(self, source: str, event: str, target: str) -> None:
         self.feed.transition(source, event, target)

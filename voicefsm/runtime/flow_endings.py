@@ -1,0 +1,51 @@
+"""The long-running parts of a call's last state, and task cleanup the runtime shares.
+
+Each function owns the tasks it starts and has cancelled and awaited them when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from voicefsm.runtime.call import Call
+from voicefsm.runtime.clock import Clock
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` and wait until they have finished (a cancellation of the caller still propagates)."""
+    pending = [task for task in tasks if task is not None]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was reported where it happened
+
+
+async def echo_caller(call: Call, clock: Clock, max_s: float) -> None:
+    """Send every caller frame straight back until the call ends or ``max_s`` passes (Asterisk's Echo())."""
+    if call.stt is not None:
+        await call.stop_stt()  # the recognizer reads the caller's audio; the echo needs it
+    call.clear_inbound()  # what the caller said during the greeting is not echoed late
+
+    async def pump() -> None:
+        while (frame := await call.inbound.get()) is not None:
+            call.put_outbound(frame)
+
+    await _first_of(asyncio.create_task(pump(), name="flow-echo"), clock.sleep(max_s), "flow-echo-limit")
+
+
+async def wait_for_hangup(call: Call, clock: Clock, wait_s: float) -> None:
+    """Wait until the call has ended, at most ``wait_s`` seconds."""
+    waiter = asyncio.create_task(call.disconnected.wait(), name="flow-hangup-wait")
+    await _first_of(waiter, clock.sleep(wait_s), "flow-hangup-limit")
+
+
+async def _first_of(task: asyncio.Task[Any], deadline: Any, name: str) -> None:
+    limit = asyncio.create_task(deadline, name=name)
+    try:
+        await asyncio.wait({task, limit}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(task, limit)

@@ -1,0 +1,88 @@
+"""What a running flow tells the rest of voicefsm: transitions, turns, slots and errors as they
+happen (:class:`FlowListener`), and how the call ended (:class:`FlowResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from voicefsm.flow.chart import Step, VoiceFlow
+from voicefsm.flow.states import DISCONNECTED, Ending
+
+Speaker = Literal["agent", "caller"]
+Via = Literal["speech", "dtmf", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One utterance on the line. Times are seconds since the flow started (on the runtime's clock);
+    ``latency_s`` is the silence before an agent turn, after the caller's last words or keys."""
+
+    speaker: Speaker
+    text: str
+    start_s: float
+    end_s: float
+    via: Via = "speech"
+    interrupted: bool = False
+    state: str | None = None
+    latency_s: float | None = None
+
+
+class FlowListener:
+    """Hooks for records, live views and tests; override what you need. Called on the loop, never awaited.
+
+    A listener that raises is logged and otherwise ignored: it never ends a call.
+    """
+
+    def on_transition(self, source: str, event: str, target: str) -> None:
+        """The chart moved (``source == target``: a re-entry); first call: ``("", "start", first)``."""
+
+    def on_turn(self, turn: Turn) -> None:
+        """An utterance ended: an agent prompt (played or interrupted) or the caller's speech or keys."""
+
+    def on_listen(self, state: str) -> None:
+        """The runtime starts listening in ``state`` (its prompt has played or was interrupted)."""
+
+    def on_slot(self, name: str, value: object) -> None:
+        """A slot was filled."""
+
+    def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        """Something failed: ``kind`` is tts, stt, flow, action or runtime."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowResult:
+    """How a call's flow ended."""
+
+    flow: str
+    final_state: str | None
+    outcome: str
+    slots: dict[str, Any]
+    ended_by: str | None
+    path: tuple[Step, ...]
+
+    @classmethod
+    def of(cls, flow: VoiceFlow, *, aborted: bool, ended_by: str | None) -> FlowResult:
+        """The result of ``flow`` as it stands: ``aborted`` when the runtime had to give up on it.
+
+        The outcome is the final state's (``completed``, ``transferred``, ``error``...), ``hung_up``
+        when the caller's hang-up ended it, ``error`` when it was aborted, ``incomplete`` otherwise.
+        """
+        terminated = flow.is_terminated
+        state = flow.current if terminated else None
+        if aborted and not terminated:
+            outcome = "error"
+        elif state is None:
+            outcome = "incomplete"
+        elif flow.steps and flow.steps[-1].event == DISCONNECTED:
+            outcome = "hung_up"
+        else:
+            outcome = state.outcome if isinstance(state, Ending) else "completed"
+        return cls(
+            flow=type(flow).__name__,
+            final_state=state.id if state is not None else None,
+            outcome=outcome,
+            slots=flow.slots.model_dump(exclude=set(type(flow.slots).model_computed_fields)),
+            ended_by=ended_by,
+            path=tuple(flow.steps),
+        )
