@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import json
 import logging
 import sys
+from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +21,9 @@ from voicefsm.errors import MissingStreamUrlError, ProviderUnavailable, Telephon
 from voicefsm.flow import FlowDefinitionError, FlowLoadError, VoiceFlow
 from voicefsm.flow.loader import load_flow
 from voicefsm.settings import Settings
+
+if TYPE_CHECKING:
+    from voicefsm.runtime.flow_runtime import FlowListener, FlowResult
 
 app = typer.Typer(
     name="voicefsm",
@@ -154,6 +159,91 @@ def serve(
     cut_short = asyncio.run(run_server(settings, chosen, on_ready=ready))
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
+
+
+@app.command()
+def chat(
+    flow_file: FlowArg,
+    flow: FlowOpt = None,
+    today: Annotated[
+        str | None,
+        typer.Option(
+            "--today", help="Pretend today is YYYY-MM-DD, so 'next tuesday' means the same day every run."
+        ),
+    ] = None,
+) -> None:
+    """Talk to a flow in the terminal, as its caller: no audio, no account. Pipe a script into it to test."""
+    from voicefsm.transports.terminal import HELP, ChatStuckError, StdinLines
+
+    try:
+        day = dt.date.fromisoformat(today) if today is not None else None
+    except ValueError as exc:
+        raise _fail(f"--today {today!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-06-03", 2) from exc
+    flow_class = _load(flow_file, flow)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        out.print(f"[bold]voicefsm chat[/] with {flow_class.__name__} from {flow_file}")
+        out.print(HELP, markup=False, style="dim")
+    try:
+        result = asyncio.run(chat_session(flow_class, StdinLines(), out, today=day, interactive=interactive))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except ChatStuckError as exc:
+        raise _fail(str(exc)) from exc
+    if result.outcome == "error":
+        raise typer.Exit(1)
+
+
+async def chat_session(
+    flow_class: type[VoiceFlow],
+    lines: AsyncIterable[str],
+    console: Console,
+    *,
+    today: dt.date | None = None,
+    interactive: bool = False,
+    listeners: Sequence[FlowListener] = (),
+) -> FlowResult:
+    """One call to ``flow_class`` on the terminal line, fed by ``lines`` and shown on ``console``."""
+    from voicefsm.core.events import WsConnected
+    from voicefsm.providers.scripted import ScriptedTextToSpeech
+    from voicefsm.runtime.call import Call
+    from voicefsm.runtime.flow_runtime import FlowRuntime
+    from voicefsm.transports.terminal import (
+        CHAT_CALL_SID,
+        CHAT_CALLER,
+        CHAT_STREAM_SID,
+        TerminalActions,
+        TerminalClock,
+        TerminalLine,
+        TerminalView,
+    )
+
+    view = TerminalView(console, interactive=interactive)
+    clock = TerminalClock()
+    call = Call(call_sid=CHAT_CALL_SID)
+    call.signal_ws_connected(WsConnected(CHAT_CALL_SID, CHAT_STREAM_SID, CHAT_CALLER))
+    tts = ScriptedTextToSpeech()
+    runtime = FlowRuntime(
+        flow_class,
+        call,
+        tts,
+        actions=TerminalActions(view),
+        clock=clock,
+        # The view has FlowListener's hooks; it cannot subclass it (transports sit below the runtime).
+        listeners=[cast("FlowListener", view), *listeners],
+        today=(lambda: today) if today is not None else dt.date.today,
+    )
+    try:
+        result = await TerminalLine(call, clock, view).run(runtime.run(), lines)
+    finally:
+        await tts.aclose()
+    view.summary(
+        outcome=result.outcome,
+        final_state=result.final_state,
+        slots=result.slots,
+        ended_by=call.disconnect_reason,
+    )
+    return result
 
 
 @app.command()

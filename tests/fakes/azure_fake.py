@@ -22,7 +22,7 @@ import collections
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -134,6 +134,7 @@ class FakeAzureSpeech:
         self.connections: list[str] = []  # the path of every upgrade request, refused ones too
         self.release = asyncio.Event()
         self.heard = asyncio.Condition()  # notified after each utterance or NoMatch is sent
+        self._changed = asyncio.Event()  # set whenever a session receives audio or a TTS request arrives
 
     def say(self, text: str, *partials: str) -> None:
         """Queue an utterance; without ``partials`` every word prefix becomes a hypothesis."""
@@ -145,6 +146,13 @@ class FakeAzureSpeech:
     def no_match(self) -> None:
         """Queue a NoMatch result (``InitialSilenceTimeout``)."""
         self.utterances.append(Utterance("", (), "InitialSilenceTimeout"))
+
+    async def wait_for(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds; it is checked whenever audio or a TTS request arrives."""
+        async with asyncio.timeout(within_s):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
 
     # -- handshake -------------------------------------------------------------------------
 
@@ -208,6 +216,7 @@ class FakeAzureSpeech:
                 if payload.startswith(b"RIFF"):
                     session.riff_header, payload = payload[:44], payload[44:]
                 session.audio_bytes += len(payload)
+                self._changed.set()
                 if session.audio_bytes - heard_at < self.bytes_per_utterance:
                     continue
                 heard_at = session.audio_bytes
@@ -257,6 +266,7 @@ class FakeAzureSpeech:
                 continue
             request = TtsRequest(body, context, fault)
             self.tts_requests.append(request)
+            self._changed.set()
             if fault == "mute":
                 continue
             await self._synthesise(ws, request, headers.get("x-requestid", ""))

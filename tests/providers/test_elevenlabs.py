@@ -319,7 +319,9 @@ async def test_stt_partials_and_committed_reach_the_callbacks(elevenlabs_fake: F
 
 async def test_stt_discards_echo_while_speaking_and_just_after(elevenlabs_fake: FakeElevenLabs) -> None:
     now = [100.0]
-    stt = make_stt(elevenlabs_fake, echo_window_s=0.4, discard_partials_while_speaking=True, clock=lambda: now[0])
+    stt = make_stt(
+        elevenlabs_fake, echo_window_s=0.4, discard_partials_while_speaking=True, clock=lambda: now[0]
+    )
     heard = Heard(stt)
     audio: asyncio.Queue[bytes | None] = asyncio.Queue()
     await stt.start(audio)
@@ -343,7 +345,9 @@ async def test_stt_discards_echo_while_speaking_and_just_after(elevenlabs_fake: 
         await stt.stop()
 
 
-async def test_stt_keeps_partials_while_speaking_for_barge_in_by_default(elevenlabs_fake: FakeElevenLabs) -> None:
+async def test_stt_keeps_partials_while_speaking_for_barge_in_by_default(
+    elevenlabs_fake: FakeElevenLabs,
+) -> None:
     now = [100.0]
     stt = make_stt(elevenlabs_fake, clock=lambda: now[0])
     heard = Heard(stt)

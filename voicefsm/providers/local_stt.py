@@ -37,7 +37,8 @@ def jsgf_grammar(phrases: tuple[str, ...], known: Any) -> str | None:
             alternatives.append("(" + " ".join(words) + ")")
     if not alternatives:
         return None
-    return "#JSGF V1.0;\ngrammar expected;\npublic <utterance> = " + " | ".join(sorted(set(alternatives))) + ";\n"
+    body = " | ".join(sorted(set(alternatives)))
+    return f"#JSGF V1.0;\ngrammar expected;\npublic <utterance> = {body};\n"
 
 
 class PocketsphinxSpeechToText:

@@ -82,7 +82,8 @@ class _ProgramEngine:
             [self.program, "-v", self.voice, "--stdout", text], capture_output=True, check=False, timeout=30
         )
         if done.returncode != 0 or len(done.stdout) <= 44:
-            raise ProviderError("local-tts", f"espeak-ng failed: {done.stderr.decode(errors='replace')[:200]}")
+            reason = done.stderr.decode(errors="replace")[:200]
+            raise ProviderError("local-tts", f"espeak-ng failed: {reason}")
         return done.stdout[44:]  # a canonical 44-byte RIFF header precedes the samples
 
 

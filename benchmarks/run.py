@@ -1,0 +1,559 @@
+"""voicefsm's benchmarks in one command: prints Markdown tables and writes every number as JSON.
+
+    python benchmarks/run.py [--quick | --smoke] [--json out.json]
+
+1. micro: codec, message parse/build, the engine's per-frame path, flow ``send()``, idle call memory;
+2. echo capacity: N simulated Twilio calls (50 frames/s each) against ``voicefsm serve
+   flows/echo.py`` and against a minimal FastAPI echo (the floor), each pinned to core 0 with
+   the load generator on core 1; N climbs a ladder until echo p99 >= 50 ms or a frame is lost;
+3. turn latency: ``flows/booking.py`` with scripted providers; each answer is injected through
+   ``POST /api/calls/{sid}/caller`` and timed to the first reply audio frame;
+4. profile: py-spy samples the echo server under load (full mode, when py-spy is installed).
+
+Every server and client is a subprocess that ends by itself; nothing leaves loopback.
+``--smoke`` is a few-second run of every part, for the harness's own test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import profile_server
+import servers
+from procstat import core_busy_seconds
+
+BENCH = Path(__file__).resolve().parent
+P99_LIMIT_MS = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much of everything to run."""
+
+    name: str
+    ladder: tuple[int, ...]
+    ladder_variants: tuple[str, ...]
+    point_variants: tuple[str, ...]  # measured once, at ``point_calls``
+    point_calls: int
+    ramp_s: float
+    warm_s: float
+    max_warm_s: float
+    measure_s: float
+    grace_s: float
+    bisect: bool
+    booking_calls: int
+    booking_playback: str
+    booking_think_s: float
+    micro_level: str
+    profile_calls: int | None
+    quiet_wait_s: float
+
+
+FULL = Plan(
+    name="full",
+    ladder=(50, 100, 150, 200, 300, 400, 500, 600, 800),
+    ladder_variants=("voicefsm", "floor"),
+    point_variants=("voicefsm-norec", "voicefsm-uvloop", "voicefsm-lean"),
+    point_calls=100,
+    ramp_s=2.0,
+    warm_s=2.0,
+    max_warm_s=10.0,
+    measure_s=6.0,
+    grace_s=1.0,
+    bisect=True,
+    booking_calls=100,
+    booking_playback="realtime",
+    booking_think_s=0.3,
+    micro_level="full",
+    profile_calls=100,
+    quiet_wait_s=30.0,
+)
+PLANS = {
+    "full": FULL,
+    "quick": replace(
+        FULL,
+        name="quick",
+        ladder=(50, 100),
+        point_variants=(),
+        ramp_s=1.0,
+        warm_s=1.5,
+        max_warm_s=4.0,
+        measure_s=3.0,
+        bisect=False,
+        booking_calls=20,
+        booking_playback="instant",
+        micro_level="quick",
+        profile_calls=None,
+        quiet_wait_s=5.0,
+    ),
+    "smoke": replace(
+        FULL,
+        name="smoke",
+        ladder=(4,),
+        point_variants=(),
+        ramp_s=0.1,
+        warm_s=0.6,
+        max_warm_s=1.0,
+        measure_s=0.6,
+        grace_s=0.5,
+        bisect=False,
+        booking_calls=2,
+        booking_playback="instant",
+        booking_think_s=0.05,
+        micro_level="smoke",
+        profile_calls=None,
+        quiet_wait_s=0.0,
+    ),
+}
+
+
+# -- cores and quiet ------------------------------------------------------------------------------
+
+
+def choose_cores() -> tuple[int | None, int | None]:
+    """(server core, client core): 0 and 1 when there are two to use, otherwise no pinning."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) >= 2:
+        return available[0], available[1]
+    return None, None
+
+
+def background_load(cores: tuple[int, ...], seconds: float = 0.5) -> list[float]:
+    """How busy each core is right now (0..1) while none of our processes runs."""
+    if not cores:
+        return []
+    before = [core_busy_seconds(core) for core in cores]
+    time.sleep(seconds)
+    return [
+        round((core_busy_seconds(core) - start) / seconds, 2)
+        for core, start in zip(cores, before, strict=True)
+    ]
+
+
+def wait_for_quiet(cores: tuple[int, ...], max_wait_s: float, threshold: float = 0.15) -> list[float]:
+    """Wait (at most ``max_wait_s``) until other work on the machine leaves our cores; return their load."""
+    deadline = time.monotonic() + max_wait_s
+    load = background_load(cores, 0.5 if max_wait_s else 0.1)
+    while load and max(load) > threshold and time.monotonic() < deadline:
+        time.sleep(1.0)
+        load = background_load(cores)
+    return load
+
+
+# -- subprocesses -------------------------------------------------------------------------------
+
+
+def run_loadgen(
+    args: list[str], client_core: int | None, timeout_s: float, on_window_start: Any = None
+) -> dict[str, Any]:
+    """Run loadgen.py with ``args`` on the client core; return its JSON result."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    command = servers.pinned(
+        [sys.executable, str(BENCH / "loadgen.py"), *args, "--out", str(out)], client_core
+    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"window_start"' in line and on_window_start is not None:
+                on_window_start()
+        process.wait(timeout_s)
+        if process.returncode != 0:
+            error = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"loadgen {args[0]} failed ({process.returncode}):\n{error[-3000:]}")
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        return result
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        out.unlink(missing_ok=True)
+
+
+def echo_step(
+    variant: str,
+    calls: int,
+    plan: Plan,
+    workdir: Path,
+    cores: tuple[int | None, int | None],
+    *,
+    profile_out: Path | None = None,
+) -> dict[str, Any]:
+    """One echo measurement: a fresh server, ``calls`` calls, its CPU, memory, latency and loss."""
+    server_core, client_core = cores
+    quiet = wait_for_quiet(tuple(core for core in cores if core is not None), plan.quiet_wait_s)
+    profiler: list[subprocess.Popen[bytes] | None] = []
+    with servers.running(variant, workdir, server_core) as server:
+
+        def window_started() -> None:
+            if profile_out is not None:
+                profiler.append(profile_server.start_recording(server.pid, plan.measure_s, profile_out))
+
+        args = [
+            *("echo", "--url", server.ws_url, "--calls", str(calls)),
+            *("--ramp", str(plan.ramp_s), "--warm", str(plan.warm_s), "--max-warm", str(plan.max_warm_s)),
+            *("--measure", str(plan.measure_s)),
+            *("--grace", str(plan.grace_s), "--server-pid", str(server.pid)),
+            *(("--server-core", str(server_core)) if server_core is not None else ()),
+        ]
+        budget = plan.ramp_s + plan.max_warm_s + plan.measure_s + plan.grace_s + 60
+        result = run_loadgen(args, client_core, budget, window_started)
+        for process in profiler:
+            if process is not None:
+                process.wait(30)
+    latency = result["latency_ms"]
+    result["variant"] = variant
+    result["background_load_before"] = quiet
+    result["pass"] = bool(
+        result["calls_failed"] == 0
+        and result["frames_lost"] == 0
+        and latency["p99"] is not None
+        and latency["p99"] < P99_LIMIT_MS
+    )
+    print(f"  {variant:16s} {calls:4d} calls: {step_line(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def capacity(variant: str, plan: Plan, workdir: Path, cores: tuple[int | None, int | None]) -> dict[str, Any]:
+    """Climb the ladder until a step fails; then (full mode) try once between the last pass and the fail."""
+    steps = []
+    passed: int | None = None
+    failed: int | None = None
+    for calls in plan.ladder:
+        step = echo_step(variant, calls, plan, workdir, cores)
+        steps.append(step)
+        if not step["pass"]:
+            failed = calls
+            break
+        passed = calls
+    if plan.bisect and passed is not None and failed is not None and failed - passed > 50:
+        middle = (passed + failed) // 2 // 25 * 25
+        step = echo_step(variant, middle, plan, workdir, cores)
+        steps.append(step)
+        if step["pass"]:
+            passed = middle
+        else:
+            failed = middle
+    return {"variant": variant, "capacity": passed, "first_failure": failed, "steps": steps}
+
+
+def booking(plan: Plan, workdir: Path, cores: tuple[int | None, int | None]) -> dict[str, Any]:
+    """Turn latency through flows/booking.py with scripted STT and TTS."""
+    server_core, client_core = cores
+    quiet = wait_for_quiet(tuple(core for core in cores if core is not None), plan.quiet_wait_s)
+    with servers.running("booking", workdir, server_core) as server:
+        args = [
+            *(
+                "booking",
+                "--url",
+                server.ws_url,
+                "--http",
+                server.http_url,
+                "--calls",
+                str(plan.booking_calls),
+            ),
+            *("--ramp", str(plan.ramp_s), "--playback", plan.booking_playback, "--timeout", "90"),
+            *("--think", str(plan.booking_think_s)),
+            *("--server-pid", str(server.pid)),
+            *(("--server-core", str(server_core)) if server_core is not None else ()),
+        ]
+        result = run_loadgen(args, client_core, 200)
+    result["background_load_before"] = quiet
+    turn = result["turn_latency_ms"]
+    print(
+        f"  booking {plan.booking_calls} calls: turn p50 {turn['p50']} ms, p99 {turn['p99']} ms, "
+        f"{result['calls_completed']} completed",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def micro(plan: Plan, server_core: int | None) -> dict[str, Any]:
+    """The micro-benchmarks, in a subprocess on the server's core."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    try:
+        command = [sys.executable, str(BENCH / "micro.py"), "--level", plan.micro_level, "--json", str(out)]
+        subprocess.run(servers.pinned(command, server_core), check=True, timeout=300, cwd=servers.ROOT)
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        return result
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def profile(plan: Plan, workdir: Path, cores: tuple[int | None, int | None], out_dir: Path) -> dict[str, Any]:
+    """Sample the voicefsm echo server under ``plan.profile_calls`` calls with py-spy."""
+    if plan.profile_calls is None:
+        return {"skipped": "not in this mode"}
+    if profile_server.find_py_spy() is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    raw = out_dir / "profile_echo.raw.txt"
+    step = echo_step("voicefsm", plan.profile_calls, plan, workdir, cores, profile_out=raw)
+    if not raw.exists():
+        return {"skipped": "py-spy wrote no profile (ptrace not permitted?)", "step": step}
+    analysis = profile_server.analyze(raw)
+    frames = step["calls"] * 50 * step["window_s"]
+    us_per_frame = step["server_cpu_s"] / frames * 1e6 if step.get("server_cpu_s") else None
+    report = out_dir / "profile_echo.txt"
+    header = (
+        f"voicefsm echo, {step['calls']} calls, {step['window_s']} s window, server CPU "
+        f"{step.get('server_cpu_util')} of a core = {us_per_frame:.1f} us per echoed frame (in + out)\n"
+        if us_per_frame
+        else ""
+    )
+    report.write_text(header + profile_server.render(analysis, us_per_frame), encoding="utf-8")
+    return {"step": step, "us_per_frame": us_per_frame, "analysis": analysis, "report": str(report)}
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def step_line(step: dict[str, Any]) -> str:
+    latency = step["latency_ms"]
+    return (
+        f"p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms, "
+        f"lost {step['frames_lost']}, "
+        f"server CPU {step.get('server_cpu_util')} (+{step.get('server_core_other_util')} other), "
+        f"client CPU {step.get('client_cpu_util')}, warm {step.get('warm_s')} s, "
+        f"{'PASS' if step['pass'] else 'FAIL'}"
+    )
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next(
+            line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")
+        )
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=servers.ROOT, check=False
+    ).stdout.strip()
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit or None,
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables RESULTS.md quotes."""
+    out: list[str] = []
+    info = results["machine"]
+    out.append(
+        f"Machine: {info['cpu_model']}, {info['cpus']} cores; Python {info['python']}; "
+        f"commit {info['commit']}"
+    )
+    out.append(f"Date: {info['date_utc']}; command: `{results['command']}`\n")
+
+    out.append("### Echo (server on one core, load generator on the other)\n")
+    out.append(
+        "| server | calls | p50 ms | p99 ms | max ms | lost | server CPU | CPU ms per call-s | set-up CPU ms "
+        "per call | RSS MiB | RSS KiB/call | client CPU | client send lag p99 ms | other load, server core "
+        "| pass |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    steps = [step for run in results["capacity"] for step in run["steps"]] + results["points"]
+    if results.get("profile", {}).get("step"):
+        steps.append({**results["profile"]["step"], "variant": "voicefsm (py-spy on)"})
+    for step in steps:
+        latency = step["latency_ms"]
+        per_call = step.get("cpu_s_per_call_s")
+        cells = [
+            step["variant"],
+            step["calls"],
+            _fmt(latency["p50"], 2),
+            _fmt(latency["p99"], 2),
+            _fmt(latency["max"], 1),
+            step["frames_lost"],
+            _fmt(step.get("server_cpu_util"), 2),
+            _fmt(per_call * 1000 if per_call else None, 2),
+            _fmt(step.get("setup_cpu_ms_per_call"), 1),
+            _fmt(step.get("rss_loaded_mib")),
+            _fmt(step.get("rss_per_call_kib")),
+            _fmt(step.get("client_cpu_util"), 2),
+            _fmt(step["client_send_lag_ms"]["p99"], 2),
+            _fmt(step.get("server_core_other_util"), 2),
+            "yes" if step["pass"] else "NO",
+        ]
+        out.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    out.append("")
+    out.append("### Capacity on one core (echo p99 < 50 ms, no frame lost)\n")
+    out.append("| server | holds | first failure | |")
+    out.append("|---|---:|---:|---|")
+    for run in results["capacity"]:
+        out.append(
+            f"| {run['variant']} | {_fmt(run['capacity'])} | {_fmt(run['first_failure'])} | "
+            f"{servers.DESCRIPTIONS[run['variant']]} |"
+        )
+    ratio = results.get("capacity_ratio")
+    out.append(f"\nvoicefsm / floor capacity ratio: {_fmt(ratio, 2)}")
+    cost = results.get("cpu_ratio")
+    if cost:
+        out.append(
+            f"voicefsm / floor CPU per call-second at {cost['calls']} calls: {_fmt(cost['ratio'], 2)}\n"
+        )
+
+    book = results.get("booking")
+    if book:
+        out.append(f"### Turn latency, flows/booking.py, {book['calls']} calls, scripted STT/TTS\n")
+        out.append("| measure | count | p50 ms | p99 ms | max ms |")
+        out.append("|---|---:|---:|---:|---:|")
+        rows = [("answer POST sent -> first reply frame", book["turn_latency_ms"])]
+        rows += [(f"  after {label}", stats) for label, stats in book["turn_latency_by_state_ms"].items()]
+        rows.append(("answer POST round trip (202)", book["inject_ack_ms"]))
+        for label, stats in rows:
+            out.append(
+                f"| {label} | {stats['count']} | {_fmt(stats['p50'], 2)} | {_fmt(stats['p99'], 2)} | "
+                f"{_fmt(stats['max'], 2)} |"
+            )
+        out.append(
+            f"\n{book['calls_completed']}/{book['calls']} calls completed, {book['turns']} turns, "
+            f"{book['turns_unanswered']} unanswered; "
+            f"server CPU {_fmt(book.get('server_cpu_util'), 2)} of a core "
+            f"over {book['elapsed_s']} s, RSS {_fmt(book.get('rss_loaded_mib'))} MiB "
+            f"({_fmt(book.get('rss_per_call_kib'))} KiB per call)\n"
+        )
+
+    micro_results = results.get("micro")
+    if micro_results:
+        codec, messages = micro_results["codec"], micro_results["messages"]
+        engine, flow, memory = (
+            micro_results["engine_path"],
+            micro_results["flow_send"],
+            micro_results["idle_call_memory"],
+        )
+        out.append("### Micro (one process, server core)\n")
+        out.append("| what | value |")
+        out.append("|---|---:|")
+        rows = [
+            ("mu-law encode, one 20 ms frame", f"{codec['encode_us_per_frame']} us"),
+            ("mu-law decode, one 20 ms frame", f"{codec['decode_us_per_frame']} us"),
+            ("mu-law encode, bulk (1 s per call)", f"{codec['encode_msamples_per_s_bulk']} Msamples/s"),
+            ("mu-law decode, bulk (1 s per call)", f"{codec['decode_msamples_per_s_bulk']} Msamples/s"),
+            ("parse_message, inbound media frame", f"{messages['parse_media_us']} us"),
+            ("media_message, outbound 160 B frame", f"{messages['build_media_us']} us"),
+            ("floor: json.loads + b64decode", f"{messages['floor_json_parse_media_us']} us"),
+            ("floor: b64encode + json.dumps", f"{messages['floor_json_build_media_us']} us"),
+            ("engine echo path per frame, no sockets", f"{engine['echo_frame_us']} us"),
+            ("recorder mix per frame (caller + agent)", f"{engine['recorder_mix_us_per_frame']} us"),
+            ("flow send() on the booking chart", f"{flow['send_us']} us"),
+            ("idle Call", f"{memory['call_kib']} KiB"),
+            ("idle Call + FlowRuntime(Booking)", f"{memory['call_plus_flow_runtime_kib']} KiB"),
+        ]
+        records = micro_results.get("record_writes")
+        if records:
+            rows += [
+                ("call set-up records (5 rows, SQLite), CPU per call", f"{records['cpu_ms_per_call']} ms"),
+                (
+                    "call set-up records, wall time per call (serial writer)",
+                    f"{records['wall_ms_per_call']} ms",
+                ),
+            ]
+        out += [f"| {label} | {value} |" for label, value in rows]
+        out.append("")
+
+    prof = results.get("profile") or {}
+    if prof.get("analysis"):
+        out.append(f"### Profile: see {Path(prof['report']).name}\n")
+        out.append("| echo step (inclusive) | share | us per frame |")
+        out.append("|---|---:|---:|")
+        for step, pct in prof["analysis"]["echo_steps_pct"]:
+            us = pct * prof["us_per_frame"] / 100 if prof.get("us_per_frame") else None
+            out.append(f"| {step} | {pct}% | {_fmt(us)} |")
+        out.append("")
+    elif prof.get("skipped"):
+        out.append(f"Profile: skipped ({prof['skipped']})\n")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks of the chosen size; print Markdown, write JSON."""
+    parser = argparse.ArgumentParser(description="voicefsm benchmarks")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="under a minute: N = 50 and 100, no profile")
+    size.add_argument("--smoke", action="store_true", help="a few seconds: the harness's own test")
+    parser.add_argument("--json", dest="json_path", default=None, help="write all results here")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--variants", default=None, help="servers whose capacity to search (comma-separated)")
+    parser.add_argument("--out-dir", default=None, help="where the profile is written (default: benchmarks/)")
+    args = parser.parse_args(argv)
+    plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.no_profile:
+        plan = replace(plan, profile_calls=None)
+    if args.variants:
+        plan = replace(plan, ladder_variants=tuple(args.variants.split(",")), point_variants=())
+    out_dir = Path(args.out_dir) if args.out_dir else BENCH
+    cores = choose_cores()
+    if cores[1] is not None:
+        os.sched_setaffinity(0, {cores[1]})  # this process and py-spy stay off the server's core
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "command": " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "plan": plan.name,
+        "machine": machine(),
+        "cores": {"server": cores[0], "client": cores[1]},
+    }
+    with tempfile.TemporaryDirectory(prefix="voicefsm-bench-") as temp:
+        workdir = Path(temp)
+        print("micro ...", file=sys.stderr, flush=True)
+        results["micro"] = micro(plan, cores[0])
+        print("echo capacity ...", file=sys.stderr, flush=True)
+        results["capacity"] = [capacity(variant, plan, workdir, cores) for variant in plan.ladder_variants]
+        results["points"] = [
+            echo_step(variant, plan.point_calls, plan, workdir, cores) for variant in plan.point_variants
+        ]
+        print("booking turn latency ...", file=sys.stderr, flush=True)
+        results["booking"] = booking(plan, workdir, cores)
+        print("profile ...", file=sys.stderr, flush=True)
+        results["profile"] = profile(plan, workdir, cores, out_dir)
+    held = {run["variant"]: run["capacity"] for run in results["capacity"]}
+    if held.get("voicefsm") and held.get("floor"):
+        results["capacity_ratio"] = held["voicefsm"] / held["floor"]
+    by_variant = {
+        run["variant"]: {step["calls"]: step for step in run["steps"]} for run in results["capacity"]
+    }
+    for calls in (100, 50, 4):
+        ours, floor = by_variant.get("voicefsm", {}).get(calls), by_variant.get("floor", {}).get(calls)
+        if ours and floor and ours.get("cpu_s_per_call_s") and floor.get("cpu_s_per_call_s"):
+            ratio = ours["cpu_s_per_call_s"] / floor["cpu_s_per_call_s"]
+            results["cpu_ratio"] = {"calls": calls, "ratio": ratio}
+            break
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    text = markdown(results)
+    print(text)
+    print(f"(took {results['elapsed_s']} s)")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
