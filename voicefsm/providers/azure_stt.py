@@ -45,6 +45,7 @@ from voicefsm.providers.azure import (
     speech_config,
 )
 from voicefsm.providers.base import RecognitionHints, TextCallback
+from voicefsm.providers.echo import EchoWindow
 
 if TYPE_CHECKING:
     from voicefsm.settings import Settings
@@ -100,7 +101,6 @@ class AzureSpeechToText:
         self.language = language
         self.silence_timeout_ms = silence_timeout_ms
         self.phrases = tuple(phrases)
-        self.echo_window_s = echo_window_s
         self.discard_partials_while_speaking = discard_partials_while_speaking
         self.connect_timeout_s = connect_timeout_s
         self.result_timeout_s = result_timeout_s
@@ -117,8 +117,7 @@ class AzureSpeechToText:
         self.discarded = 0
 
         self._hints = RecognitionHints()
-        self._speaking = False
-        self._echo_until = float("-inf")
+        self._echo = EchoWindow(echo_window_s, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recognizer: Any = None
         self._push: Any = None
@@ -151,11 +150,7 @@ class AzureSpeechToText:
 
     def set_speaking(self, speaking: bool) -> None:
         """The agent starts or stops talking; finals are dropped until ``echo_window_s`` after."""
-        if speaking:
-            self._speaking = True
-        elif self._speaking:
-            self._speaking = False
-            self._echo_until = self._clock() + self.echo_window_s
+        self._echo.set_speaking(speaking)
 
     def set_hints(self, hints: RecognitionHints) -> None:
         """Bias recognition towards ``hints.phrases`` (the service applies them from its next turn)."""
@@ -389,9 +384,6 @@ class AzureSpeechToText:
     def _ignoring(self) -> bool:
         return self._stopping or self.error is not None
 
-    def _discarding(self) -> bool:
-        return self._speaking or self._clock() < self._echo_until
-
     def _on_activity(self) -> None:
         self._heard_at = self._clock()
         self._changed.set()
@@ -409,7 +401,7 @@ class AzureSpeechToText:
         self._on_activity()
         if self._ignoring() or not text.strip():
             return
-        if self.discard_partials_while_speaking and self._discarding():
+        if self.discard_partials_while_speaking and self._echo.open:
             self.discarded += 1
             return
         self._deliver(self.on_recognizing, text)
@@ -418,7 +410,7 @@ class AzureSpeechToText:
         self._on_activity()
         if self._ignoring() or not text.strip():
             return
-        if self._discarding():
+        if self._echo.open:
             self.discarded += 1
             log.debug("discarded a transcript heard while the agent spoke (echo)")
             self._deliver(self.on_discarded, text)

@@ -40,6 +40,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, W
 
 from voicefsm.errors import ProviderError, ProviderUnavailable
 from voicefsm.providers.base import RecognitionHints, TextCallback
+from voicefsm.providers.echo import EchoWindow
 
 if TYPE_CHECKING:
     from elevenlabs.client import AsyncElevenLabs
@@ -139,7 +140,6 @@ class ElevenLabsSpeechToText:
         self.vad_silence_threshold_s = vad_silence_threshold_s
         self.vad_threshold = vad_threshold
         self.keyterms = tuple(keyterms)
-        self.echo_window_s = echo_window_s
         self.discard_partials_while_speaking = discard_partials_while_speaking
         self.connect_timeout_s = connect_timeout_s
         self.close_timeout_s = close_timeout_s
@@ -169,8 +169,7 @@ class ElevenLabsSpeechToText:
         self.discarded = 0
 
         self._hints = RecognitionHints()
-        self._speaking = False
-        self._echo_until = float("-inf")
+        self._echo = EchoWindow(echo_window_s, clock)
         self._pending: collections.deque[bytes] = collections.deque()
         self._uncommitted: collections.deque[bytes] = collections.deque()  # sent since the last commit
         self._frames_ready = asyncio.Event()
@@ -202,11 +201,7 @@ class ElevenLabsSpeechToText:
 
     def set_speaking(self, speaking: bool) -> None:
         """The agent starts or stops talking; transcripts are dropped until ``echo_window_s`` after."""
-        if speaking:
-            self._speaking = True
-        elif self._speaking:
-            self._speaking = False
-            self._echo_until = self._clock() + self.echo_window_s
+        self._echo.set_speaking(speaking)
 
     def set_hints(self, hints: RecognitionHints) -> None:
         """Remember the phrases to send as keyterms when the next socket opens."""
@@ -461,15 +456,12 @@ class ElevenLabsSpeechToText:
 
     # -- SDK handlers: called synchronously on the loop by the SDK's reader, so they stay tiny --
 
-    def _discarding(self) -> bool:
-        return self._speaking or self._clock() < self._echo_until
-
     def _on_partial(self, session: _Session, data: Any) -> None:
         text = data.get("text") if isinstance(data, dict) else None
         if self._stopping or not isinstance(text, str) or not text.strip():
             return
         session.productive = True
-        if self.discard_partials_while_speaking and self._discarding():
+        if self.discard_partials_while_speaking and self._echo.open:
             self.discarded += 1
             return
         self._deliver(self.on_recognizing, text)
@@ -480,7 +472,7 @@ class ElevenLabsSpeechToText:
             return
         session.productive = True
         self._uncommitted.clear()  # the server has settled that audio: never replay it
-        if self._discarding():
+        if self._echo.open:
             self.discarded += 1
             log.debug("discarded a transcript heard while the agent spoke (echo)")
             self._deliver(self.on_discarded, text)
