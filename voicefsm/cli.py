@@ -330,6 +330,75 @@ def graph(
     out.print(f"wrote {output} ({fmt})")
 
 
+@app.command(name="test")
+def run_tests(
+    flow_file: FlowArg,
+    flow: FlowOpt = None,
+    scenarios: Annotated[
+        Path | None,
+        typer.Option("--scenarios", help="The scenario file (default: FLOW.scenarios.yaml beside the flow)."),
+    ] = None,
+    faults: Annotated[
+        bool,
+        typer.Option(
+            "--faults",
+            help="Also break every reachable state (hang-up, TTS/STT failure, silence, garbage) and "
+            "explore random callers: every call must end, with no task left.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: results and coverage.")
+    ] = False,
+) -> None:
+    """Run a flow's scenario files and report coverage; with --faults, the generated fault runs too."""
+    from voicefsm.testing import (
+        ScenarioFileError,
+        explore,
+        load_scenarios,
+        run_fault_suite,
+        run_scenario_file,
+        scenarios_path_for,
+    )
+    from voicefsm.testing.report import print_faults, print_scenarios
+
+    flow_class = _load(flow_file, flow)
+    source = Path(flow_file.split(":", 1)[0])
+    path = scenarios or scenarios_path_for(source)
+    if not path.exists() and not faults:
+        raise _fail(
+            f"no scenario file for {flow_file}: expected {path}. Write one (see README, 'Test flows like "
+            "code'), pass --scenarios FILE, or run only the generated fault runs with --faults"
+        )
+    logging.disable(logging.CRITICAL)  # the faults are on purpose; the report says what happened
+    try:
+        passed = True
+        result: dict[str, object] = {"flow": flow_class.__name__}
+        if path.exists():
+            try:
+                report = asyncio.run(run_scenario_file(flow_class, load_scenarios(path), path))
+            except ScenarioFileError as exc:
+                raise _fail(str(exc)) from exc
+            passed = report.passed
+            result.update(report.to_json())
+            if not as_json:
+                print_scenarios(out, report)
+        if faults:
+            fault_report = run_fault_suite(flow_class)
+            explored = explore(flow_class)
+            passed = passed and fault_report.passed and explored.passed
+            result["faults"] = fault_report.to_json()
+            result["explore"] = explored.to_json()
+            if not as_json:
+                print_faults(out, fault_report, explored)
+    finally:
+        logging.disable(logging.NOTSET)
+    result["passed"] = passed
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    if not passed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def call(
     number: Annotated[str, typer.Argument(help="The number to call, in E.164 form (+15551230001).")],

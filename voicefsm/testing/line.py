@@ -1,0 +1,358 @@
+"""An in-process phone line for flow tests: a real Call and FlowRuntime, no socket, simulated time.
+
+A transport task plays the far end: it "plays" outbound audio on the virtual clock (8000 mu-law
+bytes a second), echoes each mark once the audio before it has played, forgets audio on a clear,
+and ends the call when a hang-up is requested. The caller is scripted: :meth:`FlowLine.say` goes
+through :class:`ScriptedSpeechToText` (partials, then the final), :meth:`FlowLine.press` delivers
+keys, and silence costs nothing: the virtual clock jumps to the next timer whenever the loop is
+idle, so a 6 s no-input timeout fires at once and in the same order every run.
+
+Every wait is bounded by a real-time timeout, so a flow that hangs fails the test (naming what
+was awaited and the path so far) instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from voicefsm.core.events import Dtmf, WsConnected
+from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
+from voicefsm.flow.chart import VoiceFlow
+from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
+from voicefsm.runtime.call import Call
+from voicefsm.runtime.clock import VirtualClock
+from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits, Turn
+from voicefsm.telephony.recording import RecordingActions
+
+MONDAY = dt.date(2024, 6, 3)
+CALLER = "+15550001234"
+ULAW_BYTES_PER_S = 8000
+WAIT_S = 5.0  # real seconds; simulated waits take none, so only a hang gets near this
+
+
+class FlowLine(FlowListener):
+    """One call to ``flow`` over an in-process line. Use as ``async with FlowLine(Booking) as line:``.
+
+    Drive it as the caller (:meth:`answer`, :meth:`keys`, :meth:`stay_silent`, :meth:`barge_in`,
+    :meth:`hang_up`), wait for the agent (:meth:`heard`, :meth:`speaking`, :meth:`listening`,
+    :meth:`ended`), then read what happened (:attr:`path`, :attr:`agent_said`, :attr:`turns`,
+    :attr:`transitions`, :attr:`slots_filled`, :attr:`errors`, :attr:`actions`). On a clean exit
+    it asserts that the call left no task behind.
+    """
+
+    def __init__(
+        self,
+        flow: type[VoiceFlow] | VoiceFlow,
+        *,
+        caller: str | None = CALLER,
+        today: dt.date = MONDAY,
+        echo_marks: bool = True,
+        limits: RuntimeLimits | None = None,
+        actions: RecordingActions | None = None,
+        wait_s: float = WAIT_S,
+    ) -> None:
+        self.flow = flow
+        self.caller = caller
+        self.today = today
+        self.echo_marks = echo_marks
+        self.limits = limits
+        self.wait_s = wait_s
+        self.clock = VirtualClock()
+        self.tts = ScriptedTextToSpeech()
+        self.stt = ScriptedSpeechToText()
+        self.actions = actions or RecordingActions()
+        self.turns: list[Turn] = []
+        self.transitions: list[tuple[str, str, str]] = []
+        self.errors: list[tuple[str, str]] = []
+        self.listens: list[str] = []
+        self.slots_filled: list[tuple[str, object]] = []
+        self.clears = 0
+        self.audio_bytes = 0
+        self._changed = asyncio.Event()
+        self._cursor_spoken = 0
+        self._cursor_turns = 0
+        self._cursor_listens = 0
+        self._barged = 0
+        self._listen_moves: list[int] = []  # transitions taken before each listen
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- setup and teardown -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> FlowLine:
+        self._before = asyncio.all_tasks()
+        self.call = Call(call_sid="CA" + "0" * 32)
+        self.call.signal_ws_connected(WsConnected(self.call.call_sid or "", "MZ" + "0" * 32, self.caller, {}))
+        flow_cls = self.flow if isinstance(self.flow, type) else type(self.flow)
+        if isinstance(self.flow, VoiceFlow) and self.flow.caller is None:
+            self.flow.caller = self.caller
+        if flow_cls.uses_stt:
+            self.call.stt_factory = lambda: self.stt
+            await self.call.start_stt()
+        self.runtime = FlowRuntime(
+            self.flow,
+            self.call,
+            self.tts,
+            actions=self.actions,
+            clock=self.clock,
+            listeners=[self],
+            today=lambda: self.today,
+            limits=self.limits,
+        )
+        self._tasks = [
+            asyncio.create_task(self._play(), name="line-play"),
+            asyncio.create_task(self._hangup_watch(), name="line-hangup"),
+        ]
+        self.run_task = asyncio.create_task(self.runtime.run(), name="line-flow")
+        self.run_task.add_done_callback(lambda _: self._changed.set())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+        if exc_type is None:
+            left = self.tasks_left()
+            assert not left, f"tasks left behind by the call: {left}"
+
+    async def close(self) -> None:
+        """End the line: cancel and await its tasks, stop the recognizer, release the clock."""
+        tasks = [*self._tasks, self.run_task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        await self.call.stop_stt()
+        await self.tts.aclose()
+        self.clock.close()
+
+    def tasks_left(self) -> list[str]:
+        """Names of tasks started since the line opened that are still alive."""
+        return sorted(task.get_name() for task in asyncio.all_tasks() - self._before if not task.done())
+
+    # -- the far end ------------------------------------------------------------------------------
+
+    async def _play(self) -> None:
+        playing_until = self.clock.now()
+        while (item := await self.call.next_outbound()) is not None:
+            now = self.clock.now()
+            if isinstance(item, PlayAudio):
+                self.audio_bytes += len(item.ulaw)
+                playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
+                self._changed.set()
+            elif isinstance(item, PlaceMark):
+                if self.echo_marks:
+                    await self.clock.sleep(playing_until - now)
+                    self.call.mark_echoed(item.name)
+            elif isinstance(item, ClearBuffer):
+                self.clears += 1
+                playing_until = now
+
+    async def _hangup_watch(self) -> None:
+        await self.call.hangup_requested.wait()
+        self.call.signal_disconnected(f"hangup requested ({self.call.hangup_reason})")
+
+    # -- the caller: immediate --------------------------------------------------------------------
+
+    def say(self, text: str, *, partials: bool = True) -> None:
+        """The caller says ``text`` now (interim hypotheses word by word, then the final)."""
+        self.stt.say(text, partials=partials)
+
+    def press(self, keys: str) -> None:
+        """The caller presses ``keys`` now, one digit after another without a pause."""
+        for key in keys:
+            self.call.emit(Dtmf(key))
+
+    def hang_up(self) -> None:
+        """The caller hangs up."""
+        self.call.signal_disconnected("caller hung up")
+
+    # -- the caller: in turn ----------------------------------------------------------------------
+
+    async def answer(self, text: str) -> str:
+        """Wait until the agent listens, then say ``text``; returns the listening state."""
+        state = await self.next_listen()
+        self.say(text)
+        return state
+
+    async def keys(self, keys: str) -> str:
+        """Wait until the agent listens, then press ``keys``; returns the listening state."""
+        state = await self.next_listen()
+        self.press(keys)
+        return state
+
+    async def stay_silent(self) -> str:
+        """Wait until the agent listens, then say nothing until it re-prompts or moves on."""
+        state = await self.next_listen()
+        moves, listens = len(self.transitions), len(self.listens)
+        await self.until(
+            lambda: len(self.transitions) > moves or len(self.listens) > listens or self.run_task.done(),
+            f"the no-input timer of {state}",
+        )
+        return state
+
+    async def barge_in(self, text: str) -> str:
+        """Wait until a prompt is playing (one not talked over yet), then talk over it; returns it."""
+
+        def playing() -> bool:
+            started = len(self.tts.spoken)
+            finished = sum(1 for turn in self.turns if turn.speaker == "agent")
+            return started > max(finished, self._barged) and self.audio_bytes > 0
+
+        await self.until(playing, "the agent to be speaking, to talk over it")
+        self._barged = len(self.tts.spoken)
+        self.say(text)
+        return self.tts.spoken[-1]
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    async def until(self, predicate: Callable[[], bool], what: str) -> None:
+        """Wait until ``predicate()`` holds; after ``wait_s`` real seconds, fail naming ``what``."""
+        try:
+            async with asyncio.timeout(self.wait_s):
+                while not predicate():
+                    if self.run_task.done() and not predicate():
+                        raise AssertionError(
+                            f"the call ended while waiting for {what}; {self.describe()}"
+                        )
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"gave up waiting for {what}; {self.describe()}") from None
+
+    async def next_listen(self) -> str:
+        """Wait until the agent listens again, still in the state it listens in.
+
+        A listen already answered, or one the call has since moved on from (a prompt the caller
+        talked over and answered), does not count.
+        """
+
+        def listening_now() -> bool:
+            unanswered = len(self.listens) > self._cursor_listens
+            return unanswered and self._listen_moves[-1] == len(self.transitions)
+
+        await self.until(listening_now, "the agent to listen")
+        self._cursor_listens = len(self.listens)
+        return self.listens[-1]
+
+    async def speaking(self, fragment: str | re.Pattern[str]) -> str:
+        """Wait until a prompt matching ``fragment`` is being played; returns it."""
+        found: list[str] = []
+
+        def started() -> bool:
+            for index in range(self._cursor_spoken, len(self.tts.spoken)):
+                if _matches(fragment, self.tts.spoken[index]) and self.audio_bytes:
+                    self._cursor_spoken = index + 1
+                    found.append(self.tts.spoken[index])
+                    return True
+            return False
+
+        await self.until(started, f"the agent to start saying {_shown(fragment)}")
+        return found[0]
+
+    async def heard(self, fragment: str | re.Pattern[str]) -> Turn:
+        """Wait until the agent has finished a prompt matching ``fragment``; returns its turn.
+
+        A string matches when it occurs in the prompt (case-insensitive); a compiled pattern is
+        searched for. Prompts before the last one matched are not looked at again.
+        """
+        found: list[Turn] = []
+
+        def finished() -> bool:
+            for index in range(self._cursor_turns, len(self.turns)):
+                turn = self.turns[index]
+                if turn.speaker == "agent" and _matches(fragment, turn.text):
+                    self._cursor_turns = index + 1
+                    found.append(turn)
+                    return True
+            return False
+
+        await self.until(finished, f"the agent to say {_shown(fragment)}")
+        return found[0]
+
+    async def listening(self, state: str) -> None:
+        """Wait until the runtime listens in ``state`` (its prompt has played)."""
+
+        def started() -> bool:
+            if state in self.listens[self._cursor_listens :]:
+                self._cursor_listens = self.listens.index(state, self._cursor_listens) + 1
+                return True
+            return False
+
+        await self.until(started, f"listening in {state}")
+
+    async def ended(self) -> FlowResult:
+        """Wait for the flow to finish; returns its result."""
+        await self.until(self.run_task.done, "the flow to end")
+        result = self.run_task.result()
+        runtime_tasks = [
+            task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("flow-")
+        ]
+        assert not runtime_tasks, f"FlowRuntime.run() returned but left {runtime_tasks} running"
+        return result
+
+    # -- what happened ----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> list[str]:
+        """The states entered, in order (the initial state first)."""
+        return [target for _, _, target in self.transitions]
+
+    @property
+    def state(self) -> str | None:
+        """The state the call is in now (None before the first)."""
+        return self.transitions[-1][2] if self.transitions else None
+
+    @property
+    def agent_said(self) -> list[str]:
+        """Every agent prompt that was started, in order."""
+        return [turn.text for turn in self.turns if turn.speaker == "agent"]
+
+    @property
+    def slots(self) -> dict[str, object]:
+        """The slots filled so far (the last value of each)."""
+        return dict(self.slots_filled)
+
+    def describe(self) -> str:
+        """The conversation so far, for failure messages."""
+        lines = [f"path: {' -> '.join(self.path) or '(none)'}"]
+        lines += [f"  {turn.speaker}: {turn.text}" for turn in self.turns[-8:]]
+        if self.errors:
+            lines.append(f"errors: {self.errors}")
+        return "\n".join(lines)
+
+    # -- FlowListener -----------------------------------------------------------------------------
+
+    def on_transition(self, source: str, event: str, target: str) -> None:
+        self.transitions.append((source, event, target))
+        self._changed.set()
+
+    def on_turn(self, turn: Turn) -> None:
+        self.turns.append(turn)
+        self._changed.set()
+
+    def on_listen(self, state: str) -> None:
+        self.listens.append(state)
+        self._listen_moves.append(len(self.transitions))
+        self._changed.set()
+
+    def on_slot(self, name: str, value: object) -> None:
+        self.slots_filled.append((name, value))
+        self._changed.set()
+
+    def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        self.errors.append((kind, message))
+        self._changed.set()
+
+
+def _matches(fragment: str | re.Pattern[str], text: str) -> bool:
+    if isinstance(fragment, re.Pattern):
+        return fragment.search(text) is not None
+    return fragment.lower() in text.lower()
+
+
+def _shown(fragment: str | re.Pattern[str]) -> str:
+    return f"/{fragment.pattern}/" if isinstance(fragment, re.Pattern) else repr(fragment)

@@ -1,0 +1,45 @@
+"""pytest plugin: fixtures for testing flows (registered through the ``pytest11`` entry point).
+
+    async def test_books_a_tuesday(flow_line):
+        async with flow_line(Booking) as line:
+            await line.heard("Which day")
+            await line.answer("next Tuesday")
+            ...
+            result = await line.ended()
+        assert result.outcome == "completed"
+
+Importing this module is cheap: it only defines fixtures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from voicefsm.flow.chart import VoiceFlow
+from voicefsm.testing.line import MONDAY, FlowLine
+
+
+@pytest.fixture
+def flow_line() -> Callable[..., FlowLine]:
+    """A factory of in-process lines: ``flow_line(FlowClass, today=..., caller=...)``."""
+
+    def make(flow: type[VoiceFlow] | VoiceFlow, *, today: dt.date = MONDAY, **options: Any) -> FlowLine:
+        return FlowLine(flow, today=today, **options)
+
+    return make
+
+
+@pytest.fixture
+def assert_no_hang() -> Callable[..., None]:
+    """``assert_no_hang(FlowClass)`` in a plain (not async) test: every generated fault run passes."""
+    from voicefsm.testing.faults import run_fault_suite
+
+    def check(flow: type[VoiceFlow], **options: Any) -> None:
+        report = run_fault_suite(flow, **options)
+        assert report.passed, str(report)
+
+    return check
