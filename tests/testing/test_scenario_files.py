@@ -43,7 +43,10 @@ def test_every_shipped_flow_has_scenarios() -> None:
             "scenarios:\n  - name: a\n    steps:\n      - say: hi\n      - {say: hi, press: '1'}",
             "scenario 'a', step 2: a step does exactly one thing; this one sets say, press",
         ),
-        ("scenarios:\n  - name: a\n    steps: [{press: '12x'}]", "scenario 'a', step 1, press: String should match"),
+        (
+            "scenarios:\n  - name: a\n    steps: [{press: '12x'}]",
+            "scenario 'a', step 1, press: String should match",
+        ),
         ("scenarios:\n  - name: a\n    steps: [{agent: {re: '('}}]", "is not a regular expression"),
         ("scenarios:\n  - {name: a}\n  - {name: a}", "scenario names must be unique; repeated: a"),
         ("scenarios:\n  - name: a\n    expect: {outcom: done}", "scenario 'a', expect.outcom: Extra inputs"),
@@ -87,7 +90,9 @@ scenarios:
     wrong_prompt, wrong_end, passes = report.results
     assert not report.passed
     assert wrong_prompt.failed_step == "step 2 (agent: 'What day of the week')"
-    assert "the call ended while waiting for the agent to say 'What day of the week'" in wrong_prompt.problems[0]
+    assert (
+        "the call ended while waiting for the agent to say 'What day of the week'" in wrong_prompt.problems[0]
+    )
     assert wrong_end.problems == [
         "outcome: expected 'completed', got 'gave_up'",
         "path: expected greet -> ask_day -> booked, got greet -> ask_day -> give_up",

@@ -174,28 +174,28 @@ async def _run(
     line = _ScriptedLine(flow, actions, today, wait_s=wait_s)
     line.fault_state, line.fault = state, fault
     problem: str | None = None
-    async with line:
-        caller = asyncio.create_task(line.play_caller(garbage=fault == "garbage"), name="fault-caller")
-        try:
-            await line.until(
-                lambda: line.run_task.done() or line.clock.now() > max_simulated_s, "the call to end"
+    await line.__aenter__()  # not `async with`: its exit asserts, and a leak is a finding here
+    caller = asyncio.create_task(line.play_caller(garbage=fault == "garbage"), name="fault-caller")
+    try:
+        await line.until(
+            lambda: line.run_task.done() or line.clock.now() > max_simulated_s, "the call to end"
+        )
+        if not line.run_task.done():
+            problem = (
+                f"still going after {max_simulated_s:g} simulated seconds, in {line.state} "
+                f"(last steps: {' -> '.join(line.path[-6:])})"
             )
-            if not line.run_task.done():
-                problem = (
-                    f"still going after {max_simulated_s:g} simulated seconds, in {line.state} "
-                    f"(last steps: {' -> '.join(line.path[-6:])})"
-                )
-            elif line.run_task.exception() is not None:
-                problem = f"the runtime raised {line.run_task.exception()!r}"
-        except AssertionError:
-            problem = f"waits forever in {line.state}: nothing happens and no timer is pending"
-        finally:
-            caller.cancel()
-            await asyncio.wait([caller])
-            await line.close()
-        left = line.tasks_left()
-        if left and problem is None:
-            problem = f"left tasks behind: {left}"
+        elif line.run_task.exception() is not None:
+            problem = f"the runtime raised {line.run_task.exception()!r}"
+    except AssertionError:
+        problem = f"waits forever in {line.state}: nothing happens and no timer is pending"
+    finally:
+        caller.cancel()
+        await asyncio.wait([caller])
+        await line.close()
+    left = line.tasks_left()
+    if left and problem is None:
+        problem = f"left tasks behind: {left}"
     return line, problem
 
 
