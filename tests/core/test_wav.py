@@ -214,3 +214,22 @@ def test_mixdown_streams_into_a_wave_writer() -> None:
     audio = read_wav(f)
     assert (audio.sample_rate_hz, audio.channels) == (8000, 1)
     assert audio.duration_s == pytest.approx(1.4)  # 1 s of caller, then the 0.4 s prompt alone
+
+
+def test_mixing_in_batches_writes_the_same_audio_as_frame_by_frame() -> None:
+    rng = np.random.default_rng(7)
+    steps = [("agent", rng.integers(0, 256, 160 * int(n), dtype=np.uint8).tobytes()) for n in (3, 1, 7)]
+    steps += [("caller", rng.integers(0, 256, 160, dtype=np.uint8).tobytes()) for _ in range(23)]
+    order = rng.permutation(len(steps))
+    outputs = []
+    for batch_bytes in (0, 1600):
+        sink = ListSink()
+        mixdown = CallMixdown(sink, batch_bytes=batch_bytes)
+        for index in order:
+            leg, audio = steps[index]
+            mixdown.add_caller(audio) if leg == "caller" else mixdown.add_agent(audio)
+            if index == 5:
+                mixdown.clear_agent()
+        mixdown.flush()
+        outputs.append((sink.pcm, mixdown.duration_s))
+    assert outputs[0] == outputs[1]

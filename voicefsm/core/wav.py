@@ -10,7 +10,7 @@ import wave
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from voicefsm.core.audio import SAMPLE_RATE_HZ, mix_to_pcm16, ulaw_decode
+from voicefsm.core.audio import SAMPLE_RATE_HZ, ULAW_SILENCE, mix_to_pcm16, ulaw_decode
 from voicefsm.errors import VoiceFsmError
 
 SAMPLE_WIDTH_BYTES = 2
@@ -108,12 +108,18 @@ class CallMixdown:
     audio is written alone, so memory stays bounded however long the call is.
     """
 
-    def __init__(self, sink: PcmSink, *, max_agent_backlog_ms: int = 60_000) -> None:
+    def __init__(self, sink: PcmSink, *, max_agent_backlog_ms: int = 60_000, batch_bytes: int = 0) -> None:
         if max_agent_backlog_ms < 0:
             raise ValueError(f"max_agent_backlog_ms must be 0 or more, got {max_agent_backlog_ms}")
         self._sink = sink
         self._max_backlog = SAMPLE_RATE_HZ * max_agent_backlog_ms // 1000
         self._agent = bytearray()
+        # Caller frames and the agent audio under them, still mu-law: mixing one 160-byte frame
+        # costs about as much as mixing ten (numpy's per-call overhead), so a live call mixes
+        # ``batch_bytes`` at a time. 0 mixes every frame as it comes.
+        self._batch_bytes = batch_bytes
+        self._caller_batch = bytearray()
+        self._agent_batch = bytearray()
         self.samples_written = 0
 
     @property
@@ -130,9 +136,20 @@ class CallMixdown:
         """Write one caller frame, mixed with the agent audio that plays over it."""
         if not frame:
             return
-        agent = bytes(self._agent[: len(frame)])
+        agent = self._agent[: len(frame)]
         del self._agent[: len(frame)]
-        self._write(mix_to_pcm16(frame, agent))
+        self._caller_batch += frame
+        self._agent_batch += agent
+        if len(agent) < len(frame):  # the agent is silent under the rest of this frame
+            self._agent_batch += bytes([ULAW_SILENCE]) * (len(frame) - len(agent))
+        if len(self._caller_batch) >= self._batch_bytes:
+            self._mix_batch()
+
+    def _mix_batch(self) -> None:
+        if self._caller_batch:
+            self._write(mix_to_pcm16(bytes(self._caller_batch), bytes(self._agent_batch)))
+            self._caller_batch.clear()
+            self._agent_batch.clear()
 
     def add_agent(self, frame: bytes) -> None:
         """Queue agent audio to be played out against the caller's frames."""
@@ -152,6 +169,7 @@ class CallMixdown:
         self._write_agent_alone(len(self._agent))
 
     def _write_agent_alone(self, count: int) -> None:
+        self._mix_batch()  # what the caller leg already carried goes first
         if count <= 0:
             return
         head = bytes(self._agent[:count])

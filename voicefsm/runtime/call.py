@@ -95,6 +95,9 @@ class Call:
 
         self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOUND_MAX_FRAMES)
         self.inbound_dropped = 0
+        #: When set, caller frames go straight to it instead of the ``inbound`` queue (the echo
+        #: line sends each frame back from the receive path, with no queue and no task switch).
+        self.inbound_sink: Callable[[bytes], None] | None = None
         self._outbound: collections.deque[OutboundItem] = collections.deque()
         self._outbound_ready = asyncio.Event()
 
@@ -198,6 +201,9 @@ class Call:
             return
         if self.tap is not None:
             self.tap.tap_caller(frame)
+        if self.inbound_sink is not None:
+            self.inbound_sink(frame)
+            return
         if self.inbound.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.inbound.get_nowait()

@@ -29,12 +29,12 @@ async def echo_caller(call: Call, clock: Clock, max_s: float) -> None:
     if call.stt is not None:
         await call.stop_stt()  # the recognizer reads the caller's audio; the echo needs it
     call.clear_inbound()  # what the caller said during the greeting is not echoed late
-
-    async def pump() -> None:
-        while (frame := await call.inbound.get()) is not None:
-            call.put_outbound(frame)
-
-    await _first_of(asyncio.create_task(pump(), name="flow-echo"), clock.sleep(max_s), "flow-echo-limit")
+    call.inbound_sink = call.put_outbound
+    try:
+        waiter = asyncio.create_task(call.disconnected.wait(), name="flow-echo")
+        await _first_of(waiter, clock.sleep(max_s), "flow-echo-limit")
+    finally:
+        call.inbound_sink = None
 
 
 async def wait_for_hangup(call: Call, clock: Clock, wait_s: float) -> None:

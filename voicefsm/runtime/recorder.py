@@ -27,6 +27,8 @@ FFPLAY_ARGS = (
     *("-f", "s16le", "-ar", str(SAMPLE_RATE_HZ), "-ac", "1"),
     *("-nodisp", "-autoexit", "-loglevel", "quiet", "-"),
 )
+#: Caller frames are mixed with the agent audio under them ten at a time (200 ms of mu-law).
+MIX_BATCH_BYTES = 10 * 160
 #: Mixed PCM is written to disk in batches of half a second (16-bit, 8 kHz).
 RECORD_BATCH_BYTES = SAMPLE_RATE_HZ  # 2 bytes x 8000 samples/s x 0.5 s
 #: A disk 30 s behind is stuck: newer audio is dropped (and counted) rather than held in memory.
@@ -68,7 +70,11 @@ class AudioMixer:
         self.monitor_dropped_frames = 0
         #: The ffplay process, once started; kept after stop() so its exit status can be read.
         self.player: asyncio.subprocess.Process | None = None
-        self._mixdown = CallMixdown(_MixedAudio(self._on_mixed), max_agent_backlog_ms=max_agent_backlog_ms)
+        self._mixdown = CallMixdown(
+            _MixedAudio(self._on_mixed),
+            max_agent_backlog_ms=max_agent_backlog_ms,
+            batch_bytes=MIX_BATCH_BYTES,
+        )
         self._state = _State.NEW
         self._pending = bytearray()
         self._pending_ready = asyncio.Event()

@@ -18,6 +18,14 @@ Run a flow in-process through the real runtime on a virtual clock (no real waiti
 Or write scenarios in ``flows/booking.scenarios.yaml`` and run ``voicefsm test flows/booking.py``.
 """
 
+from voicefsm.testing.bridge import (
+    BridgeLine,
+    BridgeResult,
+    BridgeSide,
+    BridgeStuckError,
+    bridge_flows,
+    bridge_servers,
+)
 from voicefsm.testing.coverage import Coverage, Measure
 from voicefsm.testing.explore import ExploreReport, explore
 from voicefsm.testing.faults import FaultReport, FaultRun, run_fault_suite, run_fault_suite_async
@@ -35,6 +43,10 @@ from voicefsm.testing.scenarios import (
 )
 
 __all__ = [
+    "BridgeLine",
+    "BridgeResult",
+    "BridgeSide",
+    "BridgeStuckError",
     "Coverage",
     "ExploreReport",
     "FaultReport",
@@ -46,6 +58,8 @@ __all__ = [
     "ScenarioFileError",
     "ScenarioReport",
     "ScenarioResult",
+    "bridge_flows",
+    "bridge_servers",
     "explore",
     "load_scenarios",
     "run_fault_suite",

@@ -1,0 +1,513 @@
+"""Put two flows on one line, with no telephony: an agent flow and a caller that is itself a flow.
+
+Each side's finished prompts reach the other side as the caller's words (a committed
+transcript), the way a phone line carries speech: a prompt is handed over once its mark has
+come back, i.e. once it has been heard to the end. In-process, a prompt cut short by the
+listener is not handed over (they were talking over it); the servers' events feed does not
+say whether a prompt was cut short, so over loopback every finished prompt is.
+
+Turn-taking: the agent answers the call and speaks first; the caller joins the line the first
+time the agent waits for an answer (a caller who listens through the greeting, then says what
+they want). When either side hangs up, the other side's line goes dead too.
+
+Two ways to run it:
+
+- :func:`bridge_flows`, in-process: two :class:`FlowRuntime` on two :class:`Call`, scripted
+  providers, one shared :class:`VirtualClock` (no-input timers cost no real time).
+- :func:`bridge_servers`, over loopback between two running ``voicefsm serve`` (dev mode,
+  scripted providers): for each server a fake Twilio (``POST /twilio/voice``, then the media
+  stream with the webhook's token) that echoes marks, each side's words read from the call's
+  live events feed (``WS /api/calls/{sid}/events``) and handed to the other side through
+  ``POST /api/calls/{sid}/caller``; the records are read back from ``GET /api/calls/{sid}``.
+
+Both are bounded: a conversation that does not end in time raises :class:`BridgeStuckError`
+naming the state each side was in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from voicefsm.core.events import WsConnected
+from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
+from voicefsm.errors import VoiceFsmError
+from voicefsm.flow.chart import VoiceFlow
+from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
+from voicefsm.runtime.call import Call
+from voicefsm.runtime.clock import VirtualClock
+from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, Turn
+from voicefsm.transports.twilio_client import TwilioStreamClient
+
+__all__ = ["BridgeLine", "BridgeResult", "BridgeSide", "BridgeStuckError", "bridge_flows", "bridge_servers"]
+
+Role = Literal["agent", "caller"]
+
+CALLER_NUMBER = "+15550001234"
+AGENT_NUMBER = "+15550009999"
+ULAW_BYTES_PER_S = 8000
+#: Simulated seconds a bridged conversation may take (a booking takes well under a minute).
+MAX_CALL_S = 600.0
+#: Real seconds a bridge may take before it is declared stuck.
+LIMIT_S = 20.0
+#: Real seconds a server may take to write a finished call's record.
+RECORD_WAIT_S = 5.0
+#: Kinds of state (as ``GET /api/flow`` reports them) in which a flow waits for an answer.
+LISTENING_KINDS = frozenset({"ask"})
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeLine:
+    """One utterance on the bridged line: who said it (``agent`` or ``caller``) and what."""
+
+    speaker: Role
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSide:
+    """How one side's flow ended: its states in order, slots, outcome and what it heard and said.
+
+    ``transcript`` is from this side's point of view: ``agent`` lines are what its flow said,
+    ``caller`` lines what it heard.
+    """
+
+    flow: str
+    call_sid: str
+    outcome: str | None
+    final_state: str | None
+    path: tuple[str, ...]
+    slots: dict[str, Any]
+    transcript: tuple[BridgeLine, ...]
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeResult:
+    """Both sides of a bridged call, and the conversation as it went over the line."""
+
+    agent: BridgeSide
+    caller: BridgeSide
+    conversation: tuple[BridgeLine, ...]
+    #: Seconds the conversation took: simulated in-process, real over loopback.
+    duration_s: float
+
+
+class BridgeStuckError(VoiceFsmError, AssertionError):
+    """A bridged conversation did not end in time; ``agent_state`` and ``caller_state`` say where each was."""
+
+    def __init__(
+        self, limit: str, agent_state: str | None, caller_state: str | None, conversation: list[BridgeLine]
+    ) -> None:
+        super().__init__(limit, agent_state, caller_state)
+        self.limit = limit
+        self.agent_state = agent_state
+        self.caller_state = caller_state
+        self.conversation = list(conversation)
+
+    def __str__(self) -> str:
+        last = "\n".join(f"  {line.speaker}: {line.text}" for line in self.conversation[-6:]) or "  (nothing)"
+        return (
+            f"the bridged call did not end within {self.limit}: the agent was in "
+            f"{self.agent_state or '(not started)'}, the caller in {self.caller_state or '(not started)'}. "
+            f"Last words on the line:\n{last}\n"
+            "Check that each side's questions get an answer the other side's expectation accepts."
+        )
+
+
+def _not_on_line(flow: str, call_sid: str) -> BridgeSide:
+    """A side whose flow never ran: the agent ended the call before it asked anything."""
+    return BridgeSide(flow, call_sid, None, None, (), {}, ())
+
+
+# -- in-process -------------------------------------------------------------------------------
+
+
+class _Leg(FlowListener):
+    """One side of the in-process line: a Call, a FlowRuntime and the phone that plays its audio."""
+
+    def __init__(
+        self,
+        role: Role,
+        flow: type[VoiceFlow],
+        clock: VirtualClock,
+        today: dt.date,
+        number: str,
+        conversation: list[BridgeLine],
+    ) -> None:
+        self.role = role
+        self.flow = flow
+        self.clock = clock
+        self.today = today
+        self.number = number
+        self.conversation = conversation
+        self.call = Call(call_sid="CA" + secrets.token_hex(16))
+        self.stt = ScriptedSpeechToText()
+        self.tts = ScriptedTextToSpeech()
+        self.peer: _Leg | None = None
+        self.path: list[str] = []
+        self.transcript: list[BridgeLine] = []
+        self.errors: list[str] = []
+        self.listened = asyncio.Event()
+        self.run_task: asyncio.Task[FlowResult] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def state(self) -> str | None:
+        return self.path[-1] if self.path else None
+
+    async def start(self) -> None:
+        """Answer the call and start the flow on it."""
+        self.call.signal_ws_connected(
+            WsConnected(self.call.call_sid or "", "MZ" + secrets.token_hex(16), self.number, {})
+        )
+        if self.flow.uses_stt:
+            self.call.stt_factory = lambda: self.stt
+            await self.call.start_stt()
+        runtime = FlowRuntime(
+            self.flow, self.call, self.tts, clock=self.clock, listeners=[self], today=lambda: self.today
+        )
+        self._tasks = [
+            asyncio.create_task(self._play(), name=f"bridge-{self.role}-play"),
+            asyncio.create_task(self._hangup_watch(), name=f"bridge-{self.role}-hangup"),
+        ]
+        self.run_task = asyncio.create_task(runtime.run(), name=f"bridge-{self.role}-flow")
+        self.run_task.add_done_callback(lambda _: self.listened.set())  # nothing more to wait for
+
+    async def close(self) -> None:
+        """Cancel and await this side's tasks; stop its recognizer."""
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *([self.run_task] if self.run_task else [])]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await self.call.stop_stt()
+        await self.tts.aclose()
+
+    def hear(self, text: str) -> None:
+        """The other side said ``text``: recognise it, when this side is on the line."""
+        if self.run_task is None or self.call.is_disconnected:
+            return
+        self.stt.say(text)
+
+    async def _play(self) -> None:
+        # The phone: audio plays at 8000 bytes a second on the shared clock; a mark comes back once
+        # the audio before it has played; a clear drops what was still queued.
+        playing_until = self.clock.now()
+        while (item := await self.call.next_outbound()) is not None:
+            now = self.clock.now()
+            if isinstance(item, PlayAudio):
+                playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
+            elif isinstance(item, PlaceMark):
+                await self.clock.sleep(playing_until - now)
+                self.call.mark_echoed(item.name)
+            elif isinstance(item, ClearBuffer):
+                playing_until = now
+
+    async def _hangup_watch(self) -> None:
+        await self.call.hangup_requested.wait()
+        self.call.signal_disconnected(f"hangup requested ({self.call.hangup_reason})")
+        if self.peer is not None:
+            self.peer.call.signal_disconnected(f"the {self.role} hung up")
+
+    # -- FlowListener ------------------------------------------------------------------------
+
+    def on_transition(self, source: str, event: str, target: str) -> None:
+        self.path.append(target)
+
+    def on_turn(self, turn: Turn) -> None:
+        line = BridgeLine(turn.speaker, turn.text)
+        self.transcript.append(line)
+        if turn.speaker == "agent" and not turn.interrupted:
+            self.conversation.append(BridgeLine(self.role, turn.text))
+            if self.peer is not None:
+                self.peer.hear(turn.text)
+
+    def on_listen(self, state: str) -> None:
+        self.listened.set()
+
+    def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        self.errors.append(f"{kind}: {message}")
+
+    def side(self) -> BridgeSide:
+        result = self.run_task.result() if self.run_task is not None and self.run_task.done() else None
+        if result is None:
+            return _not_on_line(self.flow.__name__, self.call.call_sid or "")
+        return BridgeSide(
+            flow=result.flow,
+            call_sid=self.call.call_sid or "",
+            outcome=result.outcome,
+            final_state=result.final_state,
+            path=tuple(self.path),
+            slots=dict(result.slots),
+            transcript=tuple(self.transcript),
+            errors=tuple(self.errors),
+        )
+
+
+async def bridge_flows(
+    agent: type[VoiceFlow],
+    caller: type[VoiceFlow],
+    *,
+    today: dt.date | None = None,
+    caller_number: str = CALLER_NUMBER,
+    max_call_s: float = MAX_CALL_S,
+    limit_s: float = LIMIT_S,
+) -> BridgeResult:
+    """Run ``caller`` against ``agent`` in-process until both have ended; see the module docstring.
+
+    ``today`` is what both flows take today to be (default: the real date). The call may last
+    ``max_call_s`` simulated seconds and ``limit_s`` real ones; past either, :class:`BridgeStuckError`.
+    Leaves no task behind, whatever happens.
+    """
+    clock = VirtualClock()
+    day = today or dt.date.today()
+    conversation: list[BridgeLine] = []
+    agent_leg = _Leg("agent", agent, clock, day, caller_number, conversation)
+    caller_leg = _Leg("caller", caller, clock, day, AGENT_NUMBER, conversation)
+    agent_leg.peer, caller_leg.peer = caller_leg, agent_leg
+    watchdog = asyncio.create_task(clock.sleep(max_call_s), name="bridge-watchdog")
+    try:
+        try:
+            async with asyncio.timeout(limit_s):
+                await agent_leg.start()
+                asked = asyncio.create_task(agent_leg.listened.wait(), name="bridge-agent-asks")
+                try:
+                    await _until_done([asked], watchdog)
+                finally:
+                    asked.cancel()
+                    await asyncio.gather(asked, return_exceptions=True)
+                if not watchdog.done():
+                    await caller_leg.start()
+                await _until_done([leg.run_task for leg in (agent_leg, caller_leg) if leg.run_task], watchdog)
+        except TimeoutError:
+            raise BridgeStuckError(
+                f"{limit_s:g} s", agent_leg.state, caller_leg.state, conversation
+            ) from None
+        if watchdog.done():
+            limit = f"{max_call_s:g} simulated seconds"
+            raise BridgeStuckError(limit, agent_leg.state, caller_leg.state, conversation)
+        return BridgeResult(agent_leg.side(), caller_leg.side(), tuple(conversation), clock.now())
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, agent_leg.close(), caller_leg.close(), return_exceptions=True)
+        clock.close()
+
+
+async def _until_done(tasks: list[asyncio.Task[Any]], watchdog: asyncio.Task[None]) -> None:
+    """Wait until every one of ``tasks`` is done, or ``watchdog`` is; cancels none of them."""
+    pending = {*tasks}
+    while pending and not watchdog.done():
+        _, still = await asyncio.wait([*pending, watchdog], return_when=asyncio.FIRST_COMPLETED)
+        pending = still - {watchdog}
+
+
+# -- over loopback ----------------------------------------------------------------------------
+
+
+@dataclass
+class _RemoteLeg:
+    """One server's side: its fake Twilio stream, its live events feed, where its flow is."""
+
+    role: Role
+    base_url: str
+    number: str
+    conversation: list[BridgeLine]
+    http: httpx.AsyncClient = field(init=False)
+    call_sid: str = field(default_factory=lambda: "CA" + secrets.token_hex(16))
+    state: str | None = None
+    state_kinds: dict[str, str] = field(default_factory=dict)
+    asked: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    peer: _RemoteLeg | None = None
+    twilio: TwilioStreamClient | None = None
+    feed: ClientConnection | None = None
+
+    def __post_init__(self) -> None:
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=10)
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
+    async def dial(self) -> None:
+        """Ring the server as Twilio does, open the call's feed, then its media stream."""
+        flow = await self.http.get("/api/flow")
+        flow.raise_for_status()
+        self.state_kinds = {state["id"]: state["kind"] for state in flow.json()["states"]}
+        form = {
+            "CallSid": self.call_sid,
+            "AccountSid": "AC" + "0" * 32,
+            "From": self.number,
+            "To": AGENT_NUMBER if self.role == "agent" else CALLER_NUMBER,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+        }
+        webhook = await self.http.post("/twilio/voice", data=form)
+        webhook.raise_for_status()
+        stream = ET.fromstring(webhook.text).find("./Connect/Stream")
+        if stream is None:
+            raise VoiceFsmError(
+                f"{self.base_url} answered the voice webhook without a <Stream>: {webhook.text}"
+            )
+        parameters = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+        # The feed waits a moment for a call that is about to start, so open it first: no turn is missed.
+        self.feed = await connect(f"{self.ws_url}/api/calls/{self.call_sid}/events", open_timeout=10)
+        self.twilio = TwilioStreamClient(
+            stream.attrib["url"], call_sid=self.call_sid, custom_parameters=parameters
+        )
+        await self.twilio.open()
+
+    async def follow(self) -> None:
+        """Read the feed until the call ends: note the state, hand each finished prompt to the peer."""
+        assert self.feed is not None
+        try:
+            async for frame in self.feed:
+                message = json.loads(frame)
+                kind = message.get("type")
+                if kind == "snapshot":
+                    self.state = message.get("state")
+                    for turn in message.get("transcript", []):
+                        await self._turn(turn)
+                elif kind == "state":
+                    self.state = message["state"]
+                elif kind == "turn":
+                    await self._turn(message)
+                elif kind == "ended":
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            self.ended.set()
+            if self.peer is not None:
+                await self.peer.hang_up()
+
+    async def _turn(self, turn: dict[str, Any]) -> None:
+        if turn.get("speaker") != "agent":  # what this call heard: the peer's words, already on the line
+            return
+        text = str(turn.get("text", ""))
+        self.conversation.append(BridgeLine(self.role, text))
+        if self.state_kinds.get(self.state or "") in LISTENING_KINDS:
+            self.asked.set()
+        if self.peer is not None:
+            await self.peer.hear(text)
+
+    async def hear(self, text: str) -> None:
+        """The other side said ``text``: inject it as this call's caller, when this call is live."""
+        if self.twilio is None or self.ended.is_set():
+            return
+        response = await self.http.post(f"/api/calls/{self.call_sid}/caller", json={"text": text})
+        if response.status_code not in (202, 404):  # 404: this call ended meanwhile
+            raise VoiceFsmError(
+                f"{self.base_url} refused caller input ({response.status_code}): {response.text}"
+            )
+
+    async def hang_up(self) -> None:
+        """The line went dead on the other side: Twilio sends ``stop``."""
+        if self.twilio is not None and not self.twilio.closed:
+            with contextlib.suppress(Exception):
+                await self.twilio.stop()
+
+    async def record(self) -> dict[str, Any]:
+        """The call's record, once its end is written (records land just after the call ends)."""
+        try:
+            async with asyncio.timeout(RECORD_WAIT_S):
+                while True:
+                    response = await self.http.get(f"/api/calls/{self.call_sid}")
+                    if response.status_code == 200:
+                        body: dict[str, Any] = response.json()
+                        if body.get("outcome") is not None and not body.get("live"):
+                            return body
+                    await asyncio.sleep(0.02)  # polling: the record store offers nothing to await
+        except TimeoutError:
+            raise VoiceFsmError(
+                f"{self.base_url} wrote no finished record of call {self.call_sid} "
+                f"within {RECORD_WAIT_S:g} s of its end; is the server running with a call store?"
+            ) from None
+
+    async def close(self) -> None:
+        if self.twilio is not None:
+            await self.twilio.close()
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await self.feed.close()
+        await self.http.aclose()
+
+    async def side(self) -> BridgeSide:
+        """This side as its server recorded it."""
+        record = await self.record()
+        return BridgeSide(
+            flow=str(record.get("flow", "")),
+            call_sid=self.call_sid,
+            outcome=record.get("outcome"),
+            final_state=record.get("final_state"),
+            path=tuple(str(step["target"]) for step in record.get("path", [])),
+            slots=dict(record.get("slots", {})),
+            transcript=tuple(BridgeLine(t["speaker"], t["text"]) for t in record.get("transcript", [])),
+            errors=tuple(f"{e['kind']}: {e['message']}" for e in record.get("errors", [])),
+        )
+
+
+async def bridge_servers(
+    agent_url: str,
+    caller_url: str,
+    *,
+    caller_number: str = CALLER_NUMBER,
+    limit_s: float = LIMIT_S,
+) -> BridgeResult:
+    """Bridge two running ``voicefsm serve`` (dev mode, scripted providers) over loopback.
+
+    ``agent_url`` serves the agent flow, ``caller_url`` the caller flow (e.g. ``http://127.0.0.1:8080``).
+    Each server gets a call placed as Twilio places it; the two calls are then bridged as the
+    module docstring says. Returns both calls' records (``GET /api/calls/{sid}``) once written.
+    Raises :class:`BridgeStuckError` when the whole exchange takes longer than ``limit_s``.
+    """
+    now = asyncio.get_running_loop().time
+    started = now()
+    conversation: list[BridgeLine] = []
+    agent = _RemoteLeg("agent", agent_url, caller_number, conversation)
+    caller = _RemoteLeg("caller", caller_url, AGENT_NUMBER, conversation)
+    agent.peer, caller.peer = caller, agent
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        try:
+            async with asyncio.timeout(limit_s):
+                await agent.dial()
+                tasks.append(asyncio.create_task(agent.follow(), name="bridge-agent-feed"))
+                await _first_done(agent.asked.wait(), agent.ended.wait())
+                if not agent.ended.is_set():
+                    await caller.dial()
+                    tasks.append(asyncio.create_task(caller.follow(), name="bridge-caller-feed"))
+                await asyncio.gather(*tasks)
+        except TimeoutError:
+            raise BridgeStuckError(f"{limit_s:g} s", agent.state, caller.state, conversation) from None
+        duration = now() - started
+        agent_side = await agent.side()
+        caller_side = await caller.side() if caller.twilio is not None else _not_on_line("", caller.call_sid)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(agent.close(), caller.close(), return_exceptions=True)
+    return BridgeResult(agent_side, caller_side, tuple(conversation), duration)
+
+
+async def _first_done(*awaitables: Any) -> None:
+    """Wait until one of ``awaitables`` is done; cancel and await the others."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
