@@ -37,7 +37,7 @@ BOOKING_FLOW = REPO / "flows" / "booking.py"
 ROUTED_ORIGIN = "http://voicefsm.test"
 
 # What the caller answers in each listening state of flows/booking.py (ids as in /api/flow).
-SPOKEN_ANSWERS = {"ask_day": "tuesday"}
+SPOKEN_ANSWERS = {"ask_day": "friday"}
 TYPED_ANSWERS = {
     "ask_day": ("type", "next tuesday"),
     "ask_time": ("type", "10 am"),

@@ -680,6 +680,16 @@ def test_every_grammar_phrase_parses(expectation: Expectation) -> None:
     """What the recognizer may return from the grammar must never be a no-match."""
     for phrase in expectation.phrases():
         parsed(expectation, phrase)
+    assert set(expectation.grammar_phrases()) <= set(expectation.phrases())
+
+
+def test_closed_grammar_recognizers_get_the_common_core_of_long_lists() -> None:
+    days, times = Day().grammar_phrases(), Time().grammar_phrases()
+    assert {"tomorrow", "next tuesday", "on friday", "the day after tomorrow"} <= set(days)
+    assert "the first of december" not in days and len(days) < 60
+    assert {"half past three", "quarter to four", "ten thirty", "noon", "three p m"} <= set(times)
+    assert "ten twenty five" not in times and len(times) < len(Time().phrases()) / 1.5
+    assert YesNo().grammar_phrases() == YesNo().phrases()
 
 
 def test_grammar_phrases_hold_the_canonical_forms() -> None:

@@ -99,6 +99,11 @@ class Expectation(ABC):
     def phrases(self) -> tuple[str, ...]:
         """Every phrase a caller may say, as lowercase words: the alternatives of a recognizer grammar."""
 
+    def grammar_phrases(self) -> tuple[str, ...]:
+        """The phrases a closed-grammar recognizer listens for: :meth:`phrases`, or its common core
+        where the full list is so long that such a recognizer would confuse its entries."""
+        return self.phrases()
+
     @abstractmethod
     def examples(self) -> tuple[str, ...]:
         """A few utterances that parse, for generated tests."""

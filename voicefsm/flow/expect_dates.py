@@ -118,12 +118,18 @@ def weekday_of_next_week(today: date, weekday: int) -> date:
     return monday_next_week + timedelta(days=weekday)
 
 
-def day_phrases() -> tuple[str, ...]:
-    """Every day phrase a recognizer grammar should hold (months spelled out, years left off)."""
+def day_phrases(*, common_only: bool = False) -> tuple[str, ...]:
+    """Every day phrase a recognizer grammar should hold (months spelled out, years left off).
+
+    ``common_only``: just the days of the coming weeks by name ("tomorrow", "next Tuesday"), for
+    a closed-grammar recognizer that confuses more the more alternatives it is given.
+    """
     phrases = ["today", "tomorrow", "the day after tomorrow", "day after tomorrow"]
     for name in WEEKDAYS:
         phrases += [name, f"on {name}", f"this {name}", f"next {name}", f"this coming {name}"]
         phrases += [f"on next {name}", f"{name} next week"]
+    if common_only:
+        return tuple(dict.fromkeys(phrases))
     for n in range(1, 15):
         unit = "day" if n == 1 else "days"
         phrases += [f"in {words} {unit}" for words in cardinal_variants(n)]
@@ -417,10 +423,14 @@ def to_24h(hour: int, period: str | None, *, literal: bool) -> int | Problem:
     return 12 if hour == 12 else hour + 12
 
 
-def time_phrases() -> tuple[str, ...]:
-    """Time phrases for a recognizer grammar: every hour, five-minute steps, with and without a period."""
+def time_phrases(*, common_only: bool = False) -> tuple[str, ...]:
+    """Time phrases for a recognizer grammar: every hour, five-minute steps, with and without a period.
+
+    ``common_only``: quarter-hour steps only, for a closed-grammar recognizer (see day_phrases).
+    """
     periods = ("", " a m", " p m", " in the morning", " in the afternoon", " in the evening")
-    minutes = ("o'clock", "oh five", *(cardinal_variants(m)[0] for m in range(10, 60, 5)))
+    steps = range(15, 60, 15) if common_only else range(10, 60, 5)
+    minutes = ("o'clock", *(() if common_only else ("oh five",)), *(cardinal_variants(m)[0] for m in steps))
     phrases = ["noon", "midday", "midnight", "twelve noon", "twelve midnight"]
     for hour in range(1, 13):
         said = cardinal_variants(hour)[0]

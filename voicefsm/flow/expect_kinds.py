@@ -396,6 +396,9 @@ class Day(Expectation):
     def phrases(self) -> tuple[str, ...]:
         return day_phrases()
 
+    def grammar_phrases(self) -> tuple[str, ...]:
+        return day_phrases(common_only=True)
+
     def hints(self) -> tuple[str, ...]:
         return ("today", "tomorrow", "the day after tomorrow", *WEEKDAYS, *(f"next {d}" for d in WEEKDAYS))
 
@@ -455,6 +458,9 @@ class Time(Expectation):
 
     def phrases(self) -> tuple[str, ...]:
         return time_phrases()
+
+    def grammar_phrases(self) -> tuple[str, ...]:
+        return time_phrases(common_only=True)
 
     def hints(self) -> tuple[str, ...]:
         return ("noon", "midnight", "half past", "quarter past", "quarter to", "o'clock", "a m", "p m")

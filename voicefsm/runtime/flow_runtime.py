@@ -317,7 +317,7 @@ class FlowRuntime:
         try:
             stt.set_hints(
                 hints_from_phrases(
-                    expectation.phrases(),
+                    expectation.grammar_phrases(),
                     open_vocabulary=expectation.open_vocabulary(),
                     repeatable=expectation.repeatable(),
                     keyterms=expectation.hints(),

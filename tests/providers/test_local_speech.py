@@ -1,0 +1,196 @@
+"""Local speech: the compact grammar, recognition in worker processes, and synthesis off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voicefsm.core.audio import FRAME_BYTES, ulaw_decode, ulaw_encode
+from voicefsm.flow import Day, Digits, Time, YesNo
+from voicefsm.providers.base import RecognitionHints, hints_from_phrases
+from voicefsm.providers.local_grammar import jsgf_grammar
+from voicefsm.providers.local_stt import PocketsphinxSpeechToText
+from voicefsm.providers.local_tts import EspeakTextToSpeech, synthesize_ulaw
+
+_RULE = re.compile(r"^(public )?<(\w+)> = (.*);$")
+
+
+def expand(grammar: str) -> set[str]:
+    """Every phrase a grammar of the shape jsgf_grammar writes accepts (for non-repeating ones)."""
+    rules: dict[str, list[str]] = {}
+    top = ""
+    for line in grammar.splitlines():
+        if match := _RULE.match(line):
+            rules[match[2]] = [alt.strip("() ") for alt in match[3].split(" | ")]
+            top = match[2] if match[1] else top
+
+    def phrases(rule: str) -> set[str]:
+        out: set[str] = set()
+        for alternative in rules[rule]:
+            word, _, rest = alternative.partition(" ")
+            if not rest:
+                out.add(word)
+            elif rest.startswith("["):
+                out.add(word)
+                out |= {f"{word} {tail}" for tail in phrases(rest.strip("[]<>"))}
+            else:
+                out |= {f"{word} {tail}" for tail in phrases(rest.strip("<>"))}
+        return out
+
+    return phrases(top)
+
+
+@pytest.mark.parametrize("expectation", [Day(), Time(), YesNo()], ids=repr)
+def test_the_grammar_accepts_exactly_the_phrases_in_far_fewer_rules(expectation: Any) -> None:
+    phrases = expectation.phrases()
+    grammar = jsgf_grammar(phrases, lambda word: True)
+    assert grammar is not None
+    assert expand(grammar) == set(phrases)
+    assert grammar.count("\n") < len(phrases) / 3 or len(phrases) < 60
+
+
+def test_words_the_recognizer_cannot_say_drop_their_phrases_and_repetition_is_declared() -> None:
+    grammar = jsgf_grammar(["next tuesday", "zorblax day", "monday"], lambda word: word != "zorblax")
+    assert grammar is not None and expand(grammar) == {"next tuesday", "monday"}
+    assert jsgf_grammar(["zorblax"], lambda word: False) is None
+    digits = jsgf_grammar(["one", "two", "oh"], lambda word: True, repeatable=True)
+    assert digits is not None and re.search(r"^public <phrases> = <n\d+>\+;$", digits, re.MULTILINE)
+
+
+def noisy(ulaw: bytes, seconds_before: float = 0.4, seconds_after: float = 1.0) -> list[bytes]:
+    """``ulaw`` between stretches of quiet line noise, as 20 ms frames."""
+    rng = np.random.default_rng(3)
+
+    def noise(seconds: float) -> bytes:
+        return ulaw_encode(rng.normal(0, 30, int(seconds * 8000)).astype(np.int16).tobytes())
+
+    audio = noise(seconds_before) + ulaw + noise(seconds_after)
+    audio += b"\xff" * (-len(audio) % FRAME_BYTES)
+    return [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+
+
+async def recognize(hints: RecognitionHints, *said: str) -> tuple[list[str], list[str], float]:
+    """Feed ``said`` to a recognizer as phone audio; returns (partials, finals, worst loop lag in s)."""
+    stt = PocketsphinxSpeechToText()
+    partials: list[str] = []
+    finals: list[str] = []
+    done = asyncio.Event()
+    stt.on_recognizing = partials.append
+    stt.on_committed = lambda text: (finals.append(text), done.set() if len(finals) == len(said) else None)
+    stt.on_error = lambda reason: pytest.fail(f"the recognizer failed: {reason}")
+    stt.set_hints(hints)
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    await stt.start(audio)
+    try:
+        lag = await worst_loop_lag(lambda: _feed_and_wait(audio, said, done))
+    finally:
+        await stt.stop()
+    return partials, finals, lag
+
+
+async def _feed_and_wait(
+    audio: asyncio.Queue[bytes | None], said: tuple[str, ...], done: asyncio.Event
+) -> None:
+    for text in said:
+        for frame in noisy(synthesize_ulaw(text)):
+            audio.put_nowait(frame)
+    async with asyncio.timeout(60):  # the first decode also starts the worker processes
+        await done.wait()
+
+
+async def worst_loop_lag(work: Callable[[], Awaitable[None]]) -> float:
+    """Run ``work`` while a 5 ms ticker measures how late the loop gets to it."""
+    lags: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - started - 0.005)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await work()
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+    return max(lags)
+
+
+def hints_for(expectation: Any) -> RecognitionHints:
+    return hints_from_phrases(
+        expectation.grammar_phrases(),
+        open_vocabulary=expectation.open_vocabulary(),
+        repeatable=expectation.repeatable(),
+    )
+
+
+async def test_expected_answers_are_recognised_without_blocking_the_loop() -> None:
+    partials, finals, _ = await recognize(hints_for(Day()), "friday")  # starts the workers
+    assert finals == ["friday"] and partials == [""]
+    _, finals, lag = await recognize(hints_for(Time()), "ten thirty", "three p m")
+    assert finals == ["ten thirty", "three p m"]
+    assert lag < 0.1  # decoding runs in a worker process, not on the loop
+    _, finals, _ = await recognize(hints_for(YesNo()), "yes")
+    assert finals == ["yes"]
+
+
+async def test_free_text_uses_the_open_language_model() -> None:
+    _, finals, _ = await recognize(RecognitionHints(open_vocabulary=True), "my name is alex")
+    assert len(finals) == 1 and finals[0]  # some words: the open model is rough on synthetic voices
+
+
+async def test_quiet_line_noise_is_not_speech_and_speech_cut_off_by_the_end_still_counts() -> None:
+    stt = PocketsphinxSpeechToText()
+    heard: list[str] = []
+    stt.on_recognizing = stt.on_committed = heard.append
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    await stt.start(audio)
+    for frame in noisy(b"", seconds_before=3.0, seconds_after=0.0):
+        audio.put_nowait(frame)
+    audio.put_nowait(None)
+    assert stt._reader is not None
+    await asyncio.wait_for(stt._reader, 10)
+    await stt.stop()
+    assert heard == []
+
+    cut_off = PocketsphinxSpeechToText()
+    cut_off.on_committed = heard.append
+    cut_off.set_hints(hints_for(Day()))
+    audio = asyncio.Queue()
+    await cut_off.start(audio)
+    for frame in noisy(synthesize_ulaw("friday"), seconds_after=0.0):
+        audio.put_nowait(frame)
+    audio.put_nowait(None)  # the line closes before the caller falls silent
+    assert cut_off._reader is not None
+    await asyncio.wait_for(cut_off._reader, 30)
+    await cut_off.stop()
+    assert heard == ["friday"]
+
+
+async def test_digits_may_repeat() -> None:
+    _, finals, _ = await recognize(hints_for(Digits(3, 6)), "four one two two")
+    # The grammar lets digit words repeat; the synthetic voice sometimes gains a digit at the start.
+    assert len(finals) == 1 and finals[0].endswith("four one two two")
+
+
+async def test_speech_is_synthesized_off_the_loop_as_phone_frames() -> None:
+    tts = EspeakTextToSpeech()
+    text = "Thanks for calling. " * 12
+    chunks: list[bytes] = []
+
+    async def speak() -> None:
+        chunks.extend([chunk async for chunk in tts.synthesize(text)])
+
+    lag = await worst_loop_lag(speak)
+    audio = b"".join(chunks)
+    assert len(audio) % FRAME_BYTES == 0 or len(chunks[-1]) < len(chunks[0])
+    assert 10 < len(audio) / 8000 < 40  # seconds of speech
+    assert np.abs(np.frombuffer(ulaw_decode(audio), np.int16)).max() > 3000  # not silence
+    assert lag < 0.05

@@ -1,0 +1,120 @@
+"""pocketsphinx decoding in worker processes, shared by every call of the server.
+
+pocketsphinx holds the GIL while it decodes (measured: an event loop in the same process did
+not run once during a 0.7 s decode), so a decode in a thread would freeze every call's audio.
+Decoding runs in a small pool of spawned processes instead; each keeps one decoder and the
+grammars it has been given, keyed by their text. A worker that dies is replaced on next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from voicefsm.providers.local_grammar import jsgf_grammar
+
+#: Standard deviation of the noise added to the audio, in 16-bit steps (about -72 dBFS). Digital
+#: silence (from a browser or a synthesized test caller) has no spectrum to normalise against, and
+#: the recognizer then hears words in it; real phone lines always carry this much noise.
+DITHER = 8.0
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_decoder: Any = None  # in a worker: its pocketsphinx Decoder
+_searches: dict[str, str] = {}  # in a worker: phrase-list digest -> the decoder search for it
+
+
+def _workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _pool_now() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # spawn, not fork: the server has threads (SQLite writer, SDKs) a fork would copy mid-state.
+            context = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(_workers(), mp_context=context, initializer=_start_worker)
+        return _pool
+
+
+def shutdown_pool() -> None:
+    """Stop the worker processes (at interpreter exit, or in tests); the next decode starts new ones."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pool)
+
+
+def warm_up() -> None:
+    """Start the workers now, so the first caller does not wait for them; returns at once."""
+    _pool_now().submit(_ready)
+
+
+async def decode(pcm8k: bytes, phrases: tuple[str, ...] | None, *, repeatable: bool = False) -> str:
+    """The words in ``pcm8k`` (16-bit 8 kHz mono): one of ``phrases``, or any words when None.
+
+    ``repeatable``: one or more of the phrases in a row. A phrase list the recognizer's dictionary
+    cannot say any of also means any words.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_pool_now(), _decode, pcm8k, phrases, repeatable)
+    except BrokenProcessPool:
+        shutdown_pool()  # a worker died (killed, out of memory): start afresh next time
+        raise
+
+
+# -- in the worker process -------------------------------------------------------------------------
+
+
+def _start_worker() -> None:
+    global _decoder
+    from pocketsphinx import Decoder
+
+    _decoder = Decoder(samprate=16000, loglevel="FATAL")
+
+
+def _ready() -> bool:
+    return _decoder is not None
+
+
+def _decode(pcm8k: bytes, phrases: tuple[str, ...] | None, repeatable: bool) -> str:
+    import numpy as np
+    import soxr
+
+    samples = np.frombuffer(pcm8k, dtype=np.int16).astype(np.float64)
+    noise = np.random.default_rng(len(samples)).normal(0.0, DITHER, len(samples))  # same audio, same noise
+    samples = np.clip(samples + noise, -32768, 32767)
+    pcm16k = soxr.resample(samples, 8000, 16000).clip(-32768, 32767).astype(np.int16).tobytes()
+    _use(phrases, repeatable)
+    _decoder.start_utt()
+    _decoder.process_raw(pcm16k, full_utt=True)
+    _decoder.end_utt()
+    hypothesis = _decoder.hyp()
+    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+
+def _use(phrases: tuple[str, ...] | None, repeatable: bool) -> None:
+    if phrases is None:
+        _decoder.activate_search("_default")
+        return
+    key = "\n".join((str(repeatable), *phrases))
+    digest = "g" + hashlib.sha1(key.encode()).hexdigest()[:16]
+    if digest not in _searches:
+        grammar = jsgf_grammar(phrases, _decoder.lookup_word, repeatable=repeatable)
+        if grammar is not None:
+            _decoder.add_jsgf_string(digest, grammar)
+        _searches[digest] = digest if grammar is not None else "_default"
+    _decoder.activate_search(_searches[digest])
