@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from voicefsm import __version__
 from voicefsm.errors import MissingStreamUrlError, ProviderUnavailable, TelephonyError, VoiceFsmError
@@ -375,30 +376,39 @@ def run_tests(
     )
     from voicefsm.testing.report import print_faults, print_scenarios
 
-    flow_class = _load(flow_file, flow)
     source = Path(flow_file.split(":", 1)[0])
     path = scenarios or scenarios_path_for(source)
+    if scenarios is not None and not scenarios.exists():
+        raise _fail(f"no such scenario file: {scenarios}")
     if not path.exists() and not faults:
+        _load(flow_file, flow)  # a flow that does not load is the first thing to fix
         raise _fail(
-            f"no scenario file for {flow_file}: expected {path}. Write one (see README, 'Test flows like "
-            "code'), pass --scenarios FILE, or run only the generated fault runs with --faults"
+            f"no scenario file for {flow_file}: expected {path}. Write one (the format: "
+            "python -m pydoc voicefsm.testing.scenarios), pass --scenarios FILE, or run only the "
+            "generated fault runs with --faults"
         )
+    scenario_file = None
+    if path.exists():
+        try:
+            scenario_file = load_scenarios(path)
+        except ScenarioFileError as exc:
+            raise _fail(escape(str(exc))) from exc
+    named = flow or (scenario_file.flow if scenario_file and ":" not in flow_file else None)
+    flow_class = _load(flow_file, named)
+    today = scenario_file.today if scenario_file else None  # what "tomorrow" means, for the faults too
     logging.disable(logging.CRITICAL)  # the faults are on purpose; the report says what happened
     try:
         passed = True
         result: dict[str, object] = {"flow": flow_class.__name__}
-        if path.exists():
-            try:
-                report = asyncio.run(run_scenario_file(flow_class, load_scenarios(path), path))
-            except ScenarioFileError as exc:
-                raise _fail(str(exc)) from exc
+        if scenario_file is not None:
+            report = asyncio.run(run_scenario_file(flow_class, scenario_file, path))
             passed = report.passed
             result.update(report.to_json())
             if not as_json:
                 print_scenarios(out, report)
         if faults:
-            fault_report = run_fault_suite(flow_class)
-            explored = explore(flow_class)
+            fault_report = run_fault_suite(flow_class, today=today)
+            explored = explore(flow_class, today=today)
             passed = passed and fault_report.passed and explored.passed
             result["faults"] = fault_report.to_json()
             result["explore"] = explored.to_json()

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import os
 import re
+import selectors
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from voicefsm.flow import Ask, Choice, Hangup, VoiceFlow, check_flow, load_flow
-from voicefsm.testing.bridge import BridgeLine, BridgeStuckError, bridge_flows, bridge_servers
+from voicefsm.testing.bridge import (
+    BridgeLine,
+    BridgeStuckError,
+    CallerScript,
+    bridge_flows,
+    bridge_servers,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKING_FILE = REPO / "flows" / "booking.py"
@@ -24,7 +32,7 @@ MONDAY = dt.date(2024, 6, 3)
 BOOKED_PATH = ("greet", "ask_day", "ask_time", "ask_name", "confirm", "booked")
 PATIENT_PATH = ("ask_for_tuesday", "give_time", "give_name", "agree", "thank")
 READY = re.compile(r"voicefsm serving \w+ from .* on (http://127\.0\.0\.1:\d+)")
-STARTUP_S = 20
+STARTUP_S = 30  # start-up is mostly imports: seconds on a busy machine
 
 Booking = load_flow(BOOKING_FILE)
 Patient = load_flow(PATIENT_FILE)
@@ -97,7 +105,51 @@ async def test_a_conversation_that_never_ends_fails_naming_each_sides_state() ->
     assert "120 simulated seconds" in str(stuck.value) and "agent was in ask" in str(stuck.value)
 
 
+BOOKING_SCRIPT = CallerScript(["next Tuesday", "half past ten", "Ada Lovelace", "yes"])
+
+
+async def test_a_script_caller_books_in_process() -> None:
+    result = await bridge_flows(Booking, BOOKING_SCRIPT, today=MONDAY)
+
+    assert (result.agent.outcome, result.agent.path) == ("completed", BOOKED_PATH)
+    assert result.agent.slots == {
+        "day": dt.date(2024, 6, 11),
+        "time": dt.time(10, 30),
+        "name": "Ada Lovelace",
+    }
+    assert [line.text for line in result.conversation if line.speaker == "caller"] == list(
+        BOOKING_SCRIPT.lines
+    )
+    assert (result.caller.flow, result.caller.outcome) == ("CallerScript", "completed")
+    assert result.caller.transcript[:2] == (
+        BridgeLine("agent", "next Tuesday"),
+        BridgeLine("caller", "What time on Tuesday?"),
+    )
+
+
+async def test_a_script_keeps_silent_on_none_and_hangs_up_once_it_runs_out() -> None:
+    result = await bridge_flows(Booking, CallerScript([None, "Tuesday"]), today=MONDAY)
+
+    assert [(line.speaker, line.text) for line in result.conversation[2:]] == [
+        ("agent", "Sorry, I didn't hear anything. Which day would you like to come in?"),
+        ("caller", "Tuesday"),
+        ("agent", "What time on Tuesday?"),
+    ]
+    assert (result.agent.outcome, result.agent.path[-1]) == ("hung_up", "hung_up")
+    assert result.caller.outcome == "completed"
+    with pytest.raises(TypeError, match="list of lines"):
+        CallerScript("next Tuesday")
+
+
 # -- over loopback, between two `voicefsm serve` ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where the booking line and the patient listen."""
+
+    booking: str
+    patient: str
 
 
 def clean_env() -> dict[str, str]:
@@ -105,53 +157,52 @@ def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
 
 
-@contextlib.asynccontextmanager
-async def voicefsm_serve(flow_file: Path, workdir: Path, *args: str) -> AsyncIterator[str]:
-    """``voicefsm serve FLOW ARGS`` with scripted providers on a free port; yields its URL once it listens."""
-    await asyncio.to_thread(workdir.mkdir)
+@contextlib.contextmanager
+def voicefsm_serve(flow_file: Path, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Start ``voicefsm serve FLOW`` with scripted providers on a free port; kill it on exit."""
     stderr_path = workdir / "serve.stderr"
     with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voicefsm", "serve", str(flow_file), *args, "--port", "0",
-            "--stt", "scripted", "--tts", "scripted", "--db", f"sqlite+aiosqlite:///{workdir / 'calls.db'}",
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voicefsm", "serve", str(flow_file), "--port", "0",
+             "--stt", "scripted", "--tts", "scripted", "--db", f"sqlite+aiosqlite:///{workdir / 'calls.db'}"],
             cwd=workdir, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
         )  # fmt: skip
         try:
-            assert process.stdout is not None
-            try:
-                async with asyncio.timeout(STARTUP_S):
-                    while not (ready := READY.search((await process.stdout.readline()).decode())):
-                        if process.stdout.at_eof():
-                            raise AssertionError(f"serve exited before listening:\n{stderr_path.read_text()}")
-            except TimeoutError:
-                raise AssertionError(f"serve printed no URL in {STARTUP_S} s") from None
-            yield ready.group(1)
+            yield process, stderr_path
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
 
 
-@contextlib.asynccontextmanager
-async def two_servers(
-    tmp_path: Path, agent: tuple[Path, ...] | tuple[Path, str], caller: tuple[Path, ...] | tuple[Path, str]
-) -> AsyncIterator[tuple[str, str]]:
-    """Two ``voicefsm serve`` started side by side (start-up dominates); yields their URLs."""
-    async with contextlib.AsyncExitStack() as stack:
-        agent_url, caller_url = await asyncio.gather(
-            stack.enter_async_context(voicefsm_serve(agent[0], tmp_path / "agent", *_flow_option(agent))),
-            stack.enter_async_context(voicefsm_serve(caller[0], tmp_path / "caller", *_flow_option(caller))),
-        )
-        yield agent_url, caller_url
+def listening_url(process: subprocess.Popen[bytes], stderr_path: Path, deadline: float) -> str:
+    """The URL ``serve`` prints once it listens, read from its stdout as it comes, by ``deadline``."""
+    assert process.stdout is not None
+    fd, banner = process.stdout.fileno(), b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not (ready := READY.search(banner.decode(errors="replace"))):
+            if not selector.select(deadline - time.monotonic()):
+                raise AssertionError(f"serve printed no URL in {STARTUP_S} s: {banner!r}")
+            if not (chunk := os.read(fd, 4096)):
+                raise AssertionError(f"serve exited before listening:\n{stderr_path.read_text()}")
+            banner += chunk
+    return ready.group(1)
 
 
-def _flow_option(spec: tuple[Path, ...] | tuple[Path, str]) -> tuple[str, ...]:
-    return ("--flow", str(spec[1])) if len(spec) > 1 else ()
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """The booking line and the patient, each a ``voicefsm serve``: started side by side, once."""
+    with contextlib.ExitStack() as stack:
+        booking = stack.enter_context(voicefsm_serve(BOOKING_FILE, tmp_path_factory.mktemp("booking")))
+        patient = stack.enter_context(voicefsm_serve(PATIENT_FILE, tmp_path_factory.mktemp("patient")))
+        deadline = time.monotonic() + STARTUP_S
+        yield Servers(listening_url(*booking, deadline), listening_url(*patient, deadline))
 
 
-async def test_the_patient_books_over_loopback_between_two_servers(tmp_path: Path) -> None:
-    async with two_servers(tmp_path, (BOOKING_FILE,), (PATIENT_FILE,)) as (booking_url, patient_url):
-        result = await bridge_servers(booking_url, patient_url, limit_s=15)
+async def test_the_patient_books_over_loopback_between_two_servers(servers: Servers) -> None:
+    result = await bridge_servers(servers.booking, servers.patient, limit_s=15)
 
     booking = result.agent
     assert (booking.flow, booking.outcome, booking.final_state) == ("Booking", "completed", "booked")
@@ -171,23 +222,30 @@ async def test_the_patient_books_over_loopback_between_two_servers(tmp_path: Pat
         "completed",
         PATIENT_PATH,
     )
-    assert result.duration_s < 5  # instant playback: the exchange itself takes about a second
+    assert result.duration_s < 5  # instant playback: the exchange itself takes about half a second
     assert result.conversation[-1] == BridgeLine(
         "agent", f"You're booked, Alex Morgan. See you on {day:%A}. Goodbye!"
     )
 
 
-async def test_a_loopback_conversation_that_never_ends_fails_naming_each_sides_state(tmp_path: Path) -> None:
-    this_file = Path(__file__)
-    async with two_servers(tmp_path, (this_file, "Stubborn"), (this_file, "Mumbler")) as (
-        agent_url,
-        caller_url,
-    ):
-        with pytest.raises(BridgeStuckError) as stuck:
-            await bridge_servers(agent_url, caller_url, limit_s=1.0)
+async def test_a_script_caller_books_over_loopback(servers: Servers) -> None:
+    result = await bridge_servers(servers.booking, BOOKING_SCRIPT, limit_s=15)
 
-    assert (stuck.value.agent_state, stuck.value.caller_state) == ("ask", "mumble")
-    assert stuck.value.conversation[:2] == [
-        BridgeLine("agent", "Please say the magic word."),
-        BridgeLine("caller", "Mm, hmm."),
+    assert (result.agent.outcome, result.agent.path) == ("completed", BOOKED_PATH)
+    assert (result.agent.slots["time"], result.agent.slots["name"]) == ("10:30:00", "Ada Lovelace")
+    assert [line.text for line in result.agent.transcript if line.speaker == "caller"] == list(
+        BOOKING_SCRIPT.lines
+    )
+    assert (result.caller.flow, result.caller.outcome) == ("CallerScript", "completed")
+
+
+async def test_a_loopback_call_nobody_answers_fails_naming_each_sides_state(servers: Servers) -> None:
+    with pytest.raises(BridgeStuckError) as stuck:  # the booking line waits 6 s before it re-asks
+        await bridge_servers(servers.booking, CallerScript([], hang_up=False), limit_s=2)
+
+    assert (stuck.value.agent_state, stuck.value.caller_state) == ("ask_day", "script, after its lines")
+    assert stuck.value.conversation == [
+        BridgeLine("agent", "Hi, this is Bright Smile Dental."),
+        BridgeLine("agent", "Which day would you like to come in?"),
     ]
+    assert "within 2 s: the agent was in ask_day" in str(stuck.value)

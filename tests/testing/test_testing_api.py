@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,61 @@ async def test_a_wait_that_cannot_be_met_fails_with_the_conversation_so_far() ->
             await line.heard("never said")
         line.hang_up()
         await line.ended()
+
+
+async def test_the_assertions_pass_on_a_booking_and_read_like_help_when_wrong() -> None:
+    async with FlowLine(Booking) as line:
+        await line.answer("next Tuesday")
+        with pytest.raises(AssertionError, match=r"has not ended \(await line.ended\(\) first\)"):
+            line.assert_outcome("completed")
+        await line.answer("half past ten")
+        await line.answer("Ada Lovelace")
+        await line.keys("1")
+        await line.ended()
+    line.assert_outcome("completed")
+    line.assert_state("booked")
+    line.assert_path("greet", "ask_day", "ask_time", "ask_name", "confirm", "booked")
+    line.assert_slots(day="2024-06-11", time="10:30", name="Ada Lovelace")
+    assert line.assert_said(re.compile(r"Tuesday at 10:30")).startswith("Ada Lovelace, that's")
+    line.assert_said("what time on tuesday")
+
+    with pytest.raises(AssertionError) as wrong_path:
+        line.assert_path("greet", "ask_day", "ask_name")
+    message = str(wrong_path.value)
+    assert "expected the path greet -> ask_day -> ask_name\n" in message
+    assert "(step 3: expected 'ask_name', entered 'ask_time')" in message
+    assert "  caller: next Tuesday" in message  # the transcript so far
+
+    with pytest.raises(AssertionError, match=r"the outcome 'gave_up', got 'completed' \(final state"):
+        line.assert_outcome("gave_up")
+    with pytest.raises(AssertionError, match=r"slot 'phone' was never filled \(filled: day=.*time="):
+        line.assert_slots(phone="555")
+    with pytest.raises(AssertionError, match=r"slot 'time': expected '11:00', got datetime.time\(10, 30\)"):
+        line.assert_slots(time="11:00")
+    with pytest.raises(AssertionError, match=r"never said exactly 'what time on tuesday'\npath: greet"):
+        line.assert_said("what time on tuesday", exact=True)
+
+
+async def test_silence_is_the_scenario_word_for_staying_silent() -> None:
+    async with FlowLine(Booking) as line:
+        assert await line.silence() == "ask_day"
+        line.hang_up()
+        await line.ended()
+    line.assert_said(re.compile(r"^Sorry, I didn't hear anything"))
+    line.assert_outcome("hung_up")
+
+
+def test_importing_the_plugin_loads_nothing_of_the_runtime() -> None:
+    # Every pytest run imports the plugin once it is installed: it must cost next to nothing.
+    code = "import sys, voicefsm.testing.plugin; print(sorted(m for m in sys.modules if m[:8] == 'voicefsm'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['voicefsm', 'voicefsm.testing', 'voicefsm.testing.plugin']"
+
+
+def test_every_public_name_resolves() -> None:
+    import voicefsm.testing as kit
+
+    assert all(getattr(kit, name) is not None for name in kit.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        kit.Nope  # noqa: B018

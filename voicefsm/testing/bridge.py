@@ -1,4 +1,4 @@
-"""Put two flows on one line, with no telephony: an agent flow and a caller that is itself a flow.
+"""Put two flows on one line, with no telephony: an agent flow and a caller that is a flow or a script.
 
 Each side's finished prompts reach the other side as the caller's words (a committed
 transcript), the way a phone line carries speech: a prompt is handed over once its mark has
@@ -9,6 +9,9 @@ say whether a prompt was cut short, so over loopback every finished prompt is.
 Turn-taking: the agent answers the call and speaks first; the caller joins the line the first
 time the agent waits for an answer (a caller who listens through the greeting, then says what
 they want). When either side hangs up, the other side's line goes dead too.
+
+The caller may also be a :class:`CallerScript`: lines said in order, one each time the agent
+has finished a question and waits for the answer.
 
 Two ways to run it:
 
@@ -32,6 +35,7 @@ import datetime as dt
 import json
 import secrets
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,7 +53,15 @@ from voicefsm.runtime.clock import VirtualClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, Turn
 from voicefsm.transports.twilio_client import TwilioStreamClient
 
-__all__ = ["BridgeLine", "BridgeResult", "BridgeSide", "BridgeStuckError", "bridge_flows", "bridge_servers"]
+__all__ = [
+    "BridgeLine",
+    "BridgeResult",
+    "BridgeSide",
+    "BridgeStuckError",
+    "CallerScript",
+    "bridge_flows",
+    "bridge_servers",
+]
 
 Role = Literal["agent", "caller"]
 
@@ -103,6 +115,72 @@ class BridgeResult:
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True, init=False)
+class CallerScript:
+    """A caller that says ``lines`` in order, one each time the agent has asked and waits for an answer.
+
+    ``None`` keeps silent that once (the agent's no-input timer runs: simulated time in-process,
+    real time over loopback). Once the lines have run out, the caller hangs up the next time it
+    is asked (or keeps silent, with ``hang_up=False``).
+    """
+
+    lines: tuple[str | None, ...]
+    hang_up: bool
+
+    def __init__(self, lines: Sequence[str | None], *, hang_up: bool = True) -> None:
+        if isinstance(lines, str):
+            raise TypeError(f"CallerScript takes a list of lines, not one string: CallerScript([{lines!r}])")
+        object.__setattr__(self, "lines", tuple(lines))
+        object.__setattr__(self, "hang_up", hang_up)
+
+
+class _Script:
+    """A script's side of the line, for both bridges: what it heard, said and has left to say."""
+
+    role: Role = "caller"
+
+    def __init__(self, script: CallerScript, conversation: list[BridgeLine]) -> None:
+        self.script = script
+        self.conversation = conversation
+        self.transcript: list[BridgeLine] = []
+        self.said = 0
+        self.on_line = False
+
+    @property
+    def state(self) -> str:
+        total = len(self.script.lines)
+        return f"script line {self.said + 1} of {total}" if self.said < total else "script, after its lines"
+
+    def _heard(self, text: str) -> None:
+        if self.on_line:
+            self.transcript.append(BridgeLine("caller", text))
+
+    def _next_line(self) -> str | None:
+        """The answer to the question just asked, ``None`` for silence; off the line when it hangs up."""
+        if self.said >= len(self.script.lines):
+            self.on_line = not self.script.hang_up
+            return None
+        line = self.script.lines[self.said]
+        self.said += 1
+        if line is not None:
+            self.transcript.append(BridgeLine("agent", line))
+            self.conversation.append(BridgeLine("caller", line))
+        return line
+
+    def result(self) -> BridgeSide:
+        """This side as a :class:`BridgeSide`: ``completed`` once every line was said."""
+        finished = self.said == len(self.script.lines)
+        return BridgeSide(
+            flow="CallerScript",
+            call_sid="",
+            outcome="completed" if finished else "incomplete",
+            final_state=None,
+            path=(),
+            slots={},
+            transcript=tuple(self.transcript),
+        )
+
+
 class BridgeStuckError(VoiceFsmError, AssertionError):
     """A bridged conversation did not end in time; ``agent_state`` and ``caller_state`` say where each was."""
 
@@ -154,7 +232,7 @@ class _Leg(FlowListener):
         self.call = Call(call_sid="CA" + secrets.token_hex(16))
         self.stt = ScriptedSpeechToText()
         self.tts = ScriptedTextToSpeech()
-        self.peer: _Leg | None = None
+        self.peer: _Leg | _ScriptLeg | None = None
         self.path: list[str] = []
         self.transcript: list[BridgeLine] = []
         self.errors: list[str] = []
@@ -200,6 +278,13 @@ class _Leg(FlowListener):
             return
         self.stt.say(text)
 
+    def question_asked(self) -> None:
+        """The other side waits for an answer: a flow answers by itself, in its own state."""
+
+    def line_dead(self, reason: str) -> None:
+        """The other side hung up."""
+        self.call.signal_disconnected(reason)
+
     async def _play(self) -> None:
         # The phone: audio plays at 8000 bytes a second on the shared clock; a mark comes back once
         # the audio before it has played; a clear drops what was still queued.
@@ -218,7 +303,7 @@ class _Leg(FlowListener):
         await self.call.hangup_requested.wait()
         self.call.signal_disconnected(f"hangup requested ({self.call.hangup_reason})")
         if self.peer is not None:
-            self.peer.call.signal_disconnected(f"the {self.role} hung up")
+            self.peer.line_dead(f"the {self.role} hung up")
 
     # -- FlowListener ------------------------------------------------------------------------
 
@@ -235,6 +320,8 @@ class _Leg(FlowListener):
 
     def on_listen(self, state: str) -> None:
         self.listened.set()
+        if self.peer is not None:
+            self.peer.question_asked()
 
     def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
         self.errors.append(f"{kind}: {message}")
@@ -255,16 +342,49 @@ class _Leg(FlowListener):
         )
 
 
+class _ScriptLeg(_Script):
+    """A script on the in-process line: it answers when the agent listens, from the agent's loop."""
+
+    peer: _Leg | None = None
+    run_task: asyncio.Task[FlowResult] | None = None  # a script runs nothing of its own
+
+    async def start(self) -> None:
+        """Join the line; the agent is already waiting for an answer, unless it has hung up."""
+        if self.peer is not None and self.peer.run_task is not None and not self.peer.run_task.done():
+            self.on_line = True
+            self.question_asked()
+
+    async def close(self) -> None:
+        self.on_line = False
+
+    def hear(self, text: str) -> None:
+        self._heard(text)
+
+    def question_asked(self) -> None:
+        if not self.on_line or self.peer is None:
+            return
+        if (line := self._next_line()) is not None:
+            self.peer.hear(line)
+        elif not self.on_line:
+            self.peer.line_dead("the caller hung up: its script had no more lines")
+
+    def line_dead(self, reason: str) -> None:
+        self.on_line = False
+
+    def side(self) -> BridgeSide:
+        return self.result()
+
+
 async def bridge_flows(
     agent: type[VoiceFlow],
-    caller: type[VoiceFlow],
+    caller: type[VoiceFlow] | CallerScript,
     *,
     today: dt.date | None = None,
     caller_number: str = CALLER_NUMBER,
     max_call_s: float = MAX_CALL_S,
     limit_s: float = LIMIT_S,
 ) -> BridgeResult:
-    """Run ``caller`` against ``agent`` in-process until both have ended; see the module docstring.
+    """Run ``caller`` (a flow or a :class:`CallerScript`) against ``agent`` in-process until both have ended.
 
     ``today`` is what both flows take today to be (default: the real date). The call may last
     ``max_call_s`` simulated seconds and ``limit_s`` real ones; past either, :class:`BridgeStuckError`.
@@ -274,7 +394,11 @@ async def bridge_flows(
     day = today or dt.date.today()
     conversation: list[BridgeLine] = []
     agent_leg = _Leg("agent", agent, clock, day, caller_number, conversation)
-    caller_leg = _Leg("caller", caller, clock, day, AGENT_NUMBER, conversation)
+    caller_leg = (
+        _ScriptLeg(caller, conversation)
+        if isinstance(caller, CallerScript)
+        else _Leg("caller", caller, clock, day, AGENT_NUMBER, conversation)
+    )
     agent_leg.peer, caller_leg.peer = caller_leg, agent_leg
     watchdog = asyncio.create_task(clock.sleep(max_call_s), name="bridge-watchdog")
     try:
@@ -329,7 +453,7 @@ class _RemoteLeg:
     state_kinds: dict[str, str] = field(default_factory=dict)
     asked: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    peer: _RemoteLeg | None = None
+    peer: _RemoteLeg | _RemoteScript | None = None
     twilio: TwilioStreamClient | None = None
     feed: ClientConnection | None = None
 
@@ -397,10 +521,13 @@ class _RemoteLeg:
             return
         text = str(turn.get("text", ""))
         self.conversation.append(BridgeLine(self.role, text))
-        if self.state_kinds.get(self.state or "") in LISTENING_KINDS:
+        listening = self.state_kinds.get(self.state or "") in LISTENING_KINDS
+        if listening:
             self.asked.set()
         if self.peer is not None:
             await self.peer.hear(text)
+            if listening:
+                await self.peer.question_asked()
 
     async def hear(self, text: str) -> None:
         """The other side said ``text``: inject it as this call's caller, when this call is live."""
@@ -411,6 +538,9 @@ class _RemoteLeg:
             raise VoiceFsmError(
                 f"{self.base_url} refused caller input ({response.status_code}): {response.text}"
             )
+
+    async def question_asked(self) -> None:
+        """The other side waits for an answer: a flow answers by itself, in its own state."""
 
     async def hang_up(self) -> None:
         """The line went dead on the other side: Twilio sends ``stop``."""
@@ -458,26 +588,62 @@ class _RemoteLeg:
         )
 
 
+class _RemoteScript(_Script):
+    """A script on the loopback line: it answers through the agent server's caller endpoint."""
+
+    peer: _RemoteLeg | None = None
+
+    async def dial(self) -> None:
+        """Join the line: the agent is waiting for an answer."""
+        self.on_line = True
+        await self.question_asked()
+
+    async def follow(self) -> None:
+        """Nothing to follow: a script speaks only when asked."""
+
+    async def hear(self, text: str) -> None:
+        self._heard(text)
+
+    async def question_asked(self) -> None:
+        if not self.on_line or self.peer is None:
+            return
+        if (line := self._next_line()) is not None:
+            await self.peer.hear(line)
+        elif not self.on_line:
+            await self.peer.hang_up()
+
+    async def hang_up(self) -> None:
+        self.on_line = False
+
+    async def close(self) -> None:
+        self.on_line = False
+
+
 async def bridge_servers(
     agent_url: str,
-    caller_url: str,
+    caller: str | CallerScript,
     *,
     caller_number: str = CALLER_NUMBER,
     limit_s: float = LIMIT_S,
 ) -> BridgeResult:
     """Bridge two running ``voicefsm serve`` (dev mode, scripted providers) over loopback.
 
-    ``agent_url`` serves the agent flow, ``caller_url`` the caller flow (e.g. ``http://127.0.0.1:8080``).
-    Each server gets a call placed as Twilio places it; the two calls are then bridged as the
-    module docstring says. Returns both calls' records (``GET /api/calls/{sid}``) once written.
+    ``agent_url`` serves the agent flow, ``caller`` the caller flow (e.g. ``http://127.0.0.1:8080``),
+    or ``caller`` is a :class:`CallerScript`. Each server gets a call placed as Twilio places it;
+    the two calls are then bridged as the module docstring says. Returns both calls' records
+    (``GET /api/calls/{sid}``) once written.
     Raises :class:`BridgeStuckError` when the whole exchange takes longer than ``limit_s``.
     """
     now = asyncio.get_running_loop().time
     started = now()
     conversation: list[BridgeLine] = []
     agent = _RemoteLeg("agent", agent_url, caller_number, conversation)
-    caller = _RemoteLeg("caller", caller_url, AGENT_NUMBER, conversation)
-    agent.peer, caller.peer = caller, agent
+    other = (
+        _RemoteScript(caller, conversation)
+        if isinstance(caller, CallerScript)
+        else _RemoteLeg("caller", caller, AGENT_NUMBER, conversation)
+    )
+    agent.peer, other.peer = other, agent
     tasks: list[asyncio.Task[None]] = []
     try:
         try:
@@ -486,19 +652,22 @@ async def bridge_servers(
                 tasks.append(asyncio.create_task(agent.follow(), name="bridge-agent-feed"))
                 await _first_done(agent.asked.wait(), agent.ended.wait())
                 if not agent.ended.is_set():
-                    await caller.dial()
-                    tasks.append(asyncio.create_task(caller.follow(), name="bridge-caller-feed"))
+                    await other.dial()
+                    tasks.append(asyncio.create_task(other.follow(), name="bridge-caller-feed"))
                 await asyncio.gather(*tasks)
         except TimeoutError:
-            raise BridgeStuckError(f"{limit_s:g} s", agent.state, caller.state, conversation) from None
+            raise BridgeStuckError(f"{limit_s:g} s", agent.state, other.state, conversation) from None
         duration = now() - started
         agent_side = await agent.side()
-        caller_side = await caller.side() if caller.twilio is not None else _not_on_line("", caller.call_sid)
+        if isinstance(other, _RemoteScript):
+            caller_side = other.result()
+        else:
+            caller_side = await other.side() if other.twilio is not None else _not_on_line("", other.call_sid)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(agent.close(), caller.close(), return_exceptions=True)
+        await asyncio.gather(agent.close(), other.close(), return_exceptions=True)
     return BridgeResult(agent_side, caller_side, tuple(conversation), duration)
 
 

@@ -112,18 +112,14 @@ class Coverage:
         declared = list(dict.fromkeys((source, event) for source, event, _ in self._declared_transitions()))
         handled = {(source, event) for source, event, _ in self.transitions_taken}
         missing = [pair for pair in declared if pair not in handled]
-        return Measure(
-            len(declared) - len(missing), len(declared), tuple(f"{s}: {e}" for s, e in missing)
-        )
+        return Measure(len(declared) - len(missing), len(declared), tuple(f"{s}: {e}" for s, e in missing))
 
     @property
     def prompts(self) -> Measure:
         """Declared prompts (first prompts, re-prompts, no-input prompts) spoken at least once."""
         declared = [(state, text) for state, texts in self._templates().items() for text in texts]
         missing = [pair for pair in declared if pair not in self.prompts_spoken]
-        return Measure(
-            len(declared) - len(missing), len(declared), tuple(f"{s}: {t!r}" for s, t in missing)
-        )
+        return Measure(len(declared) - len(missing), len(declared), tuple(f"{s}: {t!r}" for s, t in missing))
 
     def to_json(self) -> dict[str, Any]:
         """The four measures by name."""

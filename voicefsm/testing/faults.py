@@ -3,12 +3,22 @@
 For every state a caller can reach, calls are run that reach it and then break something there:
 the caller hangs up, the agent's speech fails, the recognizer dies, the caller never answers,
 or the caller answers only garbage. Each call must reach a final state within bounded simulated
-time and leave no task behind. The static checks trust guards and flow code; these runs do not,
-so a loop whose guard never lets go, or flow code that waits forever, is caught here.
+time, hang up the line, and leave no task behind. The static checks trust guards and flow code;
+these runs do not, so a loop whose guard never lets go, or flow code that waits forever, is
+caught here.
 
-Paths are found by running the flow: starting from no answers at all, each listening state is
-given every example answer its expectation declares, a wrong answer and silence, breadth first,
-until every state has been entered or the budget of runs is spent.
+Paths are found by running the flow (breadth first over caller behaviours): starting from no
+answers at all, each listening state is given every example answer and keypad input its
+expectation declares and a wrong answer, until every state written in the flow has been entered
+or the budget of runs is spent. Running rather than reading the spec means guards and slot
+validation decide, as they do on a real call; a state the spec reaches but no caller does is
+reported as unreached, with its spec path for a hint.
+
+Time is simulated (:class:`~voicefsm.runtime.clock.VirtualClock`): a watchdog sleeps until the
+bound on the same clock, so a flow that loops forever is stopped when simulated time reaches
+the bound, and one that waits for nothing at all is stopped at once (the clock jumps straight to
+the watchdog). Neither costs real waiting. Real-time deadlines (``asyncio.timeout`` in provider
+code) are outside this model: the in-process line answers everything on the virtual clock.
 """
 
 from __future__ import annotations
@@ -16,26 +26,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
+import random
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.expect_base import Expectation, NoMatch
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.flow.states import Ask
+from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.line import MONDAY, FlowLine
 
 Fault = Literal["disconnected", "tts_error", "stt_error", "no_input", "garbage"]
 FAULTS: tuple[Fault, ...] = ("disconnected", "tts_error", "stt_error", "no_input", "garbage")
+FAULT_DOES: dict[Fault, str] = {
+    "disconnected": "the caller hangs up as the state is entered",
+    "tts_error": "synthesis of the state's prompt fails",
+    "stt_error": "the recognizer dies as the state is entered",
+    "no_input": "the caller says nothing from then on",
+    "garbage": "the caller answers only nonsense words and stray keys from then on",
+}
+
 SILENCE = "\x00silence"  # an action: say nothing at this listen
 HANG_UP = "\x00hangup"  # an action: hang up at this listen
 BARGE_IN = "!"  # an action's prefix: say the rest over the agent's next prompt
-GARBAGE_TEXT = ("zxq blorf wibble", "mmm hmm hmm", "the purple ceiling")
-GARBAGE_KEYS = ("*", "9#", "0")
+GARBAGE_TEXT = (
+    "zxq blorf wibble",
+    "mmm hmm hmm",
+    "the purple ceiling",
+    "banana telescope seventeen",
+    "uh",
+    "can you hear the dog",
+)
+GARBAGE_KEYS = "0123456789*#"
 
 Action = str  # what the caller does at one listen: words, "#keys", "!words", SILENCE or HANG_UP
+
+#: Real seconds one call may take at most: simulated time costs none, so only a flow busy without
+#: letting simulated time pass (or one waiting on real time) gets near this.
+REAL_S_PER_CALL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +82,7 @@ class FaultRun:
     simulated_s: float
     path: tuple[str, ...]
     problem: str | None = None
+    caller: tuple[Action, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -61,17 +94,22 @@ class FaultRun:
             "final_state": self.final_state,
             "simulated_s": round(self.simulated_s, 3),
             "path": list(self.path[:40]),
+            "caller": [shown(action) for action in self.caller],
             "problem": self.problem,
         }
 
 
 @dataclass(slots=True)
 class FaultReport:
-    """Every fault run of one flow."""
+    """Every fault run of one flow, and the states no caller behaviour reached."""
 
     flow: str
     runs: list[FaultRun] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)
+    #: why each unreached state is so: the spec path that should reach it, or that none does
+    unreached_why: dict[str, str] = field(default_factory=dict)
+    #: real seconds the whole suite took (path finding included)
+    elapsed_s: float = 0.0
 
     @property
     def failures(self) -> list[FaultRun]:
@@ -84,62 +122,137 @@ class FaultReport:
         return not self.failures and not self.unreached
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict: counts, every failure, the unreached states, and every run."""
         return {
             "flow": self.flow,
             "passed": self.passed,
             "runs": len(self.runs),
+            "states": len({run.state for run in self.runs}),
+            "faults": list(dict.fromkeys(run.fault for run in self.runs)),
             "failures": [run.to_json() for run in self.failures],
-            "unreached": self.unreached,
+            "unreached": [{"state": s, "why": self.unreached_why.get(s, "")} for s in self.unreached],
+            "results": [
+                {
+                    "state": run.state,
+                    "fault": run.fault,
+                    "ok": run.ok,
+                    "final_state": run.final_state,
+                    "simulated_s": round(run.simulated_s, 3),
+                }
+                for run in self.runs
+            ],
         }
 
-    def __str__(self) -> str:
+    def _lines(self) -> list[tuple[str, str]]:
+        """(style, text) lines shared by ``__str__`` and the rich rendering."""
         states = len({run.state for run in self.runs})
         head = f"{self.flow}: {len(self.runs)} fault runs over {states} states"
-        lines = [f"{head}: {'passed' if self.passed else 'FAILED'}"]
-        lines += [f"  {run.state} + {run.fault}: {run.problem}" for run in self.failures]
-        lines += [f"  {state}: no caller behaviour reaches it" for state in self.unreached]
-        return "\n".join(lines)
+        lines = [("green" if self.passed else "red", f"{head}: {'passed' if self.passed else 'FAILED'}")]
+        for run in self.failures:
+            lines.append(("red", f"  {run.state} + {run.fault}: {run.problem}"))
+            lines.append(("dim", f"      ({FAULT_DOES[run.fault]}; reached by: {_script(run.caller)})"))
+        for state in self.unreached:
+            why = self.unreached_why.get(state)
+            lines.append(
+                ("yellow", f"  {state}: no caller behaviour reaches it" + (f" ({why})" if why else ""))
+            )
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(text for _, text in self._lines())
+
+    def __rich__(self) -> Any:
+        """The report for a rich console: failures in red, unreached states in yellow."""
+        from rich.text import Text
+
+        text = Text()
+        for index, (style, line) in enumerate(self._lines()):
+            text.append(("\n" if index else "") + line, style=style)
+        return text
 
 
-class _ScriptedLine(FlowLine):
-    """A line that plays a list of caller actions, then injects a fault on entering a state."""
+def shown(action: Action) -> str:
+    """A caller action as a person reads it."""
+    if action == SILENCE:
+        return "(silence)"
+    if action == HANG_UP:
+        return "(hangs up)"
+    if action.startswith(BARGE_IN):
+        return f"(talks over the prompt) {action[len(BARGE_IN) :]}"
+    if action.startswith("#"):
+        return f"(keys) {action[1:]}"
+    return action
 
-    def __init__(self, flow: type[VoiceFlow], actions: Sequence[Action], today: dt.date, **kw: Any) -> None:
-        super().__init__(flow, today=today, **kw)
+
+def _script(actions: Sequence[Action]) -> str:
+    return " / ".join(shown(action) for action in actions) or "no answer at all"
+
+
+# -- one call ---------------------------------------------------------------------------------------
+
+
+class _FaultLine(FlowLine):
+    """A line whose caller plays a script, then breaks ``fault`` on entering ``fault_state``."""
+
+    def __init__(
+        self,
+        flow: type[VoiceFlow],
+        actions: Sequence[Action],
+        *,
+        today: dt.date,
+        fault_state: str | None,
+        fault: Fault | None,
+        seed: int,
+        wait_s: float,
+    ) -> None:
+        super().__init__(flow, today=today, wait_s=wait_s)
         self.script = list(actions)
-        self.fault_state: str | None = None
-        self.fault: Fault | None = None
-        self.injected = asyncio.Event()
+        self.fault_state = fault_state
+        self.fault = fault
+        self.rng = random.Random(seed)
+        self.injected = False
+        self.last_progress_s = 0.0  # simulated time of the last thing that happened on the line
+        self.paths_at_listens: list[tuple[str, ...]] = []  # the states entered before each listen
 
     def on_transition(self, source: str, event: str, target: str) -> None:
         super().on_transition(source, event, target)
-        if target == self.fault_state and not self.injected.is_set():
-            self.injected.set()
-            if self.fault == "disconnected":
-                self.hang_up()
-            elif self.fault == "tts_error":
-                self.tts.fail_next()
-            elif self.fault == "stt_error":
-                self.stt.fail()
+        self.last_progress_s = self.clock.now()
+        if target != self.fault_state or self.injected:
+            return
+        # This runs before the runtime starts the state's work, so the fault hits that work.
+        self.injected = True
+        if self.fault == "disconnected":
+            self.hang_up()
+        elif self.fault == "tts_error":
+            self.tts.fail_next(f"fault run: synthesis fails in {target}")
+        elif self.fault == "stt_error":
+            self.stt.fail(f"fault run: the recognizer dies in {target}")
 
-    async def play_caller(self, garbage: bool = False) -> None:
-        """Act at each listen: the script, then silence (or garbage once the fault is in)."""
-        with contextlib.suppress(AssertionError):  # the call ended or stalled: _run judges that
-            await self._play_caller(garbage)
+    def on_turn(self, turn: Any) -> None:
+        super().on_turn(turn)
+        self.last_progress_s = self.clock.now()
 
-    async def _play_caller(self, garbage: bool) -> None:
+    def on_listen(self, state: str) -> None:
+        super().on_listen(state)
+        self.last_progress_s = self.clock.now()
+        self.paths_at_listens.append(tuple(self.path))
+
+    async def play_caller(self) -> None:
+        """Act at each listen: the script until the fault is in, then silence (or garbage)."""
+        with contextlib.suppress(AssertionError):  # the call ended: the judge says how
+            await self._play_caller()
+
+    async def _play_caller(self) -> None:
         script = iter(self.script)
-        counter = itertools.count()
         while True:
             await self.until(self._listening_or_ended, "the agent to listen")
             if self.run_task.done():
                 return
             self._cursor_listens = len(self.listens)
-            if self.injected.is_set() and garbage:
-                turn = next(counter)
-                self._act(GARBAGE_TEXT[turn % 3] if turn % 2 == 0 else "#" + GARBAGE_KEYS[turn % 3])
-                continue
+            if self.injected:
+                if self.fault == "garbage":
+                    self._act(self._garbage(self.listens[-1]))
+                continue  # every other fault: the caller has nothing more to say
             action = next(script, SILENCE)
             if action.startswith(BARGE_IN):
                 await self.speaking("")
@@ -148,6 +261,31 @@ class _ScriptedLine(FlowLine):
 
     def _listening_or_ended(self) -> bool:
         return len(self.listens) > self._cursor_listens or self.run_task.done()
+
+    def _garbage(self, state: str) -> Action:
+        """Nonsense words or stray keys that ``state``'s expectation rejects (when any such exist)."""
+        expectation = _expectation(self.flow, state)
+        for _ in range(8):
+            if self.rng.random() < 0.5:
+                text = self.rng.choice(GARBAGE_TEXT)
+                if expectation is None or _rejects(expectation.parse_text, text, self.today):
+                    return text
+            else:
+                keys = self._stray_keys(expectation)
+                if expectation is None or _rejects(expectation.parse_dtmf, keys, self.today):
+                    return "#" + keys
+        return GARBAGE_TEXT[0]
+
+    def _stray_keys(self, expectation: Expectation | None) -> str:
+        """Random keys that make one keypad entry (the runtime splits longer runs of keys)."""
+        keypad = expectation.keypad() if expectation is not None else None
+        terminator = keypad.terminator if keypad is not None else None
+        longest = min(4, max(1, keypad.max_digits if keypad is not None else 4))
+        alphabet = [key for key in GARBAGE_KEYS if key != terminator]
+        keys = "".join(self.rng.choice(alphabet) for _ in range(self.rng.randint(1, longest)))
+        if terminator and keypad is not None and len(keys) < keypad.max_digits:
+            keys += terminator
+        return keys
 
     def _act(self, action: Action) -> None:
         if action == SILENCE:
@@ -160,82 +298,229 @@ class _ScriptedLine(FlowLine):
             self.say(action)
 
 
-async def _run(
+def _rejects(parse: Any, value: str, today: dt.date) -> bool:
+    try:
+        return isinstance(parse(value, today=today), NoMatch)
+    except Exception:
+        return True  # a parser that raises is a finding for the run itself, not for the choice
+
+
+def _expectation(flow: type[VoiceFlow] | VoiceFlow, state: str) -> Expectation | None:
+    found = next((s for s in flow.states if s.id == state), None)
+    return found.expectation if isinstance(found, Ask) else None
+
+
+@dataclass(slots=True)
+class CallVerdict:
+    """How one generated call went: ``problem`` is None when it ended cleanly in time."""
+
+    line: FlowLine
+    result: FlowResult | None
+    problem: str | None
+    simulated_s: float
+    #: the chart's state when the call was judged (the one being entered, if flow code blocked)
+    state: str | None = None
+
+
+async def judge_call(
     flow: type[VoiceFlow],
     actions: Sequence[Action],
-    today: dt.date,
     *,
+    today: dt.date = MONDAY,
     state: str | None = None,
     fault: Fault | None = None,
-    max_simulated_s: float,
-    wait_s: float,
-) -> tuple[_ScriptedLine, str | None]:
-    """One call; returns the line and a problem, or None when it ended cleanly in time."""
-    line = _ScriptedLine(flow, actions, today, wait_s=wait_s)
-    line.fault_state, line.fault = state, fault
-    problem: str | None = None
+    max_simulated_s: float = 1800.0,
+    seed: int = 0,
+    real_s: float = REAL_S_PER_CALL,
+) -> CallVerdict:
+    """Run one call (the caller plays ``actions``, then ``fault`` hits ``state``) and judge its end.
+
+    The call must reach a final state within ``max_simulated_s`` simulated seconds, hang up the
+    line, close its queues (the transport's pump and the recognizer's reader then end on their
+    own), and leave no task behind. Tasks the call left behind are named in the problem, then
+    cancelled, so one leaky run does not spill into the next.
+    """
+    before = asyncio.all_tasks()
+    line = _FaultLine(
+        flow, actions, today=today, fault_state=state, fault=fault, seed=seed, wait_s=real_s + 5.0
+    )
+    problems: list[str] = []
+    result: FlowResult | None = None
     await line.__aenter__()  # not `async with`: its exit asserts, and a leak is a finding here
-    caller = asyncio.create_task(line.play_caller(garbage=fault == "garbage"), name="fault-caller")
+    caller = asyncio.create_task(line.play_caller(), name="voicefsm-fault-caller")
+    watchdog = asyncio.create_task(line.clock.sleep(max_simulated_s), name="voicefsm-fault-watchdog")
     try:
-        await line.until(
-            lambda: line.run_task.done() or line.clock.now() > max_simulated_s, "the call to end"
-        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(real_s):
+                await asyncio.wait({line.run_task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
         if not line.run_task.done():
-            problem = (
-                f"still going after {max_simulated_s:g} simulated seconds, in {line.state} "
-                f"(last steps: {' -> '.join(line.path[-6:])})"
-            )
-        elif line.run_task.exception() is not None:
-            problem = f"the runtime raised {line.run_task.exception()!r}"
-    except AssertionError:
-        problem = f"waits forever in {line.state}: nothing happens and no timer is pending"
+            problems.append(_still_going(line, watchdog.done(), max_simulated_s, real_s))
     finally:
-        caller.cancel()
-        await asyncio.wait([caller])
-        await line.close()
-    left = line.tasks_left()
-    if left and problem is None:
-        problem = f"left tasks behind: {left}"
-    return line, problem
+        for task in (caller, watchdog):
+            task.cancel()
+        await asyncio.wait([caller, watchdog])
+    simulated_s = line.clock.now()
+    chart_state = _chart_state(line)
+    if line.run_task.done() and not line.run_task.cancelled():
+        error = line.run_task.exception()
+        if error is not None:
+            problems.append(f"the runtime raised {error!r}")
+        else:
+            result = line.run_task.result()
+            if result.final_state is None:
+                problems.append(
+                    f"ended without reaching a final state (outcome {result.outcome}; the runtime gave "
+                    f"up in {line.state})"
+                )
+            if not line.call.is_disconnected:
+                problems.append("the flow finished but the line was never hung up")
+            else:
+                problems += await _not_closed(line, before | {caller, watchdog})
+    await line.close()
+    left = [
+        task
+        for task in asyncio.all_tasks() - before
+        if not task.done() and task is not asyncio.current_task()
+    ]
+    if left:
+        problems.append(f"left tasks behind: {sorted(task.get_name() for task in left)}")
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=1.0)
+    return CallVerdict(line, result, "; ".join(problems) or None, simulated_s, chart_state)
 
 
-def _answers(flow: type[VoiceFlow], state: str) -> list[Action]:
-    """What a caller might do in ``state``: each example answer and keypad input, a wrong one, silence."""
-    found = next((s for s in flow.states if s.id == state), None)
-    if not isinstance(found, Ask) or found.expectation is None:
-        return [SILENCE]
-    expectation = found.expectation
+#: What a task of the line still running after the call ended means: a queue nobody closed.
+_OWN_ENDING = {
+    "line-play": "the outbound queue was never closed (the transport still waits for agent audio)",
+    "scripted-stt-reader": "the recognizer's audio queue was never closed (it still waits for caller audio)",
+}
+SETTLE_REAL_S = 0.25
+
+
+async def _not_closed(line: FlowLine, before: set[asyncio.Task[Any]]) -> list[str]:
+    """Once the flow has ended and the line is down, every task of the call must end on its own.
+
+    The transport's pump ends when the outbound queue closes and the recognizer's reader when the
+    inbound queue does; both close on disconnect. Waits at most :data:`SETTLE_REAL_S` real seconds
+    (no time at all when everything has ended). Tasks the flow itself started are left to the
+    leak check after the line is closed.
+    """
+    ending = [
+        task
+        for task in asyncio.all_tasks() - before
+        if task.get_name() in _OWN_ENDING and task is not asyncio.current_task()
+    ]
+    if ending:
+        await asyncio.wait(ending, timeout=SETTLE_REAL_S)
+    return [_OWN_ENDING[task.get_name()] for task in ending if not task.done()]
+
+
+def _chart_state(line: FlowLine) -> str | None:
+    try:
+        return str(line.runtime.flow.current.id)
+    except Exception:  # a chart mid-transition may have no single current state
+        return line.state
+
+
+def _where(line: _FaultLine) -> str | None:
+    """The state the call is in; while flow code blocks a transition, the one being entered."""
+    current = _chart_state(line)
+    if line.state is not None and current != line.state:
+        return f"{current} (its flow code is still running, entering it from {line.state})"
+    return current
+
+
+def _still_going(line: _FaultLine, bound_hit: bool, max_simulated_s: float, real_s: float) -> str:
+    if not bound_hit:
+        return (
+            f"still busy in {_where(line)} after {real_s:g} real seconds with simulated time at "
+            f"{line.clock.now():g} s: it loops without letting time pass, or waits on real time"
+        )
+    if line.clock.pending == 0:
+        return (
+            f"waits forever in {_where(line)}: nothing happened after {line.last_progress_s:g} simulated "
+            "seconds and no timer was pending"
+        )
+    return (
+        f"still going after {max_simulated_s:g} simulated seconds, in {line.state} "
+        f"(last steps: {' -> '.join(line.path[-6:])})"
+    )
+
+
+# -- paths to every state ---------------------------------------------------------------------------
+
+
+def answers_for(flow: type[VoiceFlow], state: str) -> list[Action]:
+    """What a caller might do in ``state``: each example answer and keypad input, then a wrong one."""
+    expectation = _expectation(flow, state)
+    if expectation is None:
+        return []
     wrong = [text for text in expectation.counter_examples() if text.strip()][:1]
     keys = ["#" + keys for keys in expectation.dtmf_examples()]
-    return [*expectation.examples(), *keys, *wrong, SILENCE]
+    return list(dict.fromkeys([*expectation.examples(), *keys, *wrong]))
 
 
 async def find_paths(
-    flow: type[VoiceFlow], *, today: dt.date = MONDAY, max_runs: int = 400, max_simulated_s: float = 3600
+    flow: type[VoiceFlow], *, today: dt.date = MONDAY, max_runs: int = 400, max_simulated_s: float = 1800
 ) -> dict[str, list[Action]]:
-    """For each state a caller can reach: the shortest list of actions found that enters it."""
+    """For each state a caller can reach: the shortest list of actions found that enters it.
+
+    Breadth first: a script of n answers is run (the caller is silent after them), and the listen
+    its next answer would meet is given each of that state's answers as n + 1 answers to run.
+    Every answer at a listen is run, but of the scripts that reach the same next listen by the
+    same states only the first is extended, so a state that only some slot values lead to (a guard
+    on the value, deeper than one answer) can be missed: it is then reported as unreached.
+    """
     reached: dict[str, list[Action]] = {}
     queue: deque[list[Action]] = deque([[]])
-    seen_listens: set[tuple[str, ...]] = set()
+    seen: set[tuple[str, ...]] = set()
     runs = 0
     wanted = {state.id for state in FlowSpec.of(flow).states if not state.default}
     while queue and runs < max_runs and not wanted <= reached.keys():
         actions = queue.popleft()
-        line, _ = await _run(flow, actions, today, max_simulated_s=max_simulated_s, wait_s=2.0)
+        verdict = await judge_call(flow, actions, today=today, max_simulated_s=max_simulated_s)
         runs += 1
+        line = verdict.line
+        assert isinstance(line, _FaultLine)
         for target in line.path:
             reached.setdefault(target, actions)
-        # the listen this script's next action would answer, if the call got that far
-        listens = line.listens
-        if len(listens) <= len(actions):
+        if len(line.listens) <= len(actions):
+            continue  # the call ended before this script's next answer was wanted
+        # Scripts that bring the call to the same listen by the same states continue alike (up to
+        # slot values), so only the first is taken further: this keeps retries from multiplying.
+        state = line.listens[len(actions)]
+        key = (state, *line.paths_at_listens[len(actions)])
+        if key in seen:
             continue
-        state = listens[len(actions)]
-        key = (*listens[: len(actions) + 1], *line.path)
-        if key in seen_listens:
-            continue
-        seen_listens.add(key)
-        queue.extend([*actions, answer] for answer in _answers(flow, state) if answer != SILENCE)
+        seen.add(key)
+        queue.extend([*actions, answer] for answer in answers_for(flow, state))
     return reached
+
+
+def spec_path(spec: FlowSpec, target: str) -> list[str] | None:
+    """The shortest chain of ``state -event->`` steps in the spec from the initial state to ``target``."""
+    previous: dict[str, tuple[str, str] | None] = {spec.initial: None}
+    queue = deque([spec.initial])
+    while queue:
+        state = queue.popleft()
+        if state == target:
+            steps: list[str] = []
+            while (step := previous[state]) is not None:
+                state, event = step
+                steps.append(f"{state} -{event}->")
+            return list(reversed(steps))
+        for transition in spec.transitions:
+            if transition.source == state and transition.target and transition.target not in previous:
+                event = "/".join(transition.events) or "(eventless)"
+                if transition.guards:
+                    event += f" [{' and '.join(transition.guards)}]"
+                previous[transition.target] = (state, event)
+                queue.append(transition.target)
+    return None
+
+
+# -- the suite --------------------------------------------------------------------------------------
 
 
 async def run_fault_suite_async(
@@ -244,42 +529,51 @@ async def run_fault_suite_async(
     today: dt.date | None = None,
     max_simulated_s: float = 1800.0,
     faults: Sequence[Fault] = FAULTS,
+    max_path_runs: int = 400,
 ) -> FaultReport:
-    """Every fault at every reachable state of ``flow_class``; see the module docstring."""
+    """Every fault at every reachable state of ``flow_class``, on the running loop; see the module doc."""
+    started = time.perf_counter()
     day = today or MONDAY
     report = FaultReport(flow_class.__name__)
-    paths = await find_paths(flow_class, today=day)
+    paths = await find_paths(flow_class, today=day, max_runs=max_path_runs, max_simulated_s=max_simulated_s)
     spec = FlowSpec.of(flow_class)
-    for state in spec.states:
+    for index, state in enumerate(spec.states):
         if state.default:
-            continue
+            continue  # hung_up and failed: entered by the faults themselves
         if state.id not in paths:
             report.unreached.append(state.id)
+            steps = spec_path(spec, state.id)
+            report.unreached_why[state.id] = (
+                f"the spec reaches it by {' '.join(steps)} {state.id}, but no answer tried got there"
+                if steps
+                else "no transition leads to it"
+            )
             continue
         for fault in faults:
-            line, problem = await _run(
+            verdict = await judge_call(
                 flow_class,
                 paths[state.id],
-                day,
+                today=day,
                 state=state.id,
                 fault=fault,
                 max_simulated_s=max_simulated_s,
-                wait_s=5.0,
+                seed=index * len(FAULTS) + FAULTS.index(fault),
             )
-            ended = line.run_task.done() and not line.run_task.cancelled() and not line.run_task.exception()
-            result = line.run_task.result() if ended else None
+            result = verdict.result
             report.runs.append(
                 FaultRun(
                     state.id,
                     fault,
-                    problem is None,
-                    getattr(result, "outcome", None),
-                    getattr(result, "final_state", None),
-                    line.clock.now(),
-                    tuple(line.path),
-                    problem,
+                    verdict.problem is None,
+                    result.outcome if result is not None else None,
+                    result.final_state if result is not None else None,
+                    verdict.simulated_s,
+                    tuple(verdict.line.path),
+                    verdict.problem,
+                    tuple(paths[state.id]),
                 )
             )
+    report.elapsed_s = time.perf_counter() - started
     return report
 
 
@@ -289,8 +583,15 @@ def run_fault_suite(
     today: dt.date | None = None,
     max_simulated_s: float = 1800.0,
     faults: Sequence[Fault] = FAULTS,
+    max_path_runs: int = 400,
 ) -> FaultReport:
-    """Run :func:`run_fault_suite_async` on a fresh event loop (for the CLI and plain scripts)."""
+    """Run :func:`run_fault_suite_async` on a fresh event loop (for the CLI, plain tests and scripts)."""
     return asyncio.run(
-        run_fault_suite_async(flow_class, today=today, max_simulated_s=max_simulated_s, faults=faults)
+        run_fault_suite_async(
+            flow_class,
+            today=today,
+            max_simulated_s=max_simulated_s,
+            faults=faults,
+            max_path_runs=max_path_runs,
+        )
     )

@@ -41,8 +41,10 @@ class FlowLine(FlowListener):
     Drive it as the caller (:meth:`answer`, :meth:`keys`, :meth:`stay_silent`, :meth:`barge_in`,
     :meth:`hang_up`), wait for the agent (:meth:`heard`, :meth:`speaking`, :meth:`listening`,
     :meth:`ended`), then read what happened (:attr:`path`, :attr:`agent_said`, :attr:`turns`,
-    :attr:`transitions`, :attr:`slots_filled`, :attr:`errors`, :attr:`actions`). On a clean exit
-    it asserts that the call left no task behind.
+    :attr:`transitions`, :attr:`slots`, :attr:`outcome`, :attr:`errors`, :attr:`actions`) or
+    assert on it (:meth:`assert_said`, :meth:`assert_path`, :meth:`assert_state`,
+    :meth:`assert_slots`, :meth:`assert_outcome`: their failures show the conversation so far).
+    On a clean exit it asserts that the call left no task behind.
     """
 
     def __init__(
@@ -194,6 +196,10 @@ class FlowLine(FlowListener):
         )
         return state
 
+    async def silence(self) -> str:
+        """The same as :meth:`stay_silent` (the scenario files' word for it)."""
+        return await self.stay_silent()
+
     async def barge_in(self, text: str) -> str:
         """Wait until a prompt is playing (one not talked over yet), then talk over it; returns it."""
 
@@ -215,9 +221,7 @@ class FlowLine(FlowListener):
             async with asyncio.timeout(self.wait_s):
                 while not predicate():
                     if self.run_task.done() and not predicate():
-                        raise AssertionError(
-                            f"the call ended while waiting for {what}; {self.describe()}"
-                        )
+                        raise AssertionError(f"the call ended while waiting for {what}; {self.describe()}")
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
@@ -316,13 +320,84 @@ class FlowLine(FlowListener):
         """The slots filled so far (the last value of each)."""
         return dict(self.slots_filled)
 
-    def describe(self) -> str:
-        """The conversation so far, for failure messages."""
+    @property
+    def result(self) -> FlowResult | None:
+        """How the flow ended (None while it runs)."""
+        if not self.run_task.done() or self.run_task.cancelled() or self.run_task.exception():
+            return None
+        return self.run_task.result()
+
+    @property
+    def outcome(self) -> str | None:
+        """The call's outcome (``completed``, ``hung_up``...), None while it runs."""
+        result = self.result
+        return result.outcome if result else None
+
+    def describe(self, last: int = 8) -> str:
+        """The conversation so far (its ``last`` turns), for failure messages."""
         lines = [f"path: {' -> '.join(self.path) or '(none)'}"]
-        lines += [f"  {turn.speaker}: {turn.text}" for turn in self.turns[-8:]]
+        if len(self.turns) > last:
+            lines.append(f"  ... {len(self.turns) - last} earlier turns")
+        lines += [f"  {turn.speaker}: {turn.text}" for turn in self.turns[-last:]]
         if self.errors:
             lines.append(f"errors: {self.errors}")
         return "\n".join(lines)
+
+    # -- assertions -------------------------------------------------------------------------------
+
+    def assert_said(self, expected: str | re.Pattern[str], *, exact: bool = False) -> str:
+        """Assert that some agent prompt matches ``expected``; returns the first that does.
+
+        A string matches a prompt it occurs in (case-insensitive), or only an identical prompt
+        with ``exact=True``; a compiled pattern is searched for.
+        """
+        for text in self.agent_said:
+            if (text == expected) if exact and isinstance(expected, str) else _matches(expected, text):
+                return text
+        how = "exactly " if exact and isinstance(expected, str) else ""
+        raise AssertionError(f"the agent never said {how}{_shown(expected)}\n{self.describe(last=30)}")
+
+    def assert_path(self, *states: str) -> None:
+        """Assert that the states entered so far are exactly ``states``, in order."""
+        if self.path != list(states):
+            raise AssertionError(
+                f"expected the path {' -> '.join(states) or '(none)'}\n"
+                f"     but it was {' -> '.join(self.path) or '(none)'}"
+                f"{_first_difference(list(states), self.path)}\n{self.describe(last=30)}"
+            )
+
+    def assert_state(self, state: str) -> None:
+        """Assert that the call is in ``state`` now (for an ended call: its final state)."""
+        if self.state != state:
+            raise AssertionError(
+                f"expected the call in {state!r}, it is in {self.state!r}\n{self.describe()}"
+            )
+
+    def assert_slots(self, **expected: object) -> None:
+        """Assert slot values; ``"10:30"`` matches a time and ``"2024-06-11"`` a date."""
+        problems = []
+        for name, wanted in expected.items():
+            if name not in self.slots:
+                filled = ", ".join(f"{key}={value!r}" for key, value in self.slots.items()) or "none"
+                problems.append(f"slot {name!r} was never filled (filled: {filled})")
+            elif not slot_matches(self.slots[name], wanted):
+                problems.append(f"slot {name!r}: expected {wanted!r}, got {self.slots[name]!r}")
+        if problems:
+            raise AssertionError("\n".join(problems) + "\n" + self.describe())
+
+    def assert_outcome(self, outcome: str) -> None:
+        """Assert that the call has ended with ``outcome`` (``completed``, ``hung_up``, ``gave_up``...)."""
+        result = self.result
+        if result is None:
+            raise AssertionError(
+                f"expected the outcome {outcome!r}, but the call has not ended (await line.ended() first)"
+                f"\n{self.describe()}"
+            )
+        if result.outcome != outcome:
+            raise AssertionError(
+                f"expected the outcome {outcome!r}, got {result.outcome!r} "
+                f"(final state {result.final_state!r}, ended by {result.ended_by!r})\n{self.describe()}"
+            )
 
     # -- FlowListener -----------------------------------------------------------------------------
 
@@ -346,6 +421,24 @@ class FlowLine(FlowListener):
     def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
         self.errors.append((kind, message))
         self._changed.set()
+
+
+def slot_matches(actual: object, wanted: object) -> bool:
+    """Equal, or equal as written in a test: ``"10:30"`` for a time, ``"2024-06-11"`` for a date."""
+    if actual == wanted:
+        return True
+    if isinstance(actual, dt.time) and isinstance(wanted, str):
+        return actual.isoformat(timespec="minutes" if actual.second == 0 else "seconds") == wanted
+    if isinstance(actual, dt.time) and isinstance(wanted, int):  # YAML 1.1 reads 10:30 as 630
+        return actual.hour * 60 + actual.minute == wanted
+    return str(actual) == str(wanted)
+
+
+def _first_difference(expected: list[str], actual: list[str]) -> str:
+    for index, (want, got) in enumerate(zip(expected, actual, strict=False)):
+        if want != got:
+            return f"\n     (step {index + 1}: expected {want!r}, entered {got!r})"
+    return ""
 
 
 def _matches(fragment: str | re.Pattern[str], text: str) -> bool:

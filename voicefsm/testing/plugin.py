@@ -5,27 +5,33 @@
             await line.heard("Which day")
             await line.answer("next Tuesday")
             ...
-            result = await line.ended()
-        assert result.outcome == "completed"
+            await line.ended()
+        line.assert_outcome("completed")
 
-Importing this module is cheap: it only defines fixtures.
+    def test_no_state_strands_a_caller(assert_no_hang):
+        assert_no_hang(Booking)
+
+Every pytest run imports this module once the package is installed, so it imports nothing of
+voicefsm at import time: the runtime is loaded by the first test that asks for a fixture.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from voicefsm.flow.chart import VoiceFlow
-from voicefsm.testing.line import MONDAY, FlowLine
+if TYPE_CHECKING:
+    from voicefsm.flow.chart import VoiceFlow
+    from voicefsm.testing.line import FlowLine
 
 
 @pytest.fixture
 def flow_line() -> Callable[..., FlowLine]:
     """A factory of in-process lines: ``flow_line(FlowClass, today=..., caller=...)``."""
+    from voicefsm.testing.line import MONDAY, FlowLine
 
     def make(flow: type[VoiceFlow] | VoiceFlow, *, today: dt.date = MONDAY, **options: Any) -> FlowLine:
         return FlowLine(flow, today=today, **options)

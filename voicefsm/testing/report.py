@@ -6,25 +6,25 @@ from rich.console import Console
 from rich.markup import escape
 
 from voicefsm.testing.coverage import Measure
-from voicefsm.testing.explore import ExploreReport
 from voicefsm.testing.faults import FaultReport
+from voicefsm.testing.random_callers import ExploreReport
 from voicefsm.testing.scenarios import ScenarioReport
 
 
 def print_scenarios(console: Console, report: ScenarioReport) -> None:
     """Each scenario (with the transcript of a failed one), then coverage with what is missing."""
-    console.print(f"[bold]{report.flow}[/] — {report.path}")
+    console.print(f"[bold]{escape(report.flow)}[/] — {escape(str(report.path))}")
     for result in report.results:
         if result.passed:
             console.print(f"  [green]pass[/] {escape(result.name)}")
             continue
         console.print(
             f"  [red]FAIL[/] {escape(result.name)}"
-            + (f" at {result.failed_step}" if result.failed_step else "")
+            + (f" at {escape(result.failed_step)}" if result.failed_step else "")
         )
         for problem in result.problems:
             console.print(f"       {escape(problem)}")
-        console.print(f"       path: {' -> '.join(result.path) or '(none)'}")
+        console.print(f"       path: {escape(' -> '.join(result.path)) or '(none)'}")
         for speaker, text in result.transcript[-6:]:
             console.print(f"       {speaker}: {escape(text)}", style="dim")
     passed = sum(result.passed for result in report.results)

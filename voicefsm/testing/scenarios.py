@@ -3,8 +3,11 @@
 ``flows/booking.scenarios.yaml``::
 
     today: 2024-06-03            # optional: what "tomorrow" and "next Tuesday" mean
+    flow: Booking                # optional: the class, when the flow file has several
     scenarios:
       - name: books next Tuesday at half past ten
+        today: 2024-06-05          # optional: this scenario's own "today"
+        caller: "+15550001234"     # optional: the caller's number (null: withheld)
         steps:
           - agent: Which day           # wait until the agent has said this (or {re: "regex"})
           - say: next Tuesday          # when the agent next listens, say it
@@ -20,6 +23,10 @@
           final_state: booked
           path: [greet, ask_day, ask_time, ask_name, confirm, booked]
           slots: {day: 2024-06-04, time: "10:30"}
+          said: ["Hi, this is Bright Smile Dental.", {re: "^Which day"}, ...]  # all, in order
+
+Every field is checked when given and ignored when not; a step that never comes true fails the
+scenario there, naming the step and showing the conversation so far.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.coverage import Coverage
-from voicefsm.testing.line import MONDAY, FlowLine
+from voicefsm.testing.line import MONDAY, FlowLine, slot_matches
 
 BARE_STEPS = ("silence", "hangup", "tts_fails", "stt_fails")
 
@@ -101,9 +108,7 @@ class Step(_Model):
     def _one_thing(self) -> Step:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"a step does exactly one thing; this one sets {', '.join(given) or 'nothing'}"
-            )
+            raise ValueError(f"a step does exactly one thing; this one sets {', '.join(given) or 'nothing'}")
         return self
 
     @property
@@ -311,7 +316,7 @@ def _check(expect: Expect, result: FlowResult, line: FlowLine) -> list[str]:
         if name not in result.slots:
             has = ", ".join(result.slots) or "no slots"
             problems.append(f"slot {name!r}: the flow has no such slot (it has {has})")
-        elif not _same(result.slots[name], wanted):
+        elif not slot_matches(result.slots[name], wanted):
             problems.append(f"slot {name!r}: expected {wanted!r}, got {result.slots[name]!r}")
     if expect.said is not None:
         said = line.agent_said
@@ -330,17 +335,6 @@ def _said_matches(want: str | Pattern, text: str) -> bool:
 
 def _shown(want: str | Pattern) -> str:
     return f"/{want.re}/" if isinstance(want, Pattern) else want
-
-
-def _same(actual: Any, wanted: Any) -> bool:
-    """Equal, or written the way YAML writes it (dates, "10:30", numbers as text)."""
-    if actual == wanted:
-        return True
-    if isinstance(actual, dt.time) and isinstance(wanted, str):
-        return actual.isoformat(timespec="minutes" if actual.second == 0 else "seconds") == wanted
-    if isinstance(actual, dt.time) and isinstance(wanted, int):  # YAML 1.1 reads 10:30 as 630
-        return actual.hour * 60 + actual.minute == wanted
-    return str(actual) == str(wanted)
 
 
 @dataclass(slots=True)
@@ -378,4 +372,3 @@ async def run_scenario_file(
         for scenario in scenarios.scenarios
     ]
     return ScenarioReport(flow_class.__name__, path, results, coverage)
-
