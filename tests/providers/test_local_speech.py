@@ -17,6 +17,7 @@ from voicefsm.providers.base import RecognitionHints, hints_from_phrases
 from voicefsm.providers.local_grammar import jsgf_grammar
 from voicefsm.providers.local_stt import PocketsphinxSpeechToText
 from voicefsm.providers.local_tts import EspeakTextToSpeech, synthesize_ulaw
+from voicefsm.settings import Settings
 
 _RULE = re.compile(r"^(public )?<(\w+)> = (.*);$")
 
@@ -194,3 +195,24 @@ async def test_speech_is_synthesized_off_the_loop_as_phone_frames() -> None:
     assert 10 < len(audio) / 8000 < 40  # seconds of speech
     assert np.abs(np.frombuffer(ulaw_decode(audio), np.int16)).max() > 3000  # not silence
     assert lag < 0.05
+
+
+async def test_the_silence_that_ends_an_utterance_comes_from_the_settings() -> None:
+    settings = Settings(_env_file=None, stt_vad_silence_threshold_s=0.3)  # type: ignore[call-arg]
+    stt = PocketsphinxSpeechToText.from_settings(settings)
+    assert stt.end_of_speech_frames == 15
+    committed = asyncio.Event()
+    heard: list[str] = []
+    stt.on_committed = lambda text: (heard.append(text), committed.set())
+    stt.set_hints(hints_for(Day()))
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    await stt.start(audio)
+    try:
+        # Half a second of quiet and the line stays open: only the short endpoint can commit this.
+        for frame in noisy(synthesize_ulaw("friday"), seconds_after=0.5):
+            audio.put_nowait(frame)
+        async with asyncio.timeout(30):
+            await committed.wait()
+    finally:
+        await stt.stop()
+    assert heard == ["friday"]

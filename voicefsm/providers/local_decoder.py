@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -24,6 +25,9 @@ from voicefsm.providers.local_grammar import jsgf_grammar
 #: silence (from a browser or a synthesized test caller) has no spectrum to normalise against, and
 #: the recognizer then hears words in it; real phone lines always carry this much noise.
 DITHER = 8.0
+
+#: How much lower than the server the workers run (os.nice increment).
+NICENESS = 10
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -83,7 +87,15 @@ def _start_worker() -> None:
     global _decoder
     from pocketsphinx import Decoder
 
-    _decoder = Decoder(samprate=16000, loglevel="FATAL")
+    # Decoding is batch work; the server's event loop paces live audio. On a busy machine the loop
+    # must win the CPU, or every call's outgoing frames stutter while one caller's answer decodes.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+
+    # bestpath off: the lattice rescoring it adds returns grammar prefixes ("half past") for whole
+    # phrases; lw 10 weighs the grammar a little more than the default 6.5. Measured on synthesized
+    # answers to booking.py's questions: 16 of 26 exact with the defaults, 20 of 26 with these.
+    _decoder = Decoder(samprate=16000, loglevel="FATAL", bestpath=False, lw=10.0)
 
 
 def _ready() -> bool:

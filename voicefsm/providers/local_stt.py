@@ -69,8 +69,8 @@ class PocketsphinxSpeechToText:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PocketsphinxSpeechToText:
-        """No settings needed: the model ships in the pocketsphinx wheel."""
-        return cls()
+        """The model ships in the pocketsphinx wheel; STT_VAD_SILENCE_S of quiet ends an utterance."""
+        return cls(end_of_speech_ms=round(settings.stt_vad_silence_threshold_s * 1000))
 
     def set_speaking(self, speaking: bool) -> None:
         """Ignored: barge-in needs the caller's speech while the agent talks.
