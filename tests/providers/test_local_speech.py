@@ -83,8 +83,9 @@ async def recognize(hints: RecognitionHints, *said: str) -> tuple[list[str], lis
     finals: list[str] = []
     done = asyncio.Event()
     stt.on_recognizing = partials.append
+    errors: list[str] = []
     stt.on_committed = lambda text: (finals.append(text), done.set() if len(finals) == len(said) else None)
-    stt.on_error = lambda reason: pytest.fail(f"the recognizer failed: {reason}")
+    stt.on_error = lambda reason: (errors.append(reason), done.set())
     stt.set_hints(hints)
     audio: asyncio.Queue[bytes | None] = asyncio.Queue()
     await stt.start(audio)
@@ -92,6 +93,7 @@ async def recognize(hints: RecognitionHints, *said: str) -> tuple[list[str], lis
         lag = await worst_loop_lag(lambda: _feed_and_wait(audio, said, done))
     finally:
         await stt.stop()
+    assert errors == [], f"the recognizer failed: {errors}"
     return partials, finals, lag
 
 
@@ -216,3 +218,22 @@ async def test_the_silence_that_ends_an_utterance_comes_from_the_settings() -> N
     finally:
         await stt.stop()
     assert heard == ["friday"]
+
+
+async def test_a_decoder_worker_that_dies_fails_one_decode_and_the_next_starts_afresh() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from voicefsm.providers import local_decoder
+
+    friday = ulaw_decode(b"".join(noisy(synthesize_ulaw("friday"))))
+    phrases = Day().grammar_phrases()
+    assert await local_decoder.decode(friday, phrases) == "friday"
+    pool = local_decoder._pool
+    assert pool is not None
+    for process in list(pool._processes.values()):  # type: ignore[attr-defined]
+        process.kill()
+        process.join(5)
+    with pytest.raises(BrokenProcessPool):
+        await local_decoder.decode(friday, phrases)
+    assert await local_decoder.decode(friday, phrases) == "friday"
+    assert local_decoder._pool is not pool

@@ -61,6 +61,17 @@ def test_a_bad_file_is_explained(tmp_path: Path, text: str, message: str) -> Non
     assert message in str(caught.value)
 
 
+def test_unquoted_times_and_keys_reach_the_flow_as_written(tmp_path: Path) -> None:
+    steps = "[{say: 10:30}, {press: 0123}, {barge_in: 1:45}]"
+    path = write(tmp_path, f"scenarios:\n  - name: a\n    steps: {steps}")
+    steps = load_scenarios(path).scenarios[0].steps
+    assert [(step.say, step.press, step.barge_in) for step in steps] == [
+        ("10:30", None, None),
+        (None, "0123", None),
+        (None, None, "1:45"),
+    ]
+
+
 def test_unquoted_yes_no_and_numbers_mean_the_words(tmp_path: Path) -> None:
     path = write(tmp_path, "scenarios:\n  - name: a\n    steps: [{say: yes}, {say: no}, {press: 1}]")
     steps = load_scenarios(path).scenarios[0].steps

@@ -117,3 +117,24 @@ def test_every_public_name_resolves() -> None:
     assert all(getattr(kit, name) is not None for name in kit.__all__)
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         kit.Nope  # noqa: B018
+
+
+async def test_two_lines_on_one_loop_share_a_clock_or_are_told_to() -> None:
+    from voicefsm.runtime.clock import VirtualClock
+
+    clock = VirtualClock()
+    async with FlowLine(Booking, clock=clock) as first, FlowLine(Booking, clock=clock) as second:
+        results = [await first.ended(), await second.ended()]  # two silent callers, one timeline
+    assert [result.outcome for result in results] == ["gave_up", "gave_up"]
+    clock.close()
+
+    one, other = FlowLine(Booking, wait_s=1.0), FlowLine(Booking, wait_s=1.0)  # a clock each
+    failures = []
+    async with one, other:
+        for line in (one, other):
+            try:
+                await line.ended()
+            except AssertionError as exc:
+                failures.append(str(exc))
+            line.hang_up()
+    assert any("two VirtualClocks are running on one event loop" in failure for failure in failures)

@@ -73,11 +73,27 @@ async def decode(pcm8k: bytes, phrases: tuple[str, ...] | None, *, repeatable: b
     cannot say any of also means any words.
     """
     loop = asyncio.get_running_loop()
+    pool = _pool_now()
     try:
-        return await loop.run_in_executor(_pool_now(), _decode, pcm8k, phrases, repeatable)
+        return await loop.run_in_executor(pool, _decode, pcm8k, phrases, repeatable)
     except BrokenProcessPool:
-        shutdown_pool()  # a worker died (killed, out of memory): start afresh next time
+        _forget(pool)  # a worker died (killed, out of memory): start afresh next time
         raise
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this call is being stopped
+        # Not us: the pool was shut down under this decode (the interpreter is exiting).
+        raise BrokenProcessPool("the decoder workers were shut down during a decode") from None
+
+
+def _forget(pool: ProcessPoolExecutor) -> None:
+    """Drop a broken pool, unless another call has already replaced it; never wait on the loop."""
+    global _pool
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- in the worker process -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import weakref
 from typing import Protocol
 
 
@@ -40,6 +41,9 @@ class LoopClock:
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep(seconds)``."""
         await asyncio.sleep(seconds)
+
+
+_RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VirtualClock] = weakref.WeakKeyDictionary()
 
 
 class VirtualClock:
@@ -88,6 +92,14 @@ class VirtualClock:
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("a VirtualClock serves one event loop; make one per test")
+        other = _RUNNING.get(loop)
+        if other is not None and other is not self and other.pending > 0:
+            raise RuntimeError(
+                "two VirtualClocks are running on one event loop: each waits for the loop to go idle and "
+                "the other's check keeps it busy, so time stands still for both. Give the calls one "
+                "shared clock, e.g. FlowLine(flow, clock=clock) for each"
+            )
+        _RUNNING[loop] = self
         waiter: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), waiter))
         self._live += 1

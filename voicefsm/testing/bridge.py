@@ -403,7 +403,7 @@ async def bridge_flows(
     watchdog = asyncio.create_task(clock.sleep(max_call_s), name="bridge-watchdog")
     try:
         try:
-            async with asyncio.timeout(limit_s):
+            async with asyncio.timeout(limit_s) as deadline:
                 await agent_leg.start()
                 asked = asyncio.create_task(agent_leg.listened.wait(), name="bridge-agent-asks")
                 try:
@@ -411,10 +411,13 @@ async def bridge_flows(
                 finally:
                     asked.cancel()
                     await asyncio.gather(asked, return_exceptions=True)
-                if not watchdog.done():
+                agent_gone = agent_leg.run_task is not None and agent_leg.run_task.done()
+                if not watchdog.done() and not agent_gone:  # no one to talk to once the agent hung up
                     await caller_leg.start()
                 await _until_done([leg.run_task for leg in (agent_leg, caller_leg) if leg.run_task], watchdog)
         except TimeoutError:
+            if not deadline.expired():
+                raise
             raise BridgeStuckError(
                 f"{limit_s:g} s", agent_leg.state, caller_leg.state, conversation
             ) from None
@@ -647,7 +650,7 @@ async def bridge_servers(
     tasks: list[asyncio.Task[None]] = []
     try:
         try:
-            async with asyncio.timeout(limit_s):
+            async with asyncio.timeout(limit_s) as deadline:
                 await agent.dial()
                 tasks.append(asyncio.create_task(agent.follow(), name="bridge-agent-feed"))
                 await _first_done(agent.asked.wait(), agent.ended.wait())
@@ -656,6 +659,8 @@ async def bridge_servers(
                     tasks.append(asyncio.create_task(other.follow(), name="bridge-caller-feed"))
                 await asyncio.gather(*tasks)
         except TimeoutError:
+            if not deadline.expired():  # e.g. a stream that never opened: not a stuck conversation
+                raise
             raise BridgeStuckError(f"{limit_s:g} s", agent.state, other.state, conversation) from None
         duration = now() - started
         agent_side = await agent.side()

@@ -255,8 +255,8 @@ class _FaultLine(FlowLine):
                 continue  # every other fault: the caller has nothing more to say
             action = next(script, SILENCE)
             if action.startswith(BARGE_IN):
-                await self.speaking("")
-                action = action[len(BARGE_IN) :]
+                await self.barge_in(action[len(BARGE_IN) :])  # over the next prompt, not now
+                continue
             self._act(action)
 
     def _listening_or_ended(self) -> bool:

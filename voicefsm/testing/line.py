@@ -57,6 +57,7 @@ class FlowLine(FlowListener):
         limits: RuntimeLimits | None = None,
         actions: RecordingActions | None = None,
         wait_s: float = WAIT_S,
+        clock: VirtualClock | None = None,
     ) -> None:
         self.flow = flow
         self.caller = caller
@@ -64,7 +65,8 @@ class FlowLine(FlowListener):
         self.echo_marks = echo_marks
         self.limits = limits
         self.wait_s = wait_s
-        self.clock = VirtualClock()
+        self.clock = clock or VirtualClock()  # lines on one event loop must share one clock
+        self._owns_clock = clock is None
         self.tts = ScriptedTextToSpeech()
         self.stt = ScriptedSpeechToText()
         self.actions = actions or RecordingActions()
@@ -129,7 +131,16 @@ class FlowLine(FlowListener):
         await asyncio.wait(tasks)
         await self.call.stop_stt()
         await self.tts.aclose()
-        self.clock.close()
+        if self._owns_clock:
+            self.clock.close()
+
+    def cancel_leftovers(self) -> list[str]:
+        """Cancel tasks the call left behind (so they cannot disturb the next call); returns their names."""
+        left = [task for task in asyncio.all_tasks() - self._before if not task.done()]
+        left = [task for task in left if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        return sorted(task.get_name() for task in left)
 
     def tasks_left(self) -> list[str]:
         """Names of tasks started since the line opened that are still alive."""
@@ -220,12 +231,18 @@ class FlowLine(FlowListener):
         try:
             async with asyncio.timeout(self.wait_s):
                 while not predicate():
+                    self._raise_if_the_line_broke()
                     if self.run_task.done() and not predicate():
                         raise AssertionError(f"the call ended while waiting for {what}; {self.describe()}")
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
             raise AssertionError(f"gave up waiting for {what}; {self.describe()}") from None
+
+    def _raise_if_the_line_broke(self) -> None:
+        for task in self._tasks:  # the far end's own tasks: if one failed, nothing will ever happen
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise AssertionError(f"the line's {task.get_name()} failed: {task.exception()}")
 
     async def next_listen(self) -> str:
         """Wait until the agent listens again, still in the state it listens in.
@@ -243,7 +260,7 @@ class FlowLine(FlowListener):
         return self.listens[-1]
 
     async def speaking(self, fragment: str | re.Pattern[str]) -> str:
-        """Wait until a prompt matching ``fragment`` is being played; returns it."""
+        """Wait until a prompt matching ``fragment`` has started (after the last one found); returns it."""
         found: list[str] = []
 
         def started() -> bool:
@@ -312,7 +329,7 @@ class FlowLine(FlowListener):
 
     @property
     def agent_said(self) -> list[str]:
-        """Every agent prompt that was started, in order."""
+        """Every agent prompt that was played out or cut off, in order (failed ones are in ``errors``)."""
         return [turn.text for turn in self.turns if turn.speaker == "agent"]
 
     @property

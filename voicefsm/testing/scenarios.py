@@ -175,6 +175,22 @@ class ScenarioFileError(VoiceFsmError):
         return f"{self.path}: not a valid scenario file:\n{listed}"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 integers: ``10:30`` stays the text "10:30" (not 630), ``0123`` stays "0123" (not 83).
+
+    What a caller says or presses must reach the flow exactly as written.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+
+
 def scenarios_path_for(flow_file: Path) -> Path:
     """Where a flow's scenarios live: ``booking.py`` -> ``booking.scenarios.yaml``."""
     return flow_file.with_suffix(".scenarios.yaml")
@@ -183,7 +199,7 @@ def scenarios_path_for(flow_file: Path) -> Path:
 def load_scenarios(path: Path) -> ScenarioFile:
     """Read and validate a scenario file; raises ScenarioFileError naming scenario and step."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
     except OSError as exc:
         raise ScenarioFileError(path, [f"cannot read it: {exc.strerror or exc}"]) from exc
     except yaml.YAMLError as exc:
@@ -254,21 +270,23 @@ async def run_scenario(
     result = ScenarioResult(scenario.name, passed=False)
     line = FlowLine(flow_class, caller=scenario.caller, today=scenario.today or today or MONDAY)
     flow_result: FlowResult | None = None
-    async with line:
-        try:
-            for number, step in enumerate(scenario.steps, 1):
-                result.failed_step = f"step {number} ({step.describe()})"
-                await _perform(line, step)
-            result.failed_step = "the end of the call"
-            flow_result = await line.ended()
-            result.failed_step = None
-        except AssertionError as exc:
-            result.problems.append(str(exc).split("\n", 1)[0])
-        finally:
-            await line.close()
-            left = line.tasks_left()
-            if left:
-                result.problems.append(f"tasks left behind by the call: {left}")
+    await line.__aenter__()  # not `async with`: its exit asserts on leaks, which are reported here
+    try:
+        for number, step in enumerate(scenario.steps, 1):
+            result.failed_step = f"step {number} ({step.describe()})"
+            await _perform(line, step)
+        result.failed_step = "the end of the call"
+        flow_result = await line.ended()
+        result.failed_step = None
+    except AssertionError as exc:
+        result.problems.append(str(exc).split("\n", 1)[0])
+    except Exception as exc:  # the runtime itself failed: a finding, not a crash of the whole run
+        result.problems.append(f"the call failed: {type(exc).__name__}: {exc}")
+    finally:
+        await line.close()
+    left = line.cancel_leftovers()
+    if left:
+        result.problems.append(f"tasks left behind by the call: {left}")
     result.path = line.path
     result.transcript = [(turn.speaker, turn.text) for turn in line.turns]
     result.simulated_s = line.clock.now()
