@@ -440,7 +440,8 @@ def _still_going(line: _FaultLine, bound_hit: bool, max_simulated_s: float, real
     if line.clock.pending == 0:
         return (
             f"waits forever in {_where(line)}: nothing happened after {line.last_progress_s:g} simulated "
-            "seconds and no timer was pending"
+            "seconds and no timer was pending (if its flow code awaits the network or asyncio.sleep, "
+            "that runs outside the simulated clock: give the flow a fake for its tests)"
         )
     return (
         f"still going after {max_simulated_s:g} simulated seconds, in {line.state} "
