@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -161,6 +162,18 @@ async def test_a_silent_stream_is_ended_by_the_idle_timeout(recorder: Recorder) 
         assert await twilio.wait_closed(timeout_s=5) == 1000
         await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
     assert recorder.ended[twilio.call_sid] == "no media for 0.3 s"
+
+
+async def test_the_idle_timeout_counts_from_the_last_frame_not_before_it(recorder: Recorder) -> None:
+    app = create_app(Settings(_env_file=None), make_services(recorder, idle_timeout_s=0.5))  # type: ignore[call-arg]
+    async with running_server(app) as server, TwilioStreamClient(stream_url(server)) as twilio:
+        await twilio.stream_audio(b"\xff" * 160 * 60, realtime=True)  # 1.2 s of media: longer than idle
+        last_frame_at = time.monotonic()
+        assert await twilio.wait_closed(timeout_s=5) == 1000
+        silent_for = time.monotonic() - last_frame_at
+        await recorder.until(lambda: twilio.call_sid in recorder.ended, 5)
+    assert recorder.ended[twilio.call_sid] == "no media for 0.5 s"
+    assert silent_for >= 0.5
 
 
 MALFORMED: dict[str, str | bytes] = {

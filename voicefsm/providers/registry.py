@@ -12,6 +12,7 @@ matching protocol of :mod:`voicefsm.providers.base`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -49,6 +50,7 @@ def available(kind: Kind) -> list[str]:
     return sorted(names)
 
 
+@functools.cache  # scanning installed packages' entry points costs ~19 ms, and calls start often
 def get_provider_class(kind: Kind, name: str) -> type[Any]:
     """The class registered as ``name`` for ``kind``, without building it."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):

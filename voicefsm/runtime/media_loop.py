@@ -96,15 +96,25 @@ async def run_call(
 
 async def _receive_pump(call: Call, transport: MediaTransport, limits: CallLimits) -> str:
     idle_s = limits.idle_timeout_s
-    try:
-        async with asyncio.timeout(idle_s) as idle:
-            return await _receive_until_closed(call, transport, idle, idle_s)
-    except TimeoutError:
-        return f"no media for {idle_s:g} s"
+    loop = asyncio.get_running_loop()
+    heard_at = [loop.time()]  # when the last message arrived
+    while True:
+        delay = None if idle_s is None else heard_at[0] + idle_s - loop.time()
+        try:
+            async with asyncio.timeout(delay) as idle:
+                return await _receive_until_closed(call, transport, idle, idle_s, heard_at)
+        except TimeoutError:
+            if idle_s is not None and loop.time() - heard_at[0] >= idle_s:
+                return f"no media for {idle_s:g} s"
+            # a message came after the deadline was last moved: the line is not idle, wait on
 
 
 async def _receive_until_closed(
-    call: Call, transport: MediaTransport, idle: asyncio.Timeout, idle_s: float | None
+    call: Call,
+    transport: MediaTransport,
+    idle: asyncio.Timeout,
+    idle_s: float | None,
+    heard_at: list[float],
 ) -> str:
     loop = asyncio.get_running_loop()
     # Moving the idle deadline costs a timer reschedule; 50 frames a second need it far less often.
@@ -112,7 +122,7 @@ async def _receive_until_closed(
     refresh_at = loop.time() + refresh_every_s
     while True:
         message = await transport.receive()
-        now = loop.time()
+        now = heard_at[0] = loop.time()
         if now >= refresh_at and idle_s is not None:
             idle.reschedule(now + idle_s)
             refresh_at = now + refresh_every_s
