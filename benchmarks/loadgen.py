@@ -501,6 +501,18 @@ class MiniHttp:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post_json(self, path: str, body: dict[str, Any]) -> int:
+        reused = self._writer is not None and not self._writer.is_closing()
+        try:
+            return await self._post_once(path, body)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+        # The server dropped the idle keep-alive connection (uvicorn does after 5 s): once more, afresh.
+        await self.close()
+        self._writer = None
+        return await self._post_once(path, body)
+
+    async def _post_once(self, path: str, body: dict[str, Any]) -> int:
         if self._writer is None or self._writer.is_closing():
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None

@@ -141,14 +141,84 @@ async def engine_path(min_time_s: float, repeats: int) -> dict[str, Any]:
         def writeframes(self, data: bytes) -> None:
             pass
 
-    mixdown = CallMixdown(Sink())
+    def mix_cost(batch_bytes: int) -> float:
+        mixdown = CallMixdown(Sink(), batch_bytes=batch_bytes)
 
-    def mix_one() -> None:
-        mixdown.add_agent(payload)
-        mixdown.add_caller(payload)
+        def mix_one() -> None:
+            mixdown.add_agent(payload)
+            mixdown.add_caller(payload)
 
-    recorder = best_per_op(mix_one, min_time_s=min_time_s, repeats=repeats)
-    return {"echo_frame_us": round(per_frame * 1e6, 3), "recorder_mix_us_per_frame": round(recorder * 1e6, 3)}
+        return best_per_op(mix_one, min_time_s=min_time_s, repeats=repeats)
+
+    from voicefsm.runtime.recorder import MIX_BATCH_BYTES  # how a live call's recorder batches its mix
+
+    return {
+        "echo_frame_us": round(per_frame * 1e6, 3),
+        "recorder_mix_us_per_frame": round(mix_cost(MIX_BATCH_BYTES) * 1e6, 3),
+        "recorder_mix_batch_bytes": MIX_BATCH_BYTES,
+        "recorder_mix_unbatched_us_per_frame": round(mix_cost(0) * 1e6, 3),
+    }
+
+
+class _LoopbackTransport:
+    """A media transport without a socket: ``receive`` yields to the loop once per frame, as a socket
+    read does, and parses the frame's text; ``send`` builds the outbound text, as the real one does."""
+
+    def __init__(self, inbound: str, frames: int) -> None:
+        self.inbound = inbound
+        self.left = frames
+        self.sent = 0
+
+    async def receive(self) -> object:
+        from voicefsm.core.twilio_media import parse_message
+
+        await asyncio.sleep(0)
+        if self.left == 0:
+            return None
+        self.left -= 1
+        return parse_message(self.inbound)
+
+    async def send(self, item: Any) -> None:
+        from voicefsm.core.twilio_media import media_message
+
+        media_message(STREAM_SID, item.ulaw)
+        self.sent += 1
+
+    async def close(self, reason: str) -> None:
+        return None
+
+
+async def media_loop_echo(calls: int, frames: int, repeats: int) -> dict[str, Any]:
+    """The engine's whole per-frame loop on the echo line, for ``calls`` calls at once, no sockets.
+
+    ``run_call`` with its real receive and send pumps over a loopback transport; each call echoes
+    as ``flows/echo.py`` does (``Call.inbound_sink``). CPU per echoed frame, best of ``repeats``.
+    """
+    from voicefsm.core.twilio_media import Start, inbound_media_message, parse_message, start_message
+    from voicefsm.runtime.call import Call
+    from voicefsm.runtime.media_loop import CallLimits, run_call
+
+    payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
+    inbound = inbound_media_message(STREAM_SID, payload, chunk=1, timestamp_ms=20, sequence_number=2)
+    limits = CallLimits(idle_timeout_s=None, handler_grace_s=0.1, close_timeout_s=0.1)
+    best = float("inf")
+    for _ in range(repeats):
+        runs = []
+        for index in range(calls):
+            call_sid = f"CA{index:032x}"
+            start = parse_message(start_message(STREAM_SID, call_sid))
+            assert isinstance(start, Start)
+            call = Call(call_sid=call_sid)
+            call.inbound_sink = call.put_outbound
+            transport = _LoopbackTransport(inbound, frames)
+            runs.append((call, transport, start))
+        cpu = time.process_time()
+        await asyncio.gather(*(run_call(call, t, start, None, limits=limits) for call, t, start in runs))
+        cpu = time.process_time() - cpu
+        sent = sum(t.sent for _, t, _ in runs)
+        assert sent == calls * frames, f"echoed {sent} of {calls * frames} frames"
+        best = min(best, cpu / sent)
+    return {"calls": calls, "frames_per_call": frames, "cpu_us_per_frame": round(best * 1e6, 3)}
 
 
 async def flow_send(count: int, repeats: int) -> dict[str, Any]:
@@ -261,10 +331,12 @@ async def record_writes(calls: int) -> dict[str, Any]:
 async def run_all(level: str = "full") -> dict[str, Any]:
     """Every micro-benchmark at ``level`` (smoke, quick or full: how long each loop runs)."""
     min_time_s, repeats, sends, calls = LEVELS[level]
+    frames = {"smoke": 20, "quick": 100, "full": 500}[level]
     results: dict[str, Any] = {
         "codec": codec(min_time_s, repeats),
         "messages": messages(min_time_s, repeats),
         "engine_path": await engine_path(min_time_s, repeats),
+        "media_loop_echo": await media_loop_echo(min(calls, 100), frames, repeats),
         "flow_send": await flow_send(sends, repeats),
         "idle_call_memory": await idle_call_memory(calls),
         "record_writes": await record_writes(max(10, calls // 5)),

@@ -27,11 +27,10 @@ ECHO_STEPS: dict[str, tuple[str, ...]] = {
     "socket read + WebSocket frame parsing (uvicorn protocol)": ("WebSocketsSansIOProtocol.data_received",),
     "receive a frame (uvicorn -> starlette -> transport)": ("TwilioMediaStream.receive",),
     "  of which parse_message": ("parse_message",),
-    "Call.put_inbound (queue + recorder tap)": ("Call.put_inbound",),
+    "Call.put_inbound (recorder tap; the echo's put_outbound)": ("Call.put_inbound",),
     "  of which the recorder's caller mix": ("AudioMixer.tap_caller",),
-    "echo task (inbound queue -> put_outbound)": ("FlowRuntime._echo_frames", "echo_caller.<locals>.pump"),
     "  of which the recorder's agent tap": ("AudioMixer.tap_agent",),
-    "send a frame (send pump -> transport -> starlette)": ("_send_pump",),
+    "send a frame (transport -> starlette -> uvicorn -> socket)": ("TwilioMediaStream.send",),
     "  of which media_message": ("media_message",),
     "recorder writer (disk, batched, worker thread)": (
         "AudioMixer._write_recording",

@@ -1,6 +1,7 @@
 """voicefsm's benchmarks in one command: prints Markdown tables and writes every number as JSON.
 
-    python benchmarks/run.py [--quick | --smoke] [--json out.json]
+    python benchmarks/run.py [--quick | --smoke] [--realtime] [--json out.json]
+    python benchmarks/run.py --render out.json   # the tables again, from a saved run
 
 1. micro: codec, message parse/build, the engine's per-frame path, flow ``send()``, idle call memory;
 2. echo capacity: N simulated Twilio calls (50 frames/s each) against ``voicefsm serve
@@ -21,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,9 +64,9 @@ class Plan:
 
 FULL = Plan(
     name="full",
-    ladder=(50, 100, 150, 200, 300, 400, 500, 600, 800),
+    ladder=(50, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 800),
     ladder_variants=("voicefsm", "floor"),
-    point_variants=("voicefsm-norec", "voicefsm-uvloop", "voicefsm-lean"),
+    point_variants=("voicefsm-norec", "voicefsm-asyncio"),
     point_calls=100,
     ramp_s=2.0,
     warm_s=2.0,
@@ -77,7 +79,7 @@ FULL = Plan(
     booking_think_s=0.3,
     micro_level="full",
     profile_calls=100,
-    quiet_wait_s=30.0,
+    quiet_wait_s=10.0,
 )
 PLANS = {
     "full": FULL,
@@ -238,7 +240,7 @@ def capacity(variant: str, plan: Plan, workdir: Path, cores: tuple[int | None, i
             failed = calls
             break
         passed = calls
-    if plan.bisect and passed is not None and failed is not None and failed - passed > 50:
+    if plan.bisect and passed is not None and failed is not None and failed - passed > 25:
         middle = (passed + failed) // 2 // 25 * 25
         step = echo_step(variant, middle, plan, workdir, cores)
         steps.append(step)
@@ -362,6 +364,48 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else "met" if ok else "NOT met"
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with the number that decides it."""
+    steps = {
+        run["variant"]: {step["calls"]: step for step in run["steps"]} for run in results["capacity"]
+    }
+    at_100 = steps.get("voicefsm", {}).get(100)
+    ratio = results.get("capacity_ratio")
+    book = results.get("booking") or {}
+    turn_p99 = (book.get("turn_latency_ms") or {}).get("p99")
+    kib = at_100.get("rss_per_call_kib") if at_100 else None
+    rows = [
+        (
+            "100 echo calls: p99 < 50 ms, no frame lost",
+            f"p99 {_fmt(at_100['latency_ms']['p99'], 2)} ms, lost {at_100['frames_lost']}" if at_100 else "-",
+            _met(at_100["pass"]) if at_100 else "-",
+        ),
+        (
+            "echo capacity on one core >= the FastAPI floor's",
+            f"ratio {_fmt(ratio, 2)}",
+            _met(ratio >= 1.0 if ratio is not None else None),
+        ),
+        (
+            f"turn overhead <= 5 ms p99 at {book.get('calls', '-')} calls",
+            f"p99 {_fmt(turn_p99, 2)} ms (answer POST sent -> first reply frame)",
+            _met(turn_p99 <= 5.0 if turn_p99 is not None else None),
+        ),
+        (
+            "<= 256 KiB per active call",
+            f"{_fmt(kib)} KiB (echo, 100 calls); booking {_fmt(book.get('rss_per_call_kib'))} KiB",
+            _met(kib <= 256 if kib is not None else None),
+        ),
+    ]
+    out = ["### Targets (issue #8)\n", "| target | measured | |", "|---|---|---|"]
+    out += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in rows]
+    out.append("")
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The tables RESULTS.md quotes."""
     out: list[str] = []
@@ -370,7 +414,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {info['cpu_model']}, {info['cpus']} cores; Python {info['python']}; "
         f"commit {info['commit']}"
     )
-    out.append(f"Date: {info['date_utc']}; command: `{results['command']}`\n")
+    scheduling = results.get("scheduling", "default")
+    out.append(f"Date: {info['date_utc']}; command: `{results['command']}`; scheduling: {scheduling}\n")
 
     out.append("### Echo (server on one core, load generator on the other)\n")
     out.append(
@@ -444,6 +489,7 @@ def markdown(results: dict[str, Any]) -> str:
     micro_results = results.get("micro")
     if micro_results:
         codec, messages = micro_results["codec"], micro_results["messages"]
+        loop = micro_results["media_loop_echo"]
         engine, flow, memory = (
             micro_results["engine_path"],
             micro_results["flow_send"],
@@ -462,7 +508,15 @@ def markdown(results: dict[str, Any]) -> str:
             ("floor: json.loads + b64decode", f"{messages['floor_json_parse_media_us']} us"),
             ("floor: b64encode + json.dumps", f"{messages['floor_json_build_media_us']} us"),
             ("engine echo path per frame, no sockets", f"{engine['echo_frame_us']} us"),
-            ("recorder mix per frame (caller + agent)", f"{engine['recorder_mix_us_per_frame']} us"),
+            (
+                f"engine media loop per echoed frame, {loop['calls']} calls, no sockets (run_call)",
+                f"{loop['cpu_us_per_frame']} us",
+            ),
+            (
+                f"recorder mix per frame (caller + agent, batched {engine['recorder_mix_batch_bytes']} B)",
+                f"{engine['recorder_mix_us_per_frame']} us",
+            ),
+            ("recorder mix per frame, unbatched", f"{engine['recorder_mix_unbatched_us_per_frame']} us"),
             ("flow send() on the booking chart", f"{flow['send_us']} us"),
             ("idle Call", f"{memory['call_kib']} KiB"),
             ("idle Call + FlowRuntime(Booking)", f"{memory['call_plus_flow_runtime_kib']} KiB"),
@@ -478,6 +532,8 @@ def markdown(results: dict[str, Any]) -> str:
             ]
         out += [f"| {label} | {value} |" for label, value in rows]
         out.append("")
+
+    out += targets(results)
 
     prof = results.get("profile") or {}
     if prof.get("analysis"):
@@ -503,13 +559,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--variants", default=None, help="servers whose capacity to search (comma-separated)")
     parser.add_argument("--out-dir", default=None, help="where the profile is written (default: benchmarks/)")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run every server and load generator at real-time priority (SCHED_FIFO 1; needs root): on a "
+        "shared machine, other work then only gets the CPU they leave, and cannot add latency",
+    )
+    parser.add_argument("--render", default=None, help="print the tables of a saved JSON result; run nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(Path(args.render).read_text(encoding="utf-8"))))
+        return 0
+    if args.realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # inherited by every subprocess
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.no_profile:
         plan = replace(plan, profile_calls=None)
     if args.variants:
         plan = replace(plan, ladder_variants=tuple(args.variants.split(",")), point_variants=())
     out_dir = Path(args.out_dir) if args.out_dir else BENCH
+    # SIGTERM unwinds like Ctrl-C, so every server and load generator started so far is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cores = choose_cores()
     if cores[1] is not None:
         os.sched_setaffinity(0, {cores[1]})  # this process and py-spy stay off the server's core
@@ -520,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.name,
         "machine": machine(),
         "cores": {"server": cores[0], "client": cores[1]},
+        "scheduling": "SCHED_FIFO 1 (--realtime)" if args.realtime else "default (SCHED_OTHER)",
     }
     with tempfile.TemporaryDirectory(prefix="voicefsm-bench-") as temp:
         workdir = Path(temp)

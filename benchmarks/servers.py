@@ -42,8 +42,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "floor": (str(BENCH / "floor_echo.py"),),
     "voicefsm": ("-m", "voicefsm", "serve", "{flows}/echo.py", "--tts", "scripted"),
     "voicefsm-norec": ("-m", "voicefsm", "serve", "{flows}/echo.py", "--tts", "scripted"),
-    "voicefsm-uvloop": (str(BENCH / "uvloop_serve.py"), "serve", "{flows}/echo.py", "--tts", "scripted"),
-    "voicefsm-lean": (str(BENCH / "uvloop_serve.py"), "serve", "{flows}/echo.py", "--tts", "scripted"),
+    "voicefsm-asyncio": (str(BENCH / "asyncio_serve.py"), "serve", "{flows}/echo.py", "--tts", "scripted"),
     "booking": (
         *("-m", "voicefsm", "serve", "{flows}/booking.py"),
         *("--stt", "scripted", "--tts", "scripted"),
@@ -53,8 +52,7 @@ DESCRIPTIONS = {
     "floor": "minimal FastAPI/uvicorn echo (benchmarks/floor_echo.py)",
     "voicefsm": "voicefsm serve flows/echo.py --tts scripted (records calls, as shipped)",
     "voicefsm-norec": "the same with VOICEFSM_RECORDINGS_DIR='' (no call recording)",
-    "voicefsm-uvloop": "the same as voicefsm, run on uvloop (benchmarks/uvloop_serve.py)",
-    "voicefsm-lean": "uvloop and no call recording together",
+    "voicefsm-asyncio": "the same as voicefsm, on asyncio's default loop instead of uvloop",
     "booking": "voicefsm serve flows/booking.py --stt scripted --tts scripted",
 }
 
@@ -98,7 +96,7 @@ def pinned(argv: list[str], core: int | None) -> list[str]:
 def server_env(variant: str, workdir: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED}
     env["VOICEFSM_DB_URL"] = f"sqlite+aiosqlite:///{workdir / 'records.db'}"
-    recording = variant not in ("voicefsm-norec", "voicefsm-lean")
+    recording = variant != "voicefsm-norec"
     env["VOICEFSM_RECORDINGS_DIR"] = str(workdir / "recordings") if recording else ""
     env["VOICEFSM_DRAIN_TIMEOUT_S"] = "2"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

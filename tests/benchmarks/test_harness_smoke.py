@@ -34,6 +34,7 @@ def test_smoke_run_produces_every_number(tmp_path: Path) -> None:
         micro["messages"]["parse_media_us"],
         micro["messages"]["build_media_us"],
         micro["engine_path"]["echo_frame_us"],
+        micro["media_loop_echo"]["cpu_us_per_frame"],
         micro["flow_send"]["send_us"],
         micro["idle_call_memory"]["call_plus_flow_runtime_kib"],
     ):
@@ -53,3 +54,14 @@ def test_smoke_run_produces_every_number(tmp_path: Path) -> None:
     assert booking["turn_latency_ms"]["count"] > 0
     assert all(_number(booking["turn_latency_ms"][key]) for key in ("p50", "p99"))
     assert "Capacity on one core" in completed.stdout
+    assert "Targets (issue #8)" in completed.stdout
+
+    rendered = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert rendered.stdout.strip() in completed.stdout  # the saved JSON reprints the same tables
