@@ -44,13 +44,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voicefsm.core.events import WsConnected
-from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, Turn
+from voicefsm.testing.line import play_like_a_phone
 from voicefsm.transports.twilio_client import TwilioStreamClient
 
 __all__ = [
@@ -67,7 +67,6 @@ Role = Literal["agent", "caller"]
 
 CALLER_NUMBER = "+15550001234"
 AGENT_NUMBER = "+15550009999"
-ULAW_BYTES_PER_S = 8000
 #: Simulated seconds a bridged conversation may take (a booking takes well under a minute).
 MAX_CALL_S = 600.0
 #: Real seconds a bridge may take before it is declared stuck.
@@ -286,18 +285,7 @@ class _Leg(FlowListener):
         self.call.signal_disconnected(reason)
 
     async def _play(self) -> None:
-        # The phone: audio plays at 8000 bytes a second on the shared clock; a mark comes back once
-        # the audio before it has played; a clear drops what was still queued.
-        playing_until = self.clock.now()
-        while (item := await self.call.next_outbound()) is not None:
-            now = self.clock.now()
-            if isinstance(item, PlayAudio):
-                playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
-            elif isinstance(item, PlaceMark):
-                await self.clock.sleep(playing_until - now)
-                self.call.mark_echoed(item.name)
-            elif isinstance(item, ClearBuffer):
-                playing_until = now
+        await play_like_a_phone(self.call, self.clock)
 
     async def _hangup_watch(self) -> None:
         await self.call.hangup_requested.wait()

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from voicefsm.core.events import Dtmf, WsConnected
-from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
+from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
@@ -33,6 +33,33 @@ MONDAY = dt.date(2024, 6, 3)
 CALLER = "+15550001234"
 ULAW_BYTES_PER_S = 8000
 WAIT_S = 5.0  # real seconds; simulated waits take none, so only a hang gets near this
+
+
+async def play_like_a_phone(
+    call: Call,
+    clock: VirtualClock,
+    *,
+    echo_marks: bool = True,
+    heard: Callable[[OutboundItem], None] | None = None,
+) -> None:
+    """Play ``call``'s outbound audio as a phone does, on ``clock``, until the call ends.
+
+    Audio takes its length (8000 mu-law bytes a second); a mark comes back once the audio queued
+    before it has played; a clear drops what was still to play. ``heard`` sees every item.
+    """
+    playing_until = clock.now()
+    while (item := await call.next_outbound()) is not None:
+        now = clock.now()
+        if heard is not None:
+            heard(item)
+        if isinstance(item, PlayAudio):
+            playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
+        elif isinstance(item, PlaceMark):
+            if echo_marks:
+                await clock.sleep(playing_until - now)
+                call.mark_echoed(item.name)
+        elif isinstance(item, ClearBuffer):
+            playing_until = now
 
 
 class FlowLine(FlowListener):
@@ -149,20 +176,14 @@ class FlowLine(FlowListener):
     # -- the far end ------------------------------------------------------------------------------
 
     async def _play(self) -> None:
-        playing_until = self.clock.now()
-        while (item := await self.call.next_outbound()) is not None:
-            now = self.clock.now()
-            if isinstance(item, PlayAudio):
-                self.audio_bytes += len(item.ulaw)
-                playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
-                self._changed.set()
-            elif isinstance(item, PlaceMark):
-                if self.echo_marks:
-                    await self.clock.sleep(playing_until - now)
-                    self.call.mark_echoed(item.name)
-            elif isinstance(item, ClearBuffer):
-                self.clears += 1
-                playing_until = now
+        await play_like_a_phone(self.call, self.clock, echo_marks=self.echo_marks, heard=self._heard_item)
+
+    def _heard_item(self, item: OutboundItem) -> None:
+        if isinstance(item, PlayAudio):
+            self.audio_bytes += len(item.ulaw)
+            self._changed.set()
+        elif isinstance(item, ClearBuffer):
+            self.clears += 1
 
     async def _hangup_watch(self) -> None:
         await self.call.hangup_requested.wait()
