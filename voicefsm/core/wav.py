@@ -96,6 +96,10 @@ class PcmSink(Protocol):
     def writeframes(self, data: bytes) -> None: ...
 
 
+#: Agent silence under caller audio, sliced without copying (a frame of it per silent agent frame).
+_SILENCE = memoryview(bytes([ULAW_SILENCE]) * 8000)
+
+
 class CallMixdown:
     """Mixes a call's caller and agent mu-law audio onto one timeline and streams it out as 16-bit PCM.
 
@@ -141,7 +145,11 @@ class CallMixdown:
         self._caller_batch += frame
         self._agent_batch += agent
         if len(agent) < len(frame):  # the agent is silent under the rest of this frame
-            self._agent_batch += bytes([ULAW_SILENCE]) * (len(frame) - len(agent))
+            missing = len(frame) - len(agent)
+            if missing <= len(_SILENCE):
+                self._agent_batch += _SILENCE[:missing]
+            else:  # a caller "frame" longer than a second: rare enough to allocate for
+                self._agent_batch += bytes([ULAW_SILENCE]) * missing
         if len(self._caller_batch) >= self._batch_bytes:
             self._mix_batch()
 

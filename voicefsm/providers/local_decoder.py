@@ -46,6 +46,7 @@ def _pool_now() -> ProcessPoolExecutor:
             # spawn, not fork: the server has threads (SQLite writer, SDKs) a fork would copy mid-state.
             context = multiprocessing.get_context("spawn")
             _pool = ProcessPoolExecutor(_workers(), mp_context=context, initializer=_start_worker)
+            _pool.submit(_ready)  # the first job starts the workers; later calls find them running
         return _pool
 
 
@@ -63,7 +64,7 @@ atexit.register(shutdown_pool)
 
 def warm_up() -> None:
     """Start the workers now, so the first caller does not wait for them; returns at once."""
-    _pool_now().submit(_ready)
+    _pool_now()
 
 
 async def decode(pcm8k: bytes, phrases: tuple[str, ...] | None, *, repeatable: bool = False) -> str:
