@@ -89,6 +89,7 @@ class _Channel:
     def _sdk_canceled(self, event: Any) -> None:
         details = event.result.cancellation_details
         reason, code = details.reason.name, details.error_code.name
+        error: ProviderError
         if reason == "Error":
             error = cancellation_error(PROVIDER, code, details.error_details or "")
         else:
