@@ -66,8 +66,9 @@ ERROR_HELP: dict[str, tuple[bool, str]] = {
 class AzureSpeechError(ProviderError):
     """Azure cancelled recognition or synthesis; ``error_code`` names the SDK's ``CancellationErrorCode``."""
 
-    def __init__(self, provider: str, reason: str, *, error_code: str, details: str = "",
-                 retryable: bool = False) -> None:
+    def __init__(
+        self, provider: str, reason: str, *, error_code: str, details: str = "", retryable: bool = False
+    ) -> None:
         super().__init__(provider, reason, retryable=retryable)
         self.error_code = error_code
         self.details = details
@@ -78,8 +79,13 @@ def cancellation_error(provider: str, error_code: str, details: str) -> AzureSpe
     retryable, help_text = ERROR_HELP.get(error_code, (True, "the service cancelled the request"))
     details = " ".join(details.split())[:MAX_DETAILS_CHARS]
     said = f" (service said: {details})" if details else ""
-    return AzureSpeechError(provider, f"{error_code}: {help_text}{said}", error_code=error_code,
-                            details=details, retryable=retryable)
+    return AzureSpeechError(
+        provider,
+        f"{error_code}: {help_text}{said}",
+        error_code=error_code,
+        details=details,
+        retryable=retryable,
+    )
 
 
 def import_sdk(provider: str) -> Any:

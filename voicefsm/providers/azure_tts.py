@@ -113,8 +113,11 @@ class _Channel:
             with contextlib.suppress(RuntimeError):  # already closed
                 self.connection.close()
         finally:
-            for signal in (self.synthesizer.synthesizing, self.synthesizer.synthesis_completed,
-                           self.synthesizer.synthesis_canceled):
+            for signal in (
+                self.synthesizer.synthesizing,
+                self.synthesizer.synthesis_completed,
+                self.synthesizer.synthesis_canceled,
+            ):
                 signal.disconnect_all()
 
 
@@ -216,8 +219,9 @@ class AzureTextToSpeech:
         if channel is not None:
             busy = channel.request is not None
             try:
-                await run_blocking(lambda: channel.release(busy), timeout_s=self.stop_timeout_s,
-                                   what="synthesizer release")
+                await run_blocking(
+                    lambda: channel.release(busy), timeout_s=self.stop_timeout_s, what="synthesizer release"
+                )
             except Exception as exc:
                 log.warning("Azure synthesizer did not close cleanly: %s: %s", type(exc).__name__, exc)
 
@@ -250,8 +254,11 @@ class AzureTextToSpeech:
     async def _abort(self, channel: _Channel, request: _Request) -> None:
         """Stop the prompt and wait for the SDK to confirm; otherwise never reuse this synthesizer."""
         try:
-            await run_blocking(lambda: channel.synthesizer.stop_speaking_async().get(),
-                               timeout_s=self.stop_timeout_s, what="synthesis stop")
+            await run_blocking(
+                lambda: channel.synthesizer.stop_speaking_async().get(),
+                timeout_s=self.stop_timeout_s,
+                what="synthesis stop",
+            )
             async with asyncio.timeout(self.stop_timeout_s):
                 await request.done.wait()
         except Exception as exc:  # a stop that failed or timed out: handled below
@@ -265,8 +272,9 @@ class AzureTextToSpeech:
             self._channel = None
         channel.retired = True
         # Fire and forget: a daemon thread that ends when the SDK lets go (its own timeouts bound it).
-        threading.Thread(target=_release_quietly, args=(channel,), name="voicefsm-azure-tts-release",
-                         daemon=True).start()
+        threading.Thread(
+            target=_release_quietly, args=(channel,), name="voicefsm-azure-tts-release", daemon=True
+        ).start()
 
 
 def _release_quietly(channel: _Channel) -> None:
