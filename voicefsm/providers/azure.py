@@ -19,19 +19,22 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from voicefsm.errors import ProviderError, ProviderUnavailable
 
 if TYPE_CHECKING:
     from voicefsm.providers.azure_stt import AzureSpeechToText
     from voicefsm.providers.azure_tts import AzureTextToSpeech
+    from voicefsm.settings import Settings
 
 __all__ = [
     "INSTALL_HINT",
+    "AzureAccount",
     "AzureSpeechError",
     "AzureSpeechToText",
     "AzureTextToSpeech",
+    "account_from_settings",
     "cancellation_error",
     "import_sdk",
     "run_blocking",
@@ -97,6 +100,26 @@ def import_sdk(provider: str) -> Any:
             provider, f"the Azure Speech SDK is not installed or cannot load ({exc}): {INSTALL_HINT}"
         ) from exc
     return speechsdk
+
+
+class AzureAccount(TypedDict):
+    """The key, and where the service is: what both providers take from the settings."""
+
+    key: str
+    region: str | None
+    host: str | None
+    endpoint: str | None
+
+
+def account_from_settings(settings: Settings) -> AzureAccount:
+    """``AZURE_SPEECH_KEY``, ``AZURE_SPEECH_REGION``, ``AZURE_SPEECH_HOST`` and ``AZURE_SPEECH_ENDPOINT``."""
+    key = settings.azure_speech_key
+    return AzureAccount(
+        key=key.get_secret_value() if key is not None else "",
+        region=settings.azure_speech_region,
+        host=settings.azure_speech_host,
+        endpoint=settings.azure_speech_endpoint,
+    )
 
 
 def speech_config(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from voicefsm.errors import ProviderError
 from voicefsm.providers.azure import (
     AzureSpeechError,
+    account_from_settings,
     cancellation_error,
     import_sdk,
     run_blocking,
@@ -124,12 +125,8 @@ class AzureSpeechToText(StreamingRecognizer):
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureSpeechToText:
         """Build from ``AZURE_SPEECH_*``, ``AZURE_STT_LANGUAGE`` and ``AZURE_SILENCE_TIMEOUT_MS``."""
-        key = settings.azure_speech_key
         return cls(
-            key=key.get_secret_value() if key is not None else "",
-            region=settings.azure_speech_region,
-            host=settings.azure_speech_host,
-            endpoint=settings.azure_speech_endpoint,
+            **account_from_settings(settings),
             language=settings.azure_stt_language,
             silence_timeout_ms=settings.azure_silence_timeout_ms,
         )

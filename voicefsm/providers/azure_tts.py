@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from voicefsm.errors import ProviderError
 from voicefsm.providers.azure import (
     AzureSpeechError,
+    account_from_settings,
     cancellation_error,
     import_sdk,
     locale_of,
@@ -169,14 +170,7 @@ class AzureTextToSpeech:
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureTextToSpeech:
         """Build from ``AZURE_SPEECH_*`` and ``AZURE_TTS_VOICE``; ProviderUnavailable without key or SDK."""
-        key = settings.azure_speech_key
-        return cls(
-            key=key.get_secret_value() if key is not None else "",
-            region=settings.azure_speech_region,
-            host=settings.azure_speech_host,
-            endpoint=settings.azure_speech_endpoint,
-            voice=settings.azure_tts_voice,
-        )
+        return cls(**account_from_settings(settings), voice=settings.azure_tts_voice)
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law chunks of ``text`` as the service sends them; raises ProviderError on any failure."""
