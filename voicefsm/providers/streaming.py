@@ -110,14 +110,16 @@ class StreamingRecognizer:
 
     def _begin(self) -> None:
         """Mark the recognizer started; a second start is a programming error."""
-        if self._started or self._stopping:
-            raise RuntimeError(
-                f"{type(self).__name__}.start() was called twice; build one recognizer per call"
-            )
+        when = "twice" if self._started else "after stop()" if self._stopping else None
+        if when is not None:
+            raise RuntimeError(f"{type(self).__name__}.start() was called {when}; build one recognizer per call")
         self._started = True
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Start a task that :meth:`stop` cancels and awaits."""
+        """Start a task that :meth:`stop` cancels and awaits; after ``stop()`` has begun it is a bug."""
+        if self._stopping:
+            coro.close()
+            raise RuntimeError(f"{type(self).__name__} started task {name!r} after stop(); it would leak")
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task
