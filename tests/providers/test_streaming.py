@@ -1,4 +1,4 @@
-"""The lifecycle the cloud recognizers share (StreamingRecognizer), on a recognizer with no service behind it."""
+"""The lifecycle the cloud recognizers share (StreamingRecognizer), on a recognizer without a service."""
 
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ async def test_partials_can_be_discarded_too() -> None:
     assert stt.discarded == 1
 
 
-async def test_a_failure_is_reported_once_and_silences_the_recognizer(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failure_is_reported_once_and_silences_the_recognizer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     stt = Stubborn(FakeClock(), discard_partials_while_speaking=False)
     heard = collect(stt)
 

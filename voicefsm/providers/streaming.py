@@ -112,7 +112,8 @@ class StreamingRecognizer:
         """Mark the recognizer started; a second start is a programming error."""
         when = "twice" if self._started else "after stop()" if self._stopping else None
         if when is not None:
-            raise RuntimeError(f"{type(self).__name__}.start() was called {when}; build one recognizer per call")
+            name = type(self).__name__
+            raise RuntimeError(f"{name}.start() was called {when}; build one recognizer per call")
         self._started = True
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
