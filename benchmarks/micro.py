@@ -90,7 +90,7 @@ def codec(min_time_s: float, repeats: int) -> dict[str, Any]:
 
 def messages(min_time_s: float, repeats: int) -> dict[str, Any]:
     """Parse an inbound media frame and build an outbound one; the floor's json/base64 way beside it."""
-    from voicefsm.core.twilio_media import inbound_media_message, media_message, parse_message
+    from voicefsm.telephony.twilio.media import inbound_media_message, media_message, parse_message
 
     payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
     inbound = inbound_media_message(STREAM_SID, payload, chunk=1234, timestamp_ms=24680, sequence_number=1235)
@@ -117,7 +117,7 @@ def messages(min_time_s: float, repeats: int) -> dict[str, Any]:
 
 async def engine_path(min_time_s: float, repeats: int) -> dict[str, Any]:
     """The server's per-frame work on one echo call, minus uvicorn and the WebSocket."""
-    from voicefsm.core.twilio_media import inbound_media_message, media_message, parse_message
+    from voicefsm.telephony.twilio.media import inbound_media_message, media_message, parse_message
     from voicefsm.core.wav import CallMixdown
     from voicefsm.runtime.call import Call
 
@@ -170,7 +170,7 @@ class _LoopbackTransport:
         self.sent = 0
 
     async def receive(self) -> object:
-        from voicefsm.core.twilio_media import parse_message
+        from voicefsm.telephony.twilio.media import parse_message
 
         await asyncio.sleep(0)
         if self.left == 0:
@@ -179,7 +179,7 @@ class _LoopbackTransport:
         return parse_message(self.inbound)
 
     async def send(self, item: Any) -> None:
-        from voicefsm.core.twilio_media import media_message
+        from voicefsm.telephony.twilio.media import media_message
 
         media_message(STREAM_SID, item.ulaw)
         self.sent += 1
@@ -194,9 +194,9 @@ async def media_loop_echo(calls: int, frames: int, repeats: int) -> dict[str, An
     ``run_call`` with its real receive and send pumps over a loopback transport; each call echoes
     as ``flows/echo.py`` does (``Call.inbound_sink``). CPU per echoed frame, best of ``repeats``.
     """
-    from voicefsm.core.twilio_media import Start, inbound_media_message, parse_message, start_message
+    from voicefsm.telephony.twilio.media import Start, inbound_media_message, parse_message, start_message
     from voicefsm.runtime.call import Call
-    from voicefsm.runtime.media_loop import CallLimits, run_call
+    from voicefsm.runtime.driver import CallLimits, run_call
 
     payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
     inbound = inbound_media_message(STREAM_SID, payload, chunk=1, timestamp_ms=20, sequence_number=2)

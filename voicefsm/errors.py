@@ -3,7 +3,8 @@
     VoiceFsmError
     ├── CallError
     │   ├── CallNotAnsweredError      the media stream did not connect in time
-    │   └── CallHangupError           the call ended while something waited on it
+    │   ├── CallHangupError           the call ended while something waited on it
+    │   └── TransportClosed           a far end's connection is gone; nothing more can be sent
     ├── ProviderError                 a speech provider failed (carries provider and reason)
     │   └── ProviderUnavailable       a provider's SDK or settings are missing
     ├── TelephonyError                a Twilio REST request failed
@@ -47,6 +48,17 @@ class CallHangupError(CallError):
 
     def __str__(self) -> str:
         return f"the call ended ({self.reason}) while waiting on it"
+
+
+class TransportClosed(CallError):
+    """A far end's connection is gone; ``detail`` says how. Nothing more can be sent on it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class MissingStreamUrlError(VoiceFsmError):

@@ -20,17 +20,17 @@ from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow
 from voicefsm.flow.loader import load_flow
 from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
+from voicefsm.runtime.chat import CHAT_CALLER
+from voicefsm.runtime.clock import ManualClock
 from voicefsm.transports.terminal import (
-    CHAT_CALLER,
     HELP,
-    HangUp,
     Help,
     Invalid,
     Keys,
+    Leave,
     Silence,
     Speech,
     StdinLines,
-    TerminalClock,
     parse_input,
 )
 
@@ -159,7 +159,7 @@ def run_cli(*args: str, cwd: Path, stdin: str | io.BufferedReader = "") -> subpr
         ("/*9A", Keys("*9A")),
         ("/silence", Silence()),
         ("/SILENCE", Silence()),
-        ("/hangup", HangUp()),
+        ("/hangup", Leave()),
         ("/help", Help()),
         ("", None),
         ("   ", None),
@@ -180,7 +180,7 @@ def test_a_slash_line_that_is_no_command_is_invalid_not_keys(line: str) -> None:
 
 
 async def test_the_terminal_clock_moves_only_when_told() -> None:
-    clock = TerminalClock()
+    clock = ManualClock()
     woke: list[float] = []
 
     async def sleeper(seconds: float) -> None:

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from voicefsm.core.twiml import (
+from voicefsm.telephony.twilio.twiml import (
     BUSY_MESSAGE,
     StreamUrlError,
     busy_twiml,

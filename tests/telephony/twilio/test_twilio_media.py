@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicefsm.core import twilio_media
-from voicefsm.core.twilio_media import (
+from voicefsm.telephony.twilio.media import (
     MAX_MESSAGE_BYTES,
     Connected,
     Dtmf,
