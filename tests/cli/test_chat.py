@@ -19,9 +19,9 @@ from voicefsm.cli import chat_session
 from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow
 from voicefsm.flow.loader import load_flow
 from voicefsm.providers.scripted import ScriptedTextToSpeech
-from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
 from voicefsm.runtime.chat import CHAT_CALLER
 from voicefsm.runtime.clock import ManualClock
+from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
 from voicefsm.transports.terminal import (
     HELP,
     Help,

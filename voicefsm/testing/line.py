@@ -144,7 +144,9 @@ class FlowLine(FlowListener):
         yield CallSession(self.call, self._run, self.clock)
 
     async def _run_call(self) -> FlowResult:
-        await run_call(self.far_end, self._session, LINE_LIMITS)
+        reason = await run_call(self.far_end, self._session, LINE_LIMITS)
+        if reason.startswith("internal error"):  # the driver itself broke: nothing the flow did
+            raise AssertionError(f"the test line's driver failed: {reason}; {self.describe()}")
         run = self._run
         if run is not None and run.error is not None:
             raise run.error
