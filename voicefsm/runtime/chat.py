@@ -8,8 +8,9 @@ audio and no recognizer: typed lines reach the call as final transcripts.
 
 The next line is read only once the flow waits for the caller: it listens again, or it has
 ended. Keys that do not finish an entry leave the flow listening where it was, and an echo
-waits for audio without listening; then the line is read once the loop has settled with a
-timer pending. So answers never race the flow, even when its code awaits something slow.
+waits for audio without listening; then the line is read once the loop has settled with
+nothing done meanwhile. So answers never race the flow, even when its code awaits something
+slow (an awaited lookup is not a settled loop: its slot was filled, or its state moved on).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from voicefsm.core.events import CallStarted, Committed
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import ManualClock
 from voicefsm.runtime.driver import CallLimits, run_call
-from voicefsm.runtime.flow_runtime import FlowListener, FlowResult
+from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
 from voicefsm.runtime.session import CallSession, FlowRun
 from voicefsm.transports.memory import MemoryFarEnd
 from voicefsm.transports.terminal import (
@@ -75,11 +77,13 @@ async def settled(*, idle_turns: int = 2, fallback_turns: int = 50) -> None:
 
 
 class _Progress(FlowListener):
-    """Counts the flow's listens and moves, and wakes whoever waits on them."""
+    """Counts the flow's listens, moves and other doings (slots, turns, errors); wakes who waits on them."""
 
     def __init__(self) -> None:
         self.listens = 0
         self.moves = 0
+        self.doings = 0
+        self.state: str | None = None
         self.listened_after = -1  # the move count at the last listen
         self.changed = asyncio.Event()
 
@@ -90,11 +94,25 @@ class _Progress(FlowListener):
 
     def on_transition(self, source: str, event: str, target: str) -> None:
         self.moves += 1
-        self.changed.set()
+        self.state = target
+        self._did()
 
     def on_listen(self, state: str) -> None:
         self.listens += 1
         self.listened_after = self.moves
+        self._did()
+
+    def on_slot(self, name: str, value: object) -> None:
+        self._did()
+
+    def on_turn(self, turn: Turn) -> None:
+        self._did()
+
+    def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        self._did()
+
+    def _did(self) -> None:
+        self.doings += 1
         self.changed.set()
 
 
@@ -118,6 +136,10 @@ class ChatLine:
         self.clock = ManualClock()
         self.far_end = MemoryFarEnd()
         self.progress = _Progress()
+        #: States that wait for the caller without listening for words (an echo waits for audio).
+        self._waits_unheard = frozenset(
+            state.id for state in FlowSpec.of(flow).states if state.kind == "echo"
+        )
         self.call: Call | None = None
         self._run: FlowRun | None = None
 
@@ -165,7 +187,7 @@ class ChatLine:
         return "agent hung up" if self.call.hangup_reason is not None else self.call.disconnect_reason
 
     async def _converse(self, call: asyncio.Task[str], lines: AsyncIterator[str]) -> None:
-        await self._flow_waits(call, listens=0, moves=0, keys=False)
+        await self._flow_waits(call, listens=0, doings=0, keys=False)
         while not call.done():
             self.view.prompt()
             line = await self._next_line(call, lines)
@@ -183,9 +205,9 @@ class ChatLine:
                 except TimeoutError:
                     raise ChatStuckError(self.end_wait_s) from None
                 return
-            listens, moves = self.progress.listens, self.progress.moves
+            listens, doings = self.progress.listens, self.progress.doings
             if self._act(typed):
-                await self._flow_waits(call, listens=listens, moves=moves, keys=isinstance(typed, Keys))
+                await self._flow_waits(call, listens=listens, doings=doings, keys=isinstance(typed, Keys))
 
     def _act(self, typed: CallerInput) -> bool:
         """Do what the caller typed; True when the flow has something to answer."""
@@ -205,21 +227,22 @@ class ChatLine:
             self.view.note(f"{typed.line}: {typed.problem}")
         return False
 
-    async def _flow_waits(self, call: asyncio.Task[str], *, listens: int, moves: int, keys: bool) -> None:
+    async def _flow_waits(self, call: asyncio.Task[str], *, listens: int, doings: int, keys: bool) -> None:
         """Wait until the flow waits for the caller again: it listens anew, or the call has ended.
 
         A flow may also wait for the caller without listening anew: keys that do not finish an
-        entry leave it listening where it was, and an echo waits for audio. Either shows as a
-        settled loop, nothing moving, and a timer pending on the clock (the keypad pause, the
-        echo's limit). A flow that still works on an answer (an awaited lookup) is waited for.
+        entry leave it listening where it was, doing nothing else, and an echo waits for audio.
+        Then the line is read once the loop has settled with nothing done meanwhile (only the
+        keypad pause or the echo's limit is left to run out). A flow still working on an answer
+        (a slot filled, a lookup awaited before it moves on) is waited for.
         """
         progress = self.progress
         while not call.done() and progress.listens == listens:
-            idle_wait = not progress.listening or (keys and progress.moves == moves)
-            if idle_wait and self.clock.next_deadline() is not None:
-                before = progress.moves
+            keys_pending = keys and progress.listening and progress.doings == doings
+            if keys_pending or progress.state in self._waits_unheard:
+                before = progress.doings
                 await settled()
-                if progress.listens == listens and progress.moves == before:
+                if progress.listens == listens and progress.doings == before:
                     return
                 continue
             progress.changed.clear()
