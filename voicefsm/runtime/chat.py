@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from voicefsm.core.events import CallStarted, Committed
 from voicefsm.errors import VoiceFsmError
@@ -126,9 +126,11 @@ class ChatLine:
         *,
         today: dt.date | None = None,
         listeners: Sequence[FlowListener] = (),
+        resources: Mapping[str, object] | None = None,
         end_wait_s: float = 10.0,
     ) -> None:
         self.flow = flow
+        self.resources = resources
         self.view = view
         self.today = today
         self.listeners = tuple(listeners)
@@ -156,6 +158,7 @@ class ChatLine:
             # The view has FlowListener's hooks by shape (transports sit below the runtime).
             listeners=[self.view, self.progress, *self.listeners],  # type: ignore[list-item]
             today=(lambda: today) if today is not None else dt.date.today,
+            resources=self.resources,
         )
         yield CallSession(self.call, self._run, self.clock)
 
