@@ -178,9 +178,11 @@ class ChatLine:
                 call.cancel()
             await asyncio.wait([call])
         run = self._run
-        if run is None or run.result is None:
-            raise run.error if run is not None and run.error is not None else ChatStuckError(self.end_wait_s)
-        return run.result
+        if run is not None and run.result is not None:
+            return run.result
+        if run is not None and run.error is not None and not isinstance(run.error, asyncio.CancelledError):
+            raise run.error
+        raise ChatStuckError(CHAT_LIMITS.handler_grace_s)  # it was cancelled at the end of its grace
 
     @property
     def ended_by(self) -> str | None:
