@@ -21,6 +21,7 @@ import datetime as dt
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from voicefsm.core.events import CallStarted, Committed
+from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
@@ -142,7 +143,7 @@ class ChatLine:
         self.listeners = tuple(listeners)
         self.end_wait_s = end_wait_s
         self.clock = ManualClock()
-        self.far_end = MemoryFarEnd()
+        self.far_end = MemoryFarEnd(on_intent=self._shown)
         self.progress = _Progress(view)
         #: States that wait for the caller without listening for words (an echo waits for audio).
         self._waits_unheard = frozenset(
@@ -150,6 +151,10 @@ class ChatLine:
         )
         self.call: Call | None = None
         self._run: FlowRun | None = None
+
+    @staticmethod
+    def _shown(item: OutboundItem) -> None:
+        """The agent's audio: the driver's playout times it; the screen shows its words, not its sound."""
 
     @contextlib.asynccontextmanager
     async def _session(self, started: CallStarted) -> AsyncIterator[CallSession]:
