@@ -22,12 +22,12 @@ ASYNC_DRIVERS: dict[str, tuple[str, str]] = {
     "postgres": ("postgresql", "asyncpg"),
 }
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+_PASSWORD = re.compile(r":[^:@/\s]*@")
 
 
 def masked(raw: str) -> str:
     """``raw`` with the password of any ``user:password@`` part replaced by ``***``, safe to print."""
-    return _PASSWORD.sub(r"\1***@", raw)
+    return _PASSWORD.sub(":***@", raw)
 
 
 def database_url(raw: str) -> URL:
@@ -51,7 +51,6 @@ def database_url(raw: str) -> URL:
     if driver and driver != async_driver:
         raise DatabaseUrlError(
             url.render_as_string(hide_password=True),
-            f"the driver {driver!r} does not run under asyncio; leave it out ({name}://...) "
-            f"and voicefsm uses {async_driver}",
+            f"its driver {driver} does not run under asyncio (voicefsm runs {name} on {async_driver})",
         )
     return url.set(drivername=f"{name}+{async_driver}")

@@ -74,6 +74,11 @@ def _render_item(kind: str, item: object, _context: object) -> str | Literal[Fal
     return False
 
 
+def _ours(name: str | None, kind: str, _parent: object) -> bool:
+    # The database may be shared with an application: autogenerate compares voicefsm's tables only.
+    return kind != "table" or name in Base.metadata.tables
+
+
 def migration_options() -> dict[str, Any]:
     """The options every migration context gets (``env.py`` and the programmatic path alike)."""
     return {
@@ -83,6 +88,7 @@ def migration_options() -> dict[str, Any]:
         "render_as_batch": True,
         "compare_type": True,
         "render_item": _render_item,
+        "include_name": _ours,
     }
 
 
@@ -96,8 +102,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 @functools.cache
+def _scripts_in(folder: Path) -> ScriptDirectory:
+    return ScriptDirectory(str(folder))
+
+
 def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+    return _scripts_in(MIGRATIONS)
 
 
 def head_revision() -> str:

@@ -81,10 +81,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # across a power loss, not only a crash (research/reliability.md §5).
     cursor = dbapi_connection.cursor()
     try:
+        # First: switching a new file to WAL takes a lock, and workers starting together must wait for it.
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
 
@@ -456,3 +457,11 @@ def _summary(call: CallRow, turn_count: int) -> dict[str, Any]:
         "recording_path": call.recording_path,
         "turn_count": turn_count,
     }
+
+
+async def upgrade_database(url: str) -> SchemaReport:
+    """Create or upgrade the records' schema at ``url`` to this voicefsm's newest revision."""
+    store = await CallStore.open(url, migrate="upgrade")
+    await store.aclose()
+    assert store.schema is not None  # open() always sets it
+    return store.schema
