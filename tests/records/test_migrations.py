@@ -258,7 +258,7 @@ async def test_a_database_from_a_newer_voicefsm_is_refused(records_url: str) -> 
 
     for mode in ("auto", "upgrade"):
         with pytest.raises(SchemaError) as caught:
-            await CallStore.open(records_url, migrate=mode)  # type: ignore[arg-type]
+            await CallStore.open(records_url, migrate=mode)
         assert "revision 0099, which this voicefsm does not know (its newest is 0001)" in str(caught.value)
         assert "upgrade voicefsm" in str(caught.value)
 

@@ -28,7 +28,7 @@ def _at(name: str, *, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
-def _call_sid(table: str) -> list[sa.SchemaItem]:
+def _call_sid(table: str) -> list[sa.schema.SchemaItem]:
     return [
         sa.Column("call_sid", SID, nullable=False),
         sa.ForeignKeyConstraint(["call_sid"], ["calls.call_sid"], name=f"{table}_call_sid_fkey"),
