@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import AsyncIterable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -192,7 +192,8 @@ def chat(
     ] = None,
 ) -> None:
     """Talk to a flow in the terminal, as its caller: no audio, no account. Pipe a script into it to test."""
-    from voicefsm.transports.terminal import HELP, ChatStuckError, StdinLines
+    from voicefsm.runtime.chat import ChatStuckError
+    from voicefsm.transports.terminal import HELP, StdinLines
 
     try:
         day = dt.date.fromisoformat(today) if today is not None else None
@@ -223,44 +224,14 @@ async def chat_session(
     listeners: Sequence[FlowListener] = (),
 ) -> FlowResult:
     """One call to ``flow_class`` on the terminal line, fed by ``lines`` and shown on ``console``."""
-    from voicefsm.core.events import WsConnected
-    from voicefsm.providers.scripted import ScriptedTextToSpeech
-    from voicefsm.runtime.call import Call
-    from voicefsm.runtime.flow_runtime import FlowRuntime
-    from voicefsm.transports.terminal import (
-        CHAT_CALL_SID,
-        CHAT_CALLER,
-        CHAT_STREAM_SID,
-        TerminalActions,
-        TerminalClock,
-        TerminalLine,
-        TerminalView,
-    )
+    from voicefsm.runtime.chat import ChatLine
+    from voicefsm.transports.terminal import TerminalView
 
     view = TerminalView(console, interactive=interactive)
-    clock = TerminalClock()
-    call = Call(call_sid=CHAT_CALL_SID)
-    call.signal_ws_connected(WsConnected(CHAT_CALL_SID, CHAT_STREAM_SID, CHAT_CALLER))
-    tts = ScriptedTextToSpeech()
-    runtime = FlowRuntime(
-        flow_class,
-        call,
-        tts,
-        actions=TerminalActions(view),
-        clock=clock,
-        # The view has FlowListener's hooks; it cannot subclass it (transports sit below the runtime).
-        listeners=[cast("FlowListener", view), *listeners],
-        today=(lambda: today) if today is not None else dt.date.today,
-    )
-    try:
-        result = await TerminalLine(call, clock, view).run(runtime.run(), lines)
-    finally:
-        await tts.aclose()
+    line = ChatLine(flow_class, view, today=today, listeners=listeners)
+    result = await line.run(lines)
     view.summary(
-        outcome=result.outcome,
-        final_state=result.final_state,
-        slots=result.slots,
-        ended_by=call.disconnect_reason,
+        outcome=result.outcome, final_state=result.final_state, slots=result.slots, ended_by=line.ended_by
     )
     return result
 
@@ -438,7 +409,8 @@ def call(
     amd: Annotated[bool, typer.Option("--amd", help="Detect answering machines.")] = False,
 ) -> None:
     """Place an outbound call that runs the flow served at --public-url (a running `voicefsm serve`)."""
-    from voicefsm.telephony.twilio_rest import TwilioRest
+    from voicefsm.telephony.twilio.rest import TwilioRest
+    from voicefsm.telephony.twilio.twiml import redirect_twiml
 
     settings = _settings(public_url=public_url)
     flow_class = _load(flow_file, flow)
@@ -449,7 +421,7 @@ def call(
         rest = TwilioRest.from_settings(settings)
     except TelephonyError as exc:
         raise _fail(str(exc), 2) from exc
-    twiml = f'<Response><Redirect method="POST">{base}/twilio/voice</Redirect></Response>'
+    twiml = redirect_twiml(f"{base}/twilio/voice")
     try:
         placed = asyncio.run(
             rest.place_call(number, twiml, status_callback=f"{base}/twilio/status", machine_detection=amd)

@@ -47,7 +47,7 @@ from voicefsm.core.events import (
     CallEvent,
     Committed,
     Disconnected,
-    Dtmf,
+    KeyPressed,
     Recognizing,
     SttError,
 )
@@ -86,7 +86,6 @@ __all__ = [
     "FlowRuntime",
     "RuntimeLimits",
     "Turn",
-    "flow_handler",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,7 @@ class FlowRuntime:
         return self._result()
 
     def _post(self, event: CallEvent) -> None:
-        if isinstance(event, Committed | Recognizing | Dtmf | SttError | Disconnected):
+        if isinstance(event, Committed | Recognizing | KeyPressed | SttError | Disconnected):
             self._mailbox.put_nowait(event)
 
     async def _activate(self) -> None:
@@ -228,7 +227,7 @@ class FlowRuntime:
             await self._heard_partial(activity)
         elif isinstance(message, Committed):
             await self._heard(activity, message.text)
-        elif isinstance(message, Dtmf):
+        elif isinstance(message, KeyPressed):
             await self._key(activity, message.digit)
 
     async def _on_disconnected(self, reason: str) -> None:
@@ -582,33 +581,3 @@ class FlowRuntime:
                 getattr(listener, hook)(*args)
             except Exception:
                 self.call.log.exception("flow listener %r failed in %s", listener, hook)
-
-
-def flow_handler(
-    flow: type[VoiceFlow],
-    tts_factory: Callable[[], TextToSpeech],
-    *,
-    actions: TelephonyActions | None = None,
-    clock: Clock | None = None,
-    listeners: Callable[[Call], Sequence[FlowListener]] | None = None,
-    limits: RuntimeLimits | None = None,
-) -> CallHandler:
-    """A media-loop handler that runs ``flow`` on each call, with a fresh synthesizer per call."""
-
-    async def handle(call: Call) -> None:
-        tts = tts_factory()
-        try:
-            runtime = FlowRuntime(
-                flow,
-                call,
-                tts,
-                actions=actions,
-                clock=clock,
-                listeners=listeners(call) if listeners is not None else (),
-                limits=limits,
-            )
-            await runtime.run()
-        finally:
-            await tts.aclose()
-
-    return handle
