@@ -455,14 +455,7 @@ def db_upgrade(
         report = asyncio.run(upgrade_database(settings.db_url))
     except RecordsError as exc:
         raise _fail(escape(str(exc)), 2) from exc
-    where = escape(masked(settings.db_url))
-    done = {
-        "created": f"created the call records at {where} (schema {report.after})",
-        "stamped": f"recorded schema {report.after} for the existing call records at {where}",
-        "upgraded": f"upgraded the call records at {where} from schema {report.before} to {report.after}",
-        "none": f"the call records at {where} are up to date (schema {report.after})",
-    }
-    out.print(done[report.action])
+    out.print(escape(report.describe(masked(settings.db_url))))
 
 
 def main() -> None:

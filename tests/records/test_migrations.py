@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import shutil
 import sys
 import textwrap
@@ -216,14 +217,15 @@ async def test_a_postgresql_database_behind_is_refused_until_db_upgrade(
 
 
 async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
-    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = await CallStore.open(sqlite_url)
     await first.call_started(CALL, flow="booking", caller=None)
     await first.aclose()
     newer_voicefsm(tmp_path, monkeypatch)
 
-    store = await CallStore.open(sqlite_url)
+    with caplog.at_level(logging.WARNING, logger="voicefsm.records"):
+        store = await CallStore.open(sqlite_url)
     try:
         assert store.schema is not None
         assert (store.schema.before, store.schema.after, store.schema.action) == ("0001", "0002", "upgraded")
@@ -231,6 +233,9 @@ async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
     finally:
         await store.aclose()
     assert "campaign" in await in_database(sqlite_url, columns_of_calls)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"upgraded the call records at {database_url(sqlite_url)} from schema 0001 to 0002")
+    ]
 
 
 async def test_a_revision_that_fails_half_way_leaves_the_database_as_it_was(

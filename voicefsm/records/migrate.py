@@ -66,6 +66,15 @@ class SchemaReport:
     after: str
     action: Action
 
+    def describe(self, where: str) -> str:
+        """One line for the operator: what was done to the records at ``where`` (a masked URL)."""
+        return {
+            "created": f"created the call records at {where} (schema {self.after})",
+            "stamped": f"recorded schema {self.after} for the existing call records at {where}",
+            "upgraded": f"upgraded the call records at {where} from schema {self.before} to {self.after}",
+            "none": f"the call records at {where} are up to date (schema {self.after})",
+        }[self.action]
+
 
 def _render_item(kind: str, item: object, _context: object) -> str | Literal[False]:
     # A revision is frozen: write UtcDateTime as the column type under it, not as an import of today's code.

@@ -9,6 +9,7 @@ same code. Nothing here logs callers or transcripts.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 from typing import Any, Self
@@ -45,6 +46,8 @@ from voicefsm.records.models import (
     Via,
 )
 from voicefsm.records.tables import CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
+
+log = logging.getLogger(__name__)
 
 ABANDONED = "abandoned"
 #: Seconds to wait for a PostgreSQL server to accept a connection: a start fails within seconds, not 60.
@@ -166,6 +169,10 @@ class CallStore:
         except BaseException:
             await engine.dispose()
             raise
+        if report.action != "none":
+            # A schema changed at start is worth a line in the server's log; upgrades above all.
+            level = logging.WARNING if report.action == "upgraded" else logging.INFO
+            log.log(level, "%s", report.describe(shown))
         store = cls(engine)
         store.schema = report
         return store
