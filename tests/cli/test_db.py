@@ -120,7 +120,7 @@ def test_serve_with_a_postgresql_server_that_is_not_there_stops_within_seconds(t
     assert time.monotonic() - started < FAILS_WITHIN_S + 5
     assert done.returncode == 2
     line = one_error_line(done)
-    assert "cannot open the call records at postgresql+asyncpg://voicefsm:***@127.0.0.1:1/calls" in line
+    assert "cannot open the call records at postgresql://voicefsm:***@127.0.0.1:1/calls" in line
     assert "hunter2" not in done.stdout + done.stderr
 
 
@@ -180,7 +180,7 @@ def test_serve_refuses_a_postgresql_schema_behind_with_the_command_and_db_upgrad
     assert took < FAILS_WITHIN_S + 5
     line = one_error_line(refused)
     assert "are at schema revision 0001, behind this voicefsm's 0002" in line
-    assert "run `voicefsm db upgrade --db postgresql+asyncpg://postgres@127.0.0.1:" in line
+    assert f"run `voicefsm db upgrade --db {postgres_url}` once" in line
     assert (upgraded.returncode, upgraded.stdout.strip()) == (
         0,
         f"upgraded the call records at {postgres_url} from schema 0001 to 0002",

@@ -22,12 +22,16 @@ ASYNC_DRIVERS: dict[str, tuple[str, str]] = {
     "postgres": ("postgresql", "asyncpg"),
 }
 
-_PASSWORD = re.compile(r":[^:@/\s]*@")
+_PASSWORD = re.compile(r":[^/\s]*@")
 
 
 def masked(raw: str) -> str:
-    """``raw`` with the password of any ``user:password@`` part replaced by ``***``, safe to print."""
-    return _PASSWORD.sub(":***@", raw)
+    """``raw`` as the user typed it, with its password replaced by ``***``: safe to print or log."""
+    text = raw.strip()
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL, but it may still hold a "user:password@"
+        return _PASSWORD.sub(":***@", text)
 
 
 def database_url(raw: str) -> URL:
@@ -44,13 +48,12 @@ def database_url(raw: str) -> URL:
     backend, _, driver = url.drivername.partition("+")
     if backend not in ASYNC_DRIVERS:
         raise DatabaseUrlError(
-            url.render_as_string(hide_password=True),
-            f"voicefsm keeps its records in SQLite or PostgreSQL, not {backend!r}",
+            masked(raw), f"voicefsm keeps its records in SQLite or PostgreSQL, not {backend!r}"
         )
     name, async_driver = ASYNC_DRIVERS[backend]
     if driver and driver != async_driver:
         raise DatabaseUrlError(
-            url.render_as_string(hide_password=True),
+            masked(raw),
             f"its driver {driver} does not run under asyncio (voicefsm runs {name} on {async_driver})",
         )
     return url.set(drivername=f"{name}+{async_driver}")

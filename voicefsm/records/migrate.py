@@ -192,15 +192,19 @@ def _loop_lock() -> asyncio.Lock:
     return lock
 
 
-async def prepare_schema(engine: AsyncEngine, mode: MigrateMode = "auto") -> SchemaReport:
+async def prepare_schema(
+    engine: AsyncEngine, mode: MigrateMode = "auto", *, shown: str | None = None
+) -> SchemaReport:
     """Bring ``engine``'s database to the newest revision as ``mode`` allows, or raise SchemaError.
+
+    ``shown`` is the URL as messages name it (default: the engine's, password masked).
 
     Raises the driver's or Alembic's error when the database cannot be read or changed; the whole
     change is one transaction (nothing is left half-done).
     """
     if mode not in MIGRATE_MODES:
         raise ValueError(f"migrate={mode!r}; use one of {', '.join(map(repr, MIGRATE_MODES))}")
-    shown = engine.url.render_as_string(hide_password=True)
+    shown = shown or engine.url.render_as_string(hide_password=True)
     async with _loop_lock():
         if engine.dialect.name == "sqlite":
             async with engine.connect() as connection:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from voicefsm.records.dburl import database_url
+from voicefsm.records.dburl import database_url, masked
 from voicefsm.records.errors import (
     DB_EXAMPLES,
     DB_SETTING,
@@ -136,7 +136,8 @@ class CallStore:
         cannot be reached or changed, SchemaError when its schema is not this voicefsm's and was left.
         """
         parsed = database_url(url)
-        shown = parsed.render_as_string(hide_password=True)
+        # Messages name the URL as the user typed it (password masked), so the fixes they show run as is.
+        shown = masked(url)
         sqlite = parsed.get_backend_name() == "sqlite"
         file = _sqlite_file(parsed)
         try:
@@ -159,7 +160,7 @@ class CallStore:
         if sqlite:
             sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
-            report = await prepare_schema(engine, migrate)
+            report = await prepare_schema(engine, migrate, shown=shown)
         except SchemaError:
             await engine.dispose()
             raise
@@ -169,7 +170,7 @@ class CallStore:
         except BaseException:
             await engine.dispose()
             raise
-        if report.action != "none":
+        if report.action != "none" and migrate == "auto":  # otherwise the caller asked, and reports it
             # A schema changed at start is worth a line in the server's log; upgrades above all.
             level = logging.WARNING if report.action == "upgraded" else logging.INFO
             log.log(level, "%s", report.describe(shown))
