@@ -8,6 +8,7 @@ import datetime as dt
 import enum
 import logging
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from voicefsm.records import (
     UnknownCallError,
     encode_value,
 )
+from voicefsm.records import store as store_module
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
@@ -636,3 +638,28 @@ async def test_fifty_concurrent_calls_through_one_writer_are_all_stored(store: C
         assert [t.seq for t in record.transcript] == list(range(1, 7))
         assert [p.target for p in record.path] == ["s1", "s2", "s3"]
         assert (record.slots, record.outcome, record.final_state) == ({"answers": 3}, "completed", "s3")
+
+
+async def test_a_postgresql_server_that_never_answers_fails_the_open_at_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A port that accepts TCP connections (the kernel's backlog) but where nothing ever speaks.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    monkeypatch.setattr(store_module, "CONNECT_TIMEOUT_S", 0.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StoreUnavailableError) as caught:
+            async with asyncio.timeout(10):
+                await CallStore.open(f"postgresql://voicefsm@127.0.0.1:{port}/voicefsm")
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        silent.close()
+
+    assert 0.5 <= took < 5
+    assert (
+        f"cannot open the call records at postgresql://voicefsm@127.0.0.1:{port}/voicefsm: "
+        "the server did not answer within 0.5 s (TimeoutError); check --db / VOICEFSM_DB_URL"
+    ) in str(caught.value)

@@ -98,6 +98,8 @@ def _reason(error: BaseException) -> str:
     cause: BaseException = error
     while isinstance(cause, StatementError) and cause.orig is not None:
         cause = cause.orig
+    if isinstance(cause, TimeoutError):
+        return f"the server did not answer within {CONNECT_TIMEOUT_S:g} s (TimeoutError)"
     lines = str(cause).strip().splitlines()
     detail = lines[0] if lines else ""
     return f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
