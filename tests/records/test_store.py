@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgcluster import Cluster
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -663,3 +664,17 @@ async def test_a_postgresql_server_that_never_answers_fails_the_open_at_the_conn
         f"cannot open the call records at postgresql://voicefsm@127.0.0.1:{port}/voicefsm: "
         "the server did not answer within 0.5 s (TimeoutError); check --db / VOICEFSM_DB_URL"
     ) in str(caught.value)
+
+
+async def test_a_postgresql_database_that_does_not_exist_is_named_by_the_servers_own_error(
+    postgres_cluster: Cluster,
+) -> None:
+    url = postgres_cluster.url("no_such_database")
+
+    with pytest.raises(StoreUnavailableError) as caught:
+        await CallStore.open(url)
+
+    assert str(caught.value).startswith(
+        f'cannot open the call records at {url}: InvalidCatalogNameError: database "no_such_database" '
+        "does not exist; check --db / VOICEFSM_DB_URL"
+    )

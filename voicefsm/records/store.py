@@ -96,8 +96,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _reason(error: BaseException) -> str:
     """The first line of what went wrong, driver errors unwrapped (no SQL, no parameters, no link)."""
     cause: BaseException = error
-    while isinstance(cause, StatementError) and cause.orig is not None:
-        cause = cause.orig
+    while True:
+        if isinstance(cause, StatementError) and cause.orig is not None:
+            cause = cause.orig
+        elif type(cause).__module__.startswith("sqlalchemy.") and cause.__cause__ is not None:
+            cause = cause.__cause__  # SQLAlchemy's adapter around asyncpg's own, better-named error
+        else:
+            break
     if isinstance(cause, TimeoutError):
         return f"the server did not answer within {CONNECT_TIMEOUT_S:g} s (TimeoutError)"
     lines = str(cause).strip().splitlines()
