@@ -51,12 +51,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # On SQLite, alter_column copies the table and drops the old one, which turns, slots... refer to.
     with op.batch_alter_table("calls") as batch:
         batch.add_column(sa.Column("campaign", sa.String(64), nullable=True))
+        batch.alter_column("outcome", type_=sa.String(128), existing_nullable=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("calls") as batch:
+        batch.alter_column("outcome", type_=sa.String(64), existing_nullable=True)
         batch.drop_column("campaign")
 """
 
@@ -221,6 +224,8 @@ async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
 ) -> None:
     first = await CallStore.open(sqlite_url)
     await first.call_started(CALL, flow="booking", caller=None)
+    await first.turn(CALL, speaker="agent", text="Hello", started_at=dt.datetime.now(dt.UTC))
+    await first.slot(CALL, "party", 2)
     await first.aclose()
     newer_voicefsm(tmp_path, monkeypatch)
 
@@ -229,10 +234,15 @@ async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
     try:
         assert store.schema is not None
         assert (store.schema.before, store.schema.after, store.schema.action) == ("0001", "0002", "upgraded")
-        assert await store.get_call(CALL) is not None
+        kept = await store.get_call(CALL)
+        await store.turn(CALL, speaker="caller", text="two", started_at=dt.datetime.now(dt.UTC))
+        async with store.engine.connect() as connection:
+            foreign_keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
     finally:
         await store.aclose()
     assert "campaign" in await in_database(sqlite_url, columns_of_calls)
+    assert kept is not None and [t.text for t in kept.transcript] == ["Hello"] and kept.slots == {"party": 2}
+    assert foreign_keys == 1  # on again for the store's own connections
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, f"upgraded the call records at {sqlite_url} from schema 0001 to 0002")
     ]

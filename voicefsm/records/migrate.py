@@ -209,15 +209,29 @@ async def prepare_schema(
         if engine.dialect.name == "sqlite":
             async with engine.connect() as connection:
                 # The driver's own transaction handling begins only before DML; take the write lock
-                # ourselves so the DDL and the version row commit (or roll back) together.
+                # ourselves so the DDL and the version row commit (or roll back) together. SQLite's
+                # procedure for schema changes: foreign keys off (a batch migration copies and drops
+                # tables others refer to), checked before the commit, on again after.
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await autocommit.exec_driver_sql("BEGIN IMMEDIATE")
+                await autocommit.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 try:
-                    report = await autocommit.run_sync(_prepare, mode, shown)
-                except BaseException:
-                    await autocommit.exec_driver_sql("ROLLBACK")
-                    raise
-                await autocommit.exec_driver_sql("COMMIT")
+                    await autocommit.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        report = await autocommit.run_sync(_prepare, mode, shown)
+                        broken = (await autocommit.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                        if broken:
+                            raise SchemaError(
+                                shown,
+                                f"would have {len(broken)} row(s) referring to rows that are gone after "
+                                f"the upgrade to {report.after}, so it was rolled back",
+                                "report this revision to voicefsm's maintainers",
+                            )
+                    except BaseException:
+                        await autocommit.exec_driver_sql("ROLLBACK")
+                        raise
+                    await autocommit.exec_driver_sql("COMMIT")
+                finally:
+                    await autocommit.exec_driver_sql("PRAGMA foreign_keys=ON")
                 return report
         async with engine.begin() as connection:
             await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'"))
