@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fnmatch
 import logging
 import shutil
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +371,18 @@ async def test_a_postgres_url_as_hosting_platforms_give_it_opens(postgres_url: s
         await store.ping()
     finally:
         await store.aclose()
+
+
+def test_every_migration_file_that_is_not_python_is_declared_as_package_data() -> None:
+    # Python files ship as modules; the rest (the revision template, alembic.ini) only if pyproject says so.
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["voicefsm"]
+    package = MIGRATIONS.parents[1]
+    data = [
+        path.relative_to(package).as_posix()
+        for path in MIGRATIONS.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"}
+    ]
+
+    assert sorted(data) == ["records/migrations/alembic.ini", "records/migrations/script.py.mako"]
+    assert [name for name in data if not any(fnmatch.fnmatch(name, p) for p in patterns)] == []
