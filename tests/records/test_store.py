@@ -8,6 +8,7 @@ import datetime as dt
 import enum
 import logging
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgcluster import Cluster
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -27,6 +29,7 @@ from voicefsm.records import (
     UnknownCallError,
     encode_value,
 )
+from voicefsm.records import store as store_module
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
@@ -39,13 +42,10 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'dir' / 'records.db'}"
-
-
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CallStore]:
-    opened = await CallStore.open(db_url(tmp_path))
+async def store(records_url: str) -> AsyncIterator[CallStore]:
+    """A store on an empty database: each test using it runs on SQLite and on PostgreSQL."""
+    opened = await CallStore.open(records_url)
     yield opened
     await opened.aclose()
 
@@ -150,19 +150,21 @@ async def test_a_whole_call_written_turn_by_turn_reads_back_in_order(store: Call
     assert record.model_dump(mode="json")["transcript"][1]["started_at"] == "2025-03-01T09:00:03Z"
 
 
-async def test_a_sqlite_file_is_created_with_its_folder_in_wal_and_synchronous_full(
-    tmp_path: Path, store: CallStore
-) -> None:
-    assert (tmp_path / "nested" / "dir" / "records.db").is_file()
-    async with store.engine.connect() as connection:
-        journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
-        synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar_one()
+async def test_a_sqlite_file_is_created_with_its_folder_in_wal_and_synchronous_full(tmp_path: Path) -> None:
+    store = await CallStore.open(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'records.db'}")
+    try:
+        assert (tmp_path / "nested" / "dir" / "records.db").is_file()
+        async with store.engine.connect() as connection:
+            journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
+            synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar_one()
+        await store.ping()
+    finally:
+        await store.aclose()
     assert (journal, synchronous) == ("wal", 2)  # 2 = FULL
-    await store.ping()
 
 
-async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandoned(tmp_path: Path) -> None:
-    first = await CallStore.open(db_url(tmp_path))
+async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandoned(records_url: str) -> None:
+    first = await CallStore.open(records_url)
     await first.call_started(CALL, flow="booking", caller=CALLER, started_at=T0)
     await first.call_started("CA-finished", flow="booking", caller=None, started_at=at(-60))
     await first.call_ended("CA-finished", outcome="hung_up", final_state="ask_party", ended_at=at(-30))
@@ -172,7 +174,7 @@ async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandon
     await first.slot(CALL, "party", 2)
     await first.aclose()  # the process goes away mid-call: no call_ended
 
-    second = await CallStore.open(db_url(tmp_path))
+    second = await CallStore.open(records_url)
     try:
         record = await second.get_call(CALL)
         assert record is not None
@@ -197,8 +199,8 @@ async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandon
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-async def test_every_turn_committed_before_a_sigkill_is_kept(tmp_path: Path) -> None:
-    url = db_url(tmp_path)
+async def test_every_turn_committed_before_a_sigkill_is_kept(records_url: str) -> None:
+    url = records_url
     child = textwrap.dedent(
         f"""
         import asyncio, datetime as dt, os, signal, sys
@@ -373,8 +375,8 @@ class GatedStore(CallStore):
         return await super().turn(call_sid, **kwargs)
 
 
-async def gated_store(tmp_path: Path, *texts: str) -> GatedStore:
-    store = await GatedStore.open(db_url(tmp_path))
+async def gated_store(url: str, *texts: str) -> GatedStore:
+    store = await GatedStore.open(url)
     assert isinstance(store, GatedStore)
     store.gates = {t: asyncio.Event() for t in texts}
     store.entered = {t: asyncio.Event() for t in texts}
@@ -422,8 +424,8 @@ async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes
         await writer.aclose()
 
 
-async def test_flush_waits_for_records_queued_before_it_and_not_after(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "first", "second")
+async def test_flush_waits_for_records_queued_before_it_and_not_after(records_url: str) -> None:
+    store = await gated_store(records_url, "first", "second")
     writer = RecordWriter(store)
     writer.start()
     try:
@@ -464,9 +466,9 @@ async def test_flush_before_start_refuses_rather_than_hang(store: CallStore) -> 
 
 
 async def test_a_failing_database_costs_records_not_the_call(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    records_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await FailingStore.open(db_url(tmp_path))
+    store = await FailingStore.open(records_url)
     assert isinstance(store, FailingStore)
     writer = RecordWriter(store, retries=2, retry_delay_s=0)
     writer.start()
@@ -500,8 +502,8 @@ async def test_a_failing_database_costs_records_not_the_call(
         assert CALLER not in warning.getMessage()
 
 
-async def test_a_database_blip_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
-    store = await FailingStore.open(db_url(tmp_path))
+async def test_a_database_blip_is_retried_and_nothing_is_lost(records_url: str) -> None:
+    store = await FailingStore.open(records_url)
     assert isinstance(store, FailingStore)
     store.fail_times = 1
     writer = RecordWriter(store, retries=2, retry_delay_s=0)
@@ -536,14 +538,15 @@ async def test_a_real_sql_error_is_logged_without_the_callers_words(
         await writer.aclose()
 
     assert writer.dropped == 1
-    assert "no such table: turns" in caplog.text
+    missing = {"sqlite": "no such table: turns", "postgresql": 'relation "turns" does not exist'}
+    assert missing[store.engine.dialect.name] in caplog.text
     # Even at DEBUG, with tracebacks: SQL parameters are hidden by the engine.
     assert SECRET_WORDS not in caplog.text
     assert CALLER not in caplog.text
 
 
-async def test_a_hung_write_times_out_and_the_writer_moves_on(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "never")
+async def test_a_hung_write_times_out_and_the_writer_moves_on(records_url: str) -> None:
+    store = await gated_store(records_url, "never")
     writer = RecordWriter(store, retries=0, write_timeout_s=0.05)
     writer.start()
     try:
@@ -578,8 +581,8 @@ async def test_a_full_queue_or_a_closed_writer_drops_and_counts_without_raising(
         writer.start()
 
 
-async def test_aclose_drains_within_its_deadline_then_stops_the_task(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "stuck")
+async def test_aclose_drains_within_its_deadline_then_stops_the_task(records_url: str) -> None:
+    store = await gated_store(records_url, "stuck")
     writer = RecordWriter(store)
     writer.start()
     writer.call_started(CALL, flow="booking", caller=None, started_at=T0)
@@ -620,7 +623,9 @@ async def test_fifty_concurrent_calls_through_one_writer_are_all_stored(store: C
 
     try:
         await asyncio.gather(*(one_call(n) for n in range(50)))
-        async with asyncio.timeout(15):
+        # 700 writes, one transaction each (~2 s here on either backend): the bound only stops a hang,
+        # with room for a loaded machine (a PostgreSQL write is several round trips).
+        async with asyncio.timeout(60):
             await writer.flush()
     finally:
         await writer.aclose()
@@ -636,3 +641,42 @@ async def test_fifty_concurrent_calls_through_one_writer_are_all_stored(store: C
         assert [t.seq for t in record.transcript] == list(range(1, 7))
         assert [p.target for p in record.path] == ["s1", "s2", "s3"]
         assert (record.slots, record.outcome, record.final_state) == ({"answers": 3}, "completed", "s3")
+
+
+async def test_a_postgresql_server_that_never_answers_fails_the_open_at_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A port that accepts TCP connections (the kernel's backlog) but where nothing ever speaks.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    monkeypatch.setattr(store_module, "CONNECT_TIMEOUT_S", 0.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StoreUnavailableError) as caught:
+            async with asyncio.timeout(10):
+                await CallStore.open(f"postgresql://voicefsm@127.0.0.1:{port}/voicefsm")
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        silent.close()
+
+    assert 0.5 <= took < 5
+    assert (
+        f"cannot open the call records at postgresql://voicefsm@127.0.0.1:{port}/voicefsm: "
+        "the server did not answer within 0.5 s (TimeoutError); check --db / VOICEFSM_DB_URL"
+    ) in str(caught.value)
+
+
+async def test_a_postgresql_database_that_does_not_exist_is_named_by_the_servers_own_error(
+    postgres_cluster: Cluster,
+) -> None:
+    url = postgres_cluster.url("no_such_database")
+
+    with pytest.raises(StoreUnavailableError) as caught:
+        await CallStore.open(url)
+
+    assert str(caught.value).startswith(
+        f'cannot open the call records at {url}: InvalidCatalogNameError: database "no_such_database" '
+        "does not exist; check --db / VOICEFSM_DB_URL"
+    )
