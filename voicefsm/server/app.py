@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.server.api_routes import router as api_router
+from voicefsm.server.auth import install_access_control
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
 from voicefsm.server.state import ServerState
@@ -40,6 +41,7 @@ def create_app(
         flow_description=flow_description,
     )
     app.state.voicefsm = state
+    install_access_control(app, settings, state.metrics.registry)  # tokens, login, CSRF (server/auth.py)
     app.include_router(twilio_router)
     app.include_router(api_router)
     static_dir = str(STATIC_DIR)

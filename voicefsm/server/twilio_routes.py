@@ -20,6 +20,7 @@ from voicefsm.core.twilio_media import Start
 from voicefsm.core.twiml import busy_twiml, stream_twiml
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.media_loop import run_call, wait_for_start
+from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.registry import StreamRejected
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
@@ -107,7 +108,7 @@ async def status_callback(request: Request) -> Response:
 
 def _websocket_signature_ok(state: ServerState, websocket: WebSocket) -> bool:
     tokens = state.settings.auth_tokens
-    if not tokens:
+    if not tokens or browser_may_stream(websocket):  # a logged-in browser phone of this site
         return True
     url = state.settings.stream_url()
     signature = websocket.headers.get("x-twilio-signature")
