@@ -142,10 +142,13 @@ def serve(
             "requests come from Twilio. Set TWILIO_AUTH_TOKEN, or pass --insecure for a trusted network.",
             2,
         )
+    from voicefsm.server.preflight import ConfigurationError, check_configuration
+
     try:
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
-    except ProviderUnavailable as exc:
-        raise _fail(str(exc), 2) from exc
+        check_configuration(settings, chosen)  # refuse what would fail at call time (server/preflight.py)
+    except (ProviderUnavailable, ConfigurationError) as exc:
+        raise _fail(escape(str(exc)), 2) from exc
 
     def ready(server: object) -> None:
         port_now = getattr(server, "port", settings.port)

@@ -183,7 +183,7 @@ class AccessControl:
         return f"{_b64(body)}.{_b64(self._sign('session', body))}"
 
     def session(self, cookie: str | None) -> Session | None:
-        """The session in ``cookie`` if its signature holds, it is not too old and its token is still valid."""
+        """The session in ``cookie`` if it is signed by us, not too old, and its token is still valid."""
         if not cookie or "." not in cookie:
             return None
         body_part, _, mac_part = cookie.partition(".")
@@ -239,7 +239,9 @@ class AccessControl:
 
     def clear_session_cookies(self, response: Response) -> None:
         for name in (SESSION_COOKIE, CSRF_COOKIE):
-            response.delete_cookie(name, path="/", secure=self.cookie_secure, httponly=True, samesite="strict")
+            response.delete_cookie(
+                name, path="/", secure=self.cookie_secure, httponly=True, samesite="strict"
+            )
 
 
 def _headers(scope: Scope) -> dict[str, str]:
