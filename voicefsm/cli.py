@@ -131,8 +131,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
-    from voicefsm.server.launch import plan
-    from voicefsm.server.launch import serve as run_server
+    from voicefsm.server.preflight import ConfigurationError, check_configuration
 
     settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
@@ -142,11 +141,13 @@ def serve(
             "requests come from Twilio. Set TWILIO_AUTH_TOKEN, or pass --insecure for a trusted network.",
             2,
         )
-    from voicefsm.server.preflight import ConfigurationError, check_configuration
-
     try:
+        # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
+        check_configuration(settings, stt=stt, tts=tts, uses_stt=flow_class.uses_stt)
+        from voicefsm.server.launch import plan
+        from voicefsm.server.launch import serve as run_server
+
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
-        check_configuration(settings, chosen)  # refuse what would fail at call time (server/preflight.py)
     except (ProviderUnavailable, ConfigurationError) as exc:
         raise _fail(escape(str(exc)), 2) from exc
 

@@ -16,10 +16,9 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
-from voicefsm.providers.registry import get_tts_class
+from voicefsm.providers.registry import choose_provider, get_tts_class
 from voicefsm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,16 +32,6 @@ PROVIDER_KEYS: dict[str, tuple[str, str]] = {
 
 class ConfigurationError(Exception):
     """A setting that would make calls fail; the message names it and the fix, on one line."""
-
-
-class ChosenProviders(Protocol):
-    """What :func:`voicefsm.server.launch.plan` decided (only the provider names are read)."""
-
-    @property
-    def stt_name(self) -> str | None: ...
-
-    @property
-    def tts_name(self) -> str: ...
 
 
 def _is_loopback(host: str) -> bool:
@@ -76,9 +65,9 @@ def check_signing(settings: Settings) -> None:
         )
 
 
-def check_provider_keys(settings: Settings, chosen: ChosenProviders) -> None:
+def check_provider_keys(settings: Settings, stt_name: str | None, tts_name: str) -> None:
     """A cloud provider without its key would fail on the first call: say which variable to set."""
-    uses = [("STT", chosen.stt_name, "--stt"), ("TTS", chosen.tts_name, "--tts")]
+    uses = [("STT", stt_name, "--stt"), ("TTS", tts_name, "--tts")]
     if settings.tts_fallback:
         uses.append(("fallback TTS", settings.tts_fallback, "VOICEFSM_TTS_FALLBACK"))
         get_tts_class(settings.tts_fallback)  # ProviderUnavailable names the fix for an unknown name
@@ -178,11 +167,17 @@ def note_access(settings: Settings) -> None:
         )
 
 
-def check_configuration(settings: Settings, chosen: ChosenProviders) -> None:
-    """Every start-up check, cheapest and most likely first; raises the first ConfigurationError."""
+def check_configuration(
+    settings: Settings, *, stt: str | None = None, tts: str | None = None, uses_stt: bool = True
+) -> None:
+    """Every start-up check, cheapest and most likely first; raises the first ConfigurationError.
+
+    ``stt`` and ``tts`` are the provider options given (``--stt``/``--tts``), chosen as ``plan`` does.
+    """
     check_dev_exposure(settings)
     check_signing(settings)
-    check_provider_keys(settings, chosen)
+    stt_name = choose_provider("stt", settings, stt) if uses_stt else None
+    check_provider_keys(settings, stt_name, choose_provider("tts", settings, tts))
     note_access(settings)
     check_recordings_dir(settings)
     check_port(settings)
