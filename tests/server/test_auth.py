@@ -178,7 +178,9 @@ async def test_login_sets_a_strict_session_and_the_pages_open(client: httpx.Asyn
     assert not csrf["httponly"] and csrf["secure"] and csrf["samesite"] == "strict"
     cookie = {"Cookie": f"{SESSION_COOKIE}={session.value}"}
     for path in ("/", "/calls", "/api/calls", "/metrics"):
-        assert (await client.get(path, headers=cookie)).status_code == 200, path
+        opened = await client.get(path, headers=cookie)
+        assert opened.status_code == 200, path
+        assert opened.headers["cache-control"] == "no-store", path  # gone from the cache at log-out
     # Changing state with the cookie needs the CSRF header, as a cross-site form cannot send it.
     assert (await client.post("/logout", headers=cookie)).status_code == 403
     wrong = {**cookie, "X-CSRF-Token": "forged"}

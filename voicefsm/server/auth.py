@@ -213,7 +213,8 @@ class AccessControl:
     def refuse(self, kind: str, what: str) -> None:
         """Count and log a refusal: the path and the kind, never the credential or the caller."""
         self.failures.labels(kind=kind).inc()
-        log.warning("access refused (%s): %s", kind, what)
+        # No credential at all is what every visit before logging in looks like: counted, logged quietly.
+        log.log(logging.INFO if kind == "missing" else logging.WARNING, "access refused (%s): %s", kind, what)
 
     # -- cookies --------------------------------------------------------------------------------
 
@@ -293,7 +294,7 @@ class AccessMiddleware:
             return
         refusal = self._check(scope)
         if refusal is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _no_store(send) if kind == "http" else send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # before accept: the client sees 403
         else:
@@ -328,6 +329,18 @@ class AccessMiddleware:
             return _unauthorized("log in, or send Authorization: Bearer <one of VOICEFSM_API_TOKENS>")
         target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
         return RedirectResponse(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
+
+
+def _no_store(send: Send) -> Send:
+    """What a login opened must not outlive it in the browser's cache (pages, API answers, recordings)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+            message["headers"] = [*headers, (b"cache-control", b"no-store")]
+        await send(message)
+
+    return sending
 
 
 def _unauthorized(detail: str) -> Response:
