@@ -80,6 +80,8 @@ def test_a_cloud_provider_without_its_key_is_refused(tmp_path: Path) -> None:
     assert_refused(done, elapsed, "STT provider is elevenlabs", "ELEVENLABS_API_KEY is not set", "--stt")
     done, elapsed = serve(tmp_path, "--tts", "local", VOICEFSM_TTS_FALLBACK="azure")
     assert_refused(done, elapsed, "fallback TTS provider is azure", "AZURE_SPEECH_KEY")
+    done, elapsed = serve(tmp_path, "--tts", "local", VOICEFSM_TTS_FALLBACK="espeak")
+    assert_refused(done, elapsed, "VOICEFSM_TTS_FALLBACK=espeak", "choose one of", "local")
 
 
 def test_a_recordings_folder_that_cannot_be_made_is_refused(tmp_path: Path) -> None:

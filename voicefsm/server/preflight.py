@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from voicefsm.errors import ProviderUnavailable
 from voicefsm.providers.registry import choose_provider, get_tts_class
 from voicefsm.settings import Settings
 
@@ -70,7 +71,10 @@ def check_provider_keys(settings: Settings, stt_name: str | None, tts_name: str)
     uses = [("STT", stt_name, "--stt"), ("TTS", tts_name, "--tts")]
     if settings.tts_fallback:
         uses.append(("fallback TTS", settings.tts_fallback, "VOICEFSM_TTS_FALLBACK"))
-        get_tts_class(settings.tts_fallback)  # ProviderUnavailable names the fix for an unknown name
+        try:
+            get_tts_class(settings.tts_fallback)
+        except ProviderUnavailable as exc:
+            raise ConfigurationError(f"VOICEFSM_TTS_FALLBACK={settings.tts_fallback}: {exc.reason}") from None
     for kind, name, option in uses:
         if name is None or name not in PROVIDER_KEYS:
             continue
