@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from voicefsm.core.signature import compute_signature
 from voicefsm.server.app import create_app
 from voicefsm.server.auth import CSRF_COOKIE, OPEN_PATHS, SESSION_COOKIE
 from voicefsm.server.serving import running_server
@@ -227,6 +228,15 @@ async def test_websockets_need_credentials_and_this_origin() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
         session = cookies_from(await log_in(http, TOKEN))[SESSION_COOKIE][SESSION_COOKIE].value
     async with running_server(app) as server:
+        sockets = [path for path, route in all_routes(app.routes) if isinstance(route, APIWebSocketRoute)]
+        assert "/api/calls/{call_sid}/events" in sockets
+        for path in sockets:
+            if path.startswith("/twilio/"):
+                continue
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"{server.ws_url}{concrete(path)}", open_timeout=5):
+                    pass
+            assert refused.value.response.status_code == 403, path
         url = f"{server.ws_url}/api/calls/{SID}/events"
         with pytest.raises(InvalidStatus) as anonymous:
             async with connect(url, open_timeout=5):
@@ -251,3 +261,20 @@ async def test_websockets_need_credentials_and_this_origin() -> None:
             async with connect(f"{server.ws_url}/twilio/stream", open_timeout=5):
                 pass
         assert unsigned.value.response.status_code == 403
+
+
+async def test_a_signed_call_leaves_no_phone_number_or_secret_in_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caller = "+15557654321"
+    form = {"CallSid": SID, "From": caller, "To": "+15550009999"}
+    signature = compute_signature("twilio-secret", "https://voice.example.test/twilio/voice", form)
+    with caplog.at_level(logging.DEBUG):
+        answered = await client.post("/twilio/voice", data=form, headers={"X-Twilio-Signature": signature})
+        forged = await client.post("/twilio/voice", data=form, headers={"X-Twilio-Signature": "forged"})
+        await client.get("/api/calls", headers={"Authorization": "Bearer " + TOKEN + "x"})
+    assert answered.status_code == 200 and "<Stream" in answered.text
+    assert forged.status_code == 403
+    assert "rejected /twilio/voice" in caplog.text
+    for secret in (caller, "7654321", "twilio-secret", TOKEN, "session-signing-key"):
+        assert secret not in caplog.text, secret
