@@ -132,8 +132,7 @@ def serve(
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
     from voicefsm.records import RecordsError, masked
-    from voicefsm.server.launch import plan
-    from voicefsm.server.launch import serve as run_server
+    from voicefsm.server.preflight import ConfigurationError, check_configuration
 
     settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
@@ -144,9 +143,14 @@ def serve(
             2,
         )
     try:
+        # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
+        check_configuration(settings, stt=stt, tts=tts, uses_stt=flow_class.uses_stt)
+        from voicefsm.server.launch import plan
+        from voicefsm.server.launch import serve as run_server
+
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
-    except ProviderUnavailable as exc:
-        raise _fail(str(exc), 2) from exc
+    except (ProviderUnavailable, ConfigurationError) as exc:
+        raise _fail(escape(str(exc)), 2) from exc
 
     def ready(server: object) -> None:
         port_now = getattr(server, "port", settings.port)

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         800, ge=100, le=5000, validation_alias=_env("AZURE_SILENCE_TIMEOUT_MS")
     )
 
+    # Access control and provider resilience (team guard; docs/security.md)
+    api_tokens: SecretStr | None = Field(None, validation_alias=_env("VOICEFSM_API_TOKENS"))
+    api_tokens_file: str | None = Field(None, validation_alias=_env("VOICEFSM_API_TOKENS_FILE"))
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("VOICEFSM_SECRET_KEY"))
+    session_max_age_s: float = Field(43200.0, gt=0, validation_alias=_env("VOICEFSM_SESSION_MAX_AGE_S"))
+    cookie_secure: bool = Field(True, validation_alias=_env("VOICEFSM_COOKIE_SECURE"))
+    tts_fallback: str | None = Field(None, validation_alias=_env("VOICEFSM_TTS_FALLBACK"))
+    tts_deadline_s: float = Field(8.0, gt=0, validation_alias=_env("VOICEFSM_TTS_DEADLINE_S"))
+
     @field_validator("public_url", "voice_stream_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:

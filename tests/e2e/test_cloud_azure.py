@@ -62,6 +62,9 @@ def twilio_rest() -> Iterator[TwilioRestFake]:
         yield fake
 
 
+OPERATOR_TOKEN = "operator-api-token-for-tests"
+
+
 def operator_environment(
     tmp_path: Path, azure: FakeAzureSpeech, twilio_rest: TwilioRestFake
 ) -> dict[str, str]:
@@ -76,6 +79,7 @@ def operator_environment(
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_PHONE_NUMBER": OUR_NUMBER,
         "TWILIO_API_BASE": twilio_rest.base_url,
+        "VOICEFSM_API_TOKENS": OPERATOR_TOKEN,  # the API is closed without one (docs/security.md)
     }
 
 
@@ -178,7 +182,8 @@ async def test_a_menu_call_runs_on_azure_and_is_transferred_through_twilio(
         async with asyncio.timeout(10):  # the call's end is recorded just after its line closes
             await state.registry.idle.wait()
             await state.writer.flush()
-        async with httpx.AsyncClient(base_url=server.http_url) as http:
+        bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        async with httpx.AsyncClient(base_url=server.http_url, headers=bearer) as http:
             record = (await http.get(f"/api/calls/{call_sid}")).json()
     assert_record(record)
     assert_transferred_to_billing(call_sid, twilio_rest)

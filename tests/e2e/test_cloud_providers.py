@@ -50,6 +50,9 @@ async def caller_pauses(fake: FakeElevenLabs, *, seconds: float) -> None:
     await fake.wait_for(lambda: len(session.audio) >= target, within_s=10)
 
 
+OPERATOR_TOKEN = "operator-api-token-for-tests"
+
+
 def production_settings(tmp_path: Path, elevenlabs: FakeElevenLabs, twilio_rest: TwilioRestFake) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
@@ -63,6 +66,7 @@ def production_settings(tmp_path: Path, elevenlabs: FakeElevenLabs, twilio_rest:
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         TWILIO_PHONE_NUMBER="+15550009999",
         TWILIO_API_BASE=twilio_rest.base_url,
+        VOICEFSM_API_TOKENS=OPERATOR_TOKEN,  # the API is closed without one (docs/security.md)
     )
 
 
@@ -76,7 +80,9 @@ async def test_a_survey_call_runs_on_elevenlabs_and_texts_through_twilio(
     form = {"CallSid": call_sid, "From": CALLER, "To": "+15550009999"}
     async with (
         serving(settings, chosen) as (app, server),
-        httpx.AsyncClient(base_url=server.http_url) as http,
+        httpx.AsyncClient(
+            base_url=server.http_url, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        ) as http,
     ):
         signature = compute_signature(AUTH_TOKEN, f"{PUBLIC_URL}/twilio/voice", form)
         webhook = await http.post("/twilio/voice", data=form, headers={"X-Twilio-Signature": signature})

@@ -34,6 +34,8 @@ MARGIN_FRAMES = 3
 #: Frames quieter than this (RMS, 16-bit; about -47 dBFS) are silence whatever webrtcvad says: it
 #: adapts to the line and, after a long utterance, can take steady line hiss for speech.
 QUIET_RMS = 150.0
+#: Decoding an utterance takes well under a second; a worker that takes this long is stuck.
+DECODE_DEADLINE_S = 10.0
 
 
 class PocketsphinxSpeechToText:
@@ -133,7 +135,8 @@ class PocketsphinxSpeechToText:
         hints = self._hints
         phrases = None if hints.open_vocabulary or not hints.phrases else hints.phrases
         try:
-            text = await local_decoder.decode(pcm8k, phrases, repeatable=hints.repeatable)
+            async with asyncio.timeout(DECODE_DEADLINE_S):  # a hung worker must not hold the call
+                text = await local_decoder.decode(pcm8k, phrases, repeatable=hints.repeatable)
         except Exception as exc:  # a worker crashed: report it, the call goes on with the flow's handling
             log.exception("pocketsphinx failed to decode an utterance")
             if self.on_error is not None:

@@ -14,6 +14,7 @@ from voicefsm.records import CallStore, RecordWriter
 from voicefsm.server.api_routes import router as api_router
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
+from voicefsm.server.auth import install_access_control
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
 from voicefsm.server.state import ServerState
@@ -49,6 +50,7 @@ def create_app(
         metrics=metrics or Metrics(),
     )
     app.state.voicefsm = state
+    install_access_control(app, settings, state.metrics.registry)  # tokens, login, CSRF (server/auth.py)
     app.include_router(twilio_router)
     app.include_router(api_router)
     static_dir = str(STATIC_DIR)

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from voicefsm.core.actions import TelephonyActions
 from voicefsm.flow import VoiceFlow
 from voicefsm.providers.base import SpeechToText, TextToSpeech
-from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
+from voicefsm.providers.fallback import resilient_tts
+from voicefsm.providers.registry import choose_provider, create_stt, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.driver import CallLimits
 from voicefsm.server.app import create_app
@@ -79,7 +80,7 @@ def flow_service(
             return create_stt(stt_name, settings)
 
     def tts_factory() -> TextToSpeech:
-        return create_tts(chosen.tts_name, settings)
+        return resilient_tts(chosen.tts_name, settings)  # deadline, one retry, VOICEFSM_TTS_FALLBACK
 
     recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
     return FlowService(

@@ -24,6 +24,7 @@ from voicefsm.core.events import CallStarted
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
 from voicefsm.server.registry import Admission, StreamRejected
+from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
 from voicefsm.telephony.twilio.signature import is_valid_signature_any, webhook_url
@@ -112,7 +113,7 @@ async def status_callback(request: Request) -> Response:
 
 def _websocket_signature_ok(state: ServerState, websocket: WebSocket) -> bool:
     tokens = state.settings.auth_tokens
-    if not tokens:
+    if not tokens or browser_may_stream(websocket):  # a logged-in browser phone of this site
         return True
     url = state.settings.stream_url()
     signature = websocket.headers.get("x-twilio-signature")

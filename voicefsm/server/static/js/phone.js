@@ -1,6 +1,7 @@
 // The browser plays Twilio's part of a Media Stream: connected, start, 20 ms media frames from the
 // microphone (8 kHz mu-law), dtmf, stop; it plays the agent's media and answers mark and clear.
 
+import { getStreamTicket } from "./api.js";
 import { Player } from "./player.js";
 import { SILENCE, encodeFloat, fromBase64, toBase64 } from "./mulaw.js";
 
@@ -34,6 +35,7 @@ export class Phone extends EventTarget {
     this.status = "idle"; // idle | connecting | in-call | ended
     this.endReason = null;
     this.callSid = null;
+    this.callParameters = null;
     this.streamSid = null;
     this.accountSid = null;
     this.socket = null;
@@ -98,6 +100,10 @@ export class Phone extends EventTarget {
     this.tap.connect(sink).connect(this.context.destination);
     this.tap.port.onmessage = (event) => this._sendFrame(event.data);
     if (this.micSource) this.micSource.connect(this.tap);
+    // A logged-in page gets a single-use ticket, as Twilio gets one from the voice webhook.
+    const ticket = await getStreamTicket(this.callSid);
+    if (this.status !== "connecting") return;
+    this.callParameters = ticket ? { ...this.customParameters, token: ticket } : this.customParameters;
     this._openSocket();
   }
 
@@ -167,7 +173,7 @@ export class Phone extends EventTarget {
           streamSid: this.streamSid,
           callSid: this.callSid,
           tracks: ["inbound"],
-          customParameters: this.customParameters,
+          customParameters: this.callParameters || this.customParameters,
           mediaFormat: { encoding: "audio/x-mulaw", sampleRate: 8000, channels: 1 },
         },
       });

@@ -1,0 +1,147 @@
+"""Text-to-speech that holds under provider failures: a deadline on every request, one retry, a fallback.
+
+:class:`ResilientTextToSpeech` implements the :class:`~voicefsm.providers.base.TextToSpeech`
+protocol around a primary synthesizer, so the runtime needs no change. For each prompt it
+
+1. asks the primary, with a deadline for the first audio and for each gap between chunks (local
+   providers included: espeak-ng runs in a thread that can hang like any socket);
+2. on a failure (a :class:`~voicefsm.errors.ProviderError`, a timeout, a network error, or no
+   audio at all) asks the primary once more;
+3. then asks the fallback provider (``VOICEFSM_TTS_FALLBACK``, e.g. ``local`` behind ElevenLabs
+   or Azure), built the first time it is needed;
+4. and only when all of them failed raises a ProviderError naming each failure, which the runtime
+   turns into the flow's ``tts_error`` as before.
+
+A provider that fails after some audio was sent is retried from the start of the prompt: the caller
+hears the beginning twice rather than a prompt cut off in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+
+from voicefsm.errors import ProviderError
+from voicefsm.providers.base import TextCallback, TextToSpeech
+from voicefsm.providers.registry import create_tts
+from voicefsm.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How many times the primary is asked again after it failed, before the fallback.
+RETRIES = 1
+
+TtsFactory = Callable[[], TextToSpeech]
+
+
+class ResilientTextToSpeech:
+    """A TextToSpeech that retries its primary once, then falls back, each request with a deadline."""
+
+    def __init__(
+        self,
+        primary: TextToSpeech,
+        fallback: TtsFactory | None = None,
+        *,
+        deadline_s: float = 8.0,
+        retries: int = RETRIES,
+        primary_name: str = "primary",
+        fallback_name: str = "fallback",
+    ) -> None:
+        self.primary = primary
+        self._fallback_factory = fallback
+        self._fallback: TextToSpeech | None = None
+        self.deadline_s = deadline_s
+        self.retries = retries
+        self.primary_name = primary_name
+        self.fallback_name = fallback_name
+        self.on_error: TextCallback | None = None
+        #: What happened, for tests and metrics: ("retry" | "fallback", reason) per event.
+        self.events: list[tuple[str, str]] = []
+        self.name = getattr(primary, "name", primary_name)
+
+    def _attempts(self) -> list[tuple[str, Callable[[], TextToSpeech]]]:
+        attempts: list[tuple[str, Callable[[], TextToSpeech]]] = [
+            (self.primary_name, lambda: self.primary) for _ in range(1 + self.retries)
+        ]
+        if self._fallback_factory is not None:
+            attempts.append((self.fallback_name, self._fallback_provider))
+        return attempts
+
+    def _fallback_provider(self) -> TextToSpeech:
+        if self._fallback is None:
+            assert self._fallback_factory is not None
+            self._fallback = self._fallback_factory()
+        return self._fallback
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        failures: list[str] = []
+        attempts = self._attempts()
+        for number, (name, provider) in enumerate(attempts):
+            try:
+                async with contextlib.aclosing(self._within_deadlines(provider(), text)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            except (ProviderError, TimeoutError, OSError) as exc:
+                reason = _reason(exc, self.deadline_s)
+                failures.append(f"{name}: {reason}")
+                if number + 1 < len(attempts):
+                    kind = "retry" if attempts[number + 1][0] == name else "fallback"
+                    self.events.append((kind, reason))
+                    log.warning("TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0]))
+        raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
+
+    async def _within_deadlines(self, provider: TextToSpeech, text: str) -> AsyncGenerator[bytes, None]:
+        """The provider's chunks, each awaited for at most ``deadline_s``; no audio at all is a failure."""
+        produced = 0
+        async with contextlib.aclosing(provider.synthesize(text)) as chunks:
+            iterator = aiter(chunks)
+            while True:
+                try:
+                    async with asyncio.timeout(self.deadline_s):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                produced += len(chunk)
+                yield chunk
+        if produced == 0:
+            raise ProviderError("tts", "the synthesizer produced no audio")
+
+    async def aclose(self) -> None:
+        try:
+            await self.primary.aclose()
+        finally:
+            if self._fallback is not None:
+                await self._fallback.aclose()
+
+
+def _reason(exc: BaseException, deadline_s: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no audio within {deadline_s:g} s"
+    if isinstance(exc, ProviderError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _next(kind: str, name: str) -> str:
+    return "asking it once more" if kind == "retry" else f"falling back to {name}"
+
+
+def resilient_tts(name: str, settings: Settings) -> TextToSpeech:
+    """The TTS for one call: provider ``name`` with a deadline, one retry, and VOICEFSM_TTS_FALLBACK."""
+    fallback_name = settings.tts_fallback
+    fallback: TtsFactory | None = None
+    if fallback_name and fallback_name != name:
+
+        def fallback() -> TextToSpeech:
+            return create_tts(fallback_name, settings)
+
+    return ResilientTextToSpeech(
+        create_tts(name, settings),
+        fallback,
+        deadline_s=settings.tts_deadline_s,
+        primary_name=name,
+        fallback_name=fallback_name or "fallback",
+    )
