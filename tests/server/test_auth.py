@@ -17,11 +17,11 @@ from starlette.routing import BaseRoute, Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from voicefsm.core.signature import compute_signature
 from voicefsm.server.app import create_app
 from voicefsm.server.auth import CSRF_COOKIE, OPEN_PATHS, SESSION_COOKIE
 from voicefsm.server.serving import running_server
 from voicefsm.settings import Settings
+from voicefsm.telephony.twilio.signature import compute_signature
 
 TOKEN = "tok-primary-0123456789"
 OTHER = "tok-second-abcdefghijkl"

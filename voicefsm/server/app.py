@@ -12,9 +12,9 @@ from fastapi.staticfiles import StaticFiles
 from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.server.api_routes import router as api_router
+from voicefsm.server.auth import install_access_control
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
-from voicefsm.server.auth import install_access_control
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
 from voicefsm.server.state import ServerState

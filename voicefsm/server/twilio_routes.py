@@ -23,8 +23,8 @@ from starlette.datastructures import FormData
 from voicefsm.core.events import CallStarted
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
-from voicefsm.server.registry import Admission, StreamRejected
 from voicefsm.server.auth import browser_may_stream
+from voicefsm.server.registry import Admission, StreamRejected
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
 from voicefsm.telephony.twilio.signature import is_valid_signature_any, webhook_url
