@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,11 @@ async def no_task_left_behind() -> AsyncIterator[None]:
         _, still_running = await asyncio.wait(leftover, timeout=2.0)
         names = sorted(task.get_name() for task in still_running)
         assert not still_running, f"tasks left running after the test: {names}"
+
+
+@pytest.fixture(autouse=True)
+def private_prompt_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own prompt cache folder: no audio leaks between tests or into ~/.cache."""
+    folder = tmp_path_factory.mktemp("prompt-cache")
+    monkeypatch.setenv("VOICEFSM_PROMPT_CACHE_DIR", str(folder))
+    return folder

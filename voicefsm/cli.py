@@ -133,6 +133,7 @@ def serve(
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
     from voicefsm.server.launch import plan
     from voicefsm.server.launch import serve as run_server
+    from voicefsm.server.prompt_warmup import progress_printer
 
     settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
@@ -171,7 +172,7 @@ def serve(
         sys.stdout.flush()
 
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-        cut_short = runner.run(run_server(settings, chosen, on_ready=ready))
+        cut_short = runner.run(run_server(settings, chosen, on_ready=ready, on_progress=progress_printer()))
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
 
@@ -420,6 +421,25 @@ def run_tests(
     if as_json:
         out.print_json(json.dumps(result, default=str))
     if not passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prompts(
+    flow_file: FlowArg,
+    flow: FlowOpt = None,
+    warm: Annotated[
+        bool, typer.Option("--warm", help="Synthesize them into the prompt cache and show each one's length.")
+    ] = False,
+    tts: Annotated[
+        str | None, typer.Option(help="Text-to-speech provider: local, elevenlabs, azure (as serve chooses).")
+    ] = None,
+) -> None:
+    """List a flow's fixed prompts; with --warm, cache their audio ahead of deployment, as serve does."""
+    from voicefsm.server.prompt_warmup import print_prompts
+
+    flow_class = _load(flow_file, flow)
+    if not print_prompts(out, _settings(), flow_class, warm=warm, tts=tts):
         raise typer.Exit(1)
 
 

@@ -18,6 +18,7 @@ from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.media_loop import CallLimits
 from voicefsm.server.app import create_app
 from voicefsm.server.flow_service import FlowService
+from voicefsm.server.prompt_warmup import PromptCaching, WarmProgress, prompt_caching
 from voicefsm.server.serving import RunningServer, running_server, serve_until_signalled
 from voicefsm.settings import Settings
 from voicefsm.telephony.recording import RecordingActions
@@ -59,7 +60,13 @@ def telephony_actions(settings: Settings) -> TelephonyActions:
     return RecordingActions()
 
 
-def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None = None) -> FlowService:
+def flow_service(
+    settings: Settings,
+    chosen: Plan,
+    *,
+    limits: CallLimits | None = None,
+    prompts: PromptCaching | None = None,
+) -> FlowService:
     """The per-call wiring for the chosen flow and providers."""
     stt_factory: Callable[[], SpeechToText] | None = None
     if chosen.stt_name is not None:
@@ -74,7 +81,7 @@ def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None 
     recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
     return FlowService(
         chosen.flow,
-        tts_factory=tts_factory,
+        tts_factory=prompts.wrap(tts_factory) if prompts is not None else tts_factory,
         stt_factory=stt_factory,
         actions=telephony_actions(settings),
         recordings_dir=recordings,
@@ -83,15 +90,20 @@ def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None 
 
 
 @contextlib.asynccontextmanager
-async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
-    """A ready app for ``chosen`` with its records open; everything is closed on exit."""
+async def flow_app(
+    settings: Settings, chosen: Plan, *, progress: WarmProgress | None = None
+) -> AsyncIterator[FastAPI]:
+    """A ready app for ``chosen`` with its records open and its fixed prompts cached; all closed on exit."""
     store = await CallStore.open(settings.db_url)
     try:
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
-        async with RecordWriter(store) as writer:
-            service = flow_service(settings, chosen)
+        async with (
+            RecordWriter(store) as writer,
+            prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
+        ):
+            service = flow_service(settings, chosen, prompts=prompts)
             holder: list[FastAPI] = []
             app = create_app(
                 settings,
@@ -101,14 +113,22 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
                 flow_description=service.description(),
             )
             holder.append(app)
+            app.state.voicefsm.metrics.watch_prompt_cache(prompts.cache)
+            await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
             yield app
     finally:
         await store.aclose()
 
 
-async def serve(settings: Settings, chosen: Plan, *, on_ready: Callable[[RunningServer], None]) -> int:
+async def serve(
+    settings: Settings,
+    chosen: Plan,
+    *,
+    on_ready: Callable[[RunningServer], None],
+    on_progress: WarmProgress | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short."""
-    async with flow_app(settings, chosen) as app:
+    async with flow_app(settings, chosen, progress=on_progress) as app:
         return await serve_until_signalled(
             app, settings.host, settings.port, drain_timeout_s=settings.drain_timeout_s, on_ready=on_ready
         )
