@@ -219,21 +219,26 @@ class PromptCache:
         """The audio of ``text`` if it is in memory (no disk, no counting)."""
         return self._memory(text).get(identity.key(text))
 
-    async def lookup(self, identity: VoiceIdentity, text: str) -> tuple[bytes, Source] | None:
-        """The stored audio of ``text`` and where it was found, or None (a miss; counted)."""
+    async def lookup(
+        self, identity: VoiceIdentity, text: str, *, count: bool = True
+    ) -> tuple[bytes, Source] | None:
+        """The stored audio of ``text`` and where it was found, or None (a miss).
+
+        ``count`` False leaves the hit and miss counters alone (the warm-up is not a call).
+        """
         key = identity.key(text)
         audio = self._memory(text).get(key)
         if audio is not None:
-            self.stats.hits_memory += 1
+            self.stats.hits_memory += count
             return audio, "memory"
         path = self._path(identity, key)
         if path is not None and text in self._fixed_texts:
             audio = await asyncio.to_thread(self._read, path)
             if audio is not None:
                 self._fixed.put(key, audio)
-                self.stats.hits_disk += 1
+                self.stats.hits_disk += count
                 return audio, "disk"
-        self.stats.misses += 1
+        self.stats.misses += count
         return None
 
     def accepts(self, text: str, size: int = 1) -> bool:
@@ -358,7 +363,7 @@ class PromptCache:
         self, identity: VoiceIdentity, make: Callable[[], TextToSpeech], text: str
     ) -> WarmedPrompt:
         started = time.perf_counter()
-        found = await self.lookup(identity, text)
+        found = await self.lookup(identity, text, count=False)
         if found is not None:
             audio, source = found
             return WarmedPrompt(text, source, len(audio) / BYTES_PER_SECOND, time.perf_counter() - started)

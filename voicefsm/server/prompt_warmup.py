@@ -78,8 +78,8 @@ async def prompt_caching(settings: Settings, flow: type[Any], tts_name: str) -> 
 
 
 def progress_printer(stream: TextIO | None = None) -> WarmProgress:
-    """A progress line for a terminal (rewritten in place), or one summary line when not a terminal."""
-    out = stream or sys.stdout
+    """A progress line on stderr (rewritten in place on a terminal; else one summary line)."""
+    out = stream or sys.stderr
     live = out.isatty()
     started = time.perf_counter()
     counts = {"memory": 0, "disk": 0, "provider": 0, None: 0}
