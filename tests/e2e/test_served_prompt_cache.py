@@ -88,14 +88,18 @@ async def test_three_calls_ask_for_the_greeting_once_and_hear_it_within_250_ms(
     assert sorted(heard)[1] < HEARD_WITHIN_S, f"greeting heard after {heard} s"
     assert 'voicefsm_prompt_cache_hits_total{source="memory"} 3.0' in metrics
     assert "voicefsm_prompt_cache_misses_total 0.0" in metrics
+    assert 'voicefsm_tts_first_byte_seconds_count{source="memory"} 3.0' in metrics
+    assert 'voicefsm_tts_first_byte_seconds_bucket{le="0.01",source="memory"} 3.0' in metrics
 
 
 async def test_without_warming_the_first_call_waits_for_the_service_and_the_next_two_do_not(
     tmp_path: Path, elevenlabs: FakeElevenLabs
 ) -> None:
-    heard, _ = await three_calls(settings_for(tmp_path, elevenlabs, VOICEFSM_PROMPT_WARM="false"))
+    heard, metrics = await three_calls(settings_for(tmp_path, elevenlabs, VOICEFSM_PROMPT_WARM="false"))
     assert elevenlabs.tts_texts().count(GREETING) == 1
     assert heard[0] >= FIRST_BYTE_S, heard
+    assert 'voicefsm_tts_first_byte_seconds_count{source="provider"} 1.0' in metrics
+    assert 'voicefsm_tts_first_byte_seconds_bucket{le="0.25",source="provider"} 0.0' in metrics
     assert min(heard[1:]) < HEARD_WITHIN_S, heard
 
 

@@ -11,7 +11,7 @@ The texts are given exactly as the runtime will speak them: rendered, whitespace
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +72,37 @@ def fixed_prompts(flow: type[Any]) -> list[FixedPrompt]:
 def fixed_texts(flow: type[Any]) -> list[str]:
     """The distinct texts of :func:`fixed_prompts`, in order."""
     return list(dict.fromkeys(prompt.text for prompt in fixed_prompts(flow)))
+
+
+def next_prompt(state: Any, event: str, values: Mapping[str, object]) -> str | None:
+    """What the flow will say first if ``event`` is sent in ``state`` now, when that is already certain.
+
+    Certain means: exactly one transition of ``state`` takes ``event``, it has no guard, its target
+    speaks a prompt on entry, and every field of that prompt has a value in ``values`` (the slots and
+    built-ins, as the runtime renders them). Otherwise None: nothing is guessed. The text is exactly
+    what the runtime would render from ``values``; flow code that changes the slots on the way makes
+    it differ, which a :class:`~voicefsm.providers.prompt_cache.Prefetcher` notices by the text.
+    """
+    transitions = [
+        transition
+        for transition in getattr(state, "transitions", ())
+        if not transition.initial and any(_event_name(str(name)) == event for name in transition.events)
+    ]
+    if len(transitions) != 1:
+        return None
+    (transition,) = transitions
+    if any(not spec.is_convention for spec in transition.cond):
+        return None
+    template = getattr(transition.target, "prompt", None)
+    if not isinstance(template, str) or not template:
+        return None
+    try:
+        if any(values.get(name) in (None, "") for name in template_fields(template)):
+            return None
+        return render_template(template, values) or None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _event_name(name: str) -> str:
+    return "error.execution" if name == "error_execution" else name

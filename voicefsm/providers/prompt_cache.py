@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,9 +103,38 @@ def voice_identity(provider_name: str, provider_class: type[Any], settings: Sett
     return VoiceIdentity(provider_name, persistent=False)
 
 
+#: Upper bounds (seconds) of the time-to-first-byte histogram of prompts, by where their audio came from.
+FIRST_BYTE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(slots=True)
+class FirstByteHistogram:
+    """Counts of first-byte times per bucket (cumulative counts are made when exported)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(FIRST_BYTE_BUCKETS_S) + 1))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(FIRST_BYTE_BUCKETS_S) if seconds <= bound), -1)
+        self.counts[index] += 1
+        self.total_s += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(upper bound, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
+        pairs, running = [], 0
+        for bound, count in zip((*map(str, FIRST_BYTE_BUCKETS_S), "+Inf"), self.counts, strict=True):
+            running += count
+            pairs.append((bound, running))
+        return pairs
+
+
 @dataclass(slots=True)
 class CacheStats:
-    """What the cache has done since it was made (read by ``/metrics``)."""
+    """What the cache has done since it was made (read by ``/metrics``).
+
+    ``first_byte`` holds, per source (memory, disk, provider), how long calls waited for the first
+    audio of their prompts.
+    """
 
     hits_memory: int = 0
     hits_disk: int = 0
@@ -116,6 +145,12 @@ class CacheStats:
     disk_errors: int = 0
     warmed: int = 0
     warm_failures: int = 0
+    first_byte: dict[str, FirstByteHistogram] = field(default_factory=dict)
+
+    def observe(self, synthesis: Synthesis) -> None:
+        """Count how long a call waited for the first audio of a prompt."""
+        if synthesis.first_byte_s is not None:
+            self.first_byte.setdefault(synthesis.source, FirstByteHistogram()).observe(synthesis.first_byte_s)
 
 
 class _Lru:
@@ -368,6 +403,7 @@ class PromptCache:
             audio, source = found
             return WarmedPrompt(text, source, len(audio) / BYTES_PER_SECOND, time.perf_counter() - started)
         tts = CachedTextToSpeech(self, identity, make)
+        tts.observed = False
         try:
             size = 0
             async with contextlib.aclosing(tts.synthesize_uncached(text)) as chunks:
@@ -449,6 +485,8 @@ class CachedTextToSpeech:
         self.on_error: TextCallback | None = None
         self.on_synthesis: Callable[[Synthesis], None] | None = None
         self.last: Synthesis | None = None
+        #: Whether this synthesizer's prompts count in the first-byte histogram (a call's do; warming's not).
+        self.observed = True
         self._make = make
         self._provider: TextToSpeech | None = None
         self._closed = False
@@ -473,6 +511,7 @@ class CachedTextToSpeech:
                     yield chunk
             return
         audio, source = found
+        first_byte = time.perf_counter() - started
         done = False
         try:
             for start in range(0, len(audio), HIT_CHUNK_BYTES):
@@ -481,7 +520,7 @@ class CachedTextToSpeech:
                 yield chunk
             done = True
         finally:
-            self._report(Synthesis(text, source, time.perf_counter() - started, done))
+            self._report(Synthesis(text, source, first_byte, done))
 
     async def synthesize_uncached(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield the provider's audio of ``text``, storing it in the cache if the synthesis completes."""
@@ -509,6 +548,8 @@ class CachedTextToSpeech:
 
     def _report(self, synthesis: Synthesis) -> None:
         self.last = synthesis
+        if self.observed:
+            self.cache.stats.observe(synthesis)
         if self.on_synthesis is not None:
             try:
                 self.on_synthesis(synthesis)
@@ -534,9 +575,193 @@ async def open_prompt_cache(settings: Settings) -> AsyncIterator[PromptCache | N
             await cache.aclose()
 
 
+@dataclass(eq=False)
+class _Ahead:
+    """One synthesis started ahead of need: its text, the audio so far, and how it ended."""
+
+    text: str
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    done: bool = False
+    error: BaseException | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class PrefetchStats:
+    """What one call's prefetcher did: started, played (taken with the same text), thrown away."""
+
+    started: int = 0
+    used: int = 0
+    wasted: int = 0
+
+
+class Prefetcher:
+    """Synthesis ahead of need for one call: at most one speculative synthesis at a time.
+
+    The runtime calls :meth:`prefetch` as soon as the next prompt's text is certain (the prompt of
+    the state a transition is about to enter, with its slots filled) and speaks through this object,
+    which is itself a :class:`~voicefsm.providers.base.TextToSpeech`: ``synthesize(text)`` plays the
+    prefetched audio when the text is the same (the part already made at once, then the rest as it
+    comes), and otherwise drops the speculation and synthesizes ``text`` afresh.
+
+    - A new :meth:`prefetch` replaces the one before (which is cancelled; the new synthesis starts
+      once the old one has stopped, so two never run together).
+    - A prompt already in the cache's memory is not prefetched: it plays at once anyway.
+    - :meth:`cancel` (barge-in: what comes next may change) and :meth:`aclose` (hang-up) cancel and
+      await the speculation. A cancelled synthesis stores nothing in the cache.
+    - A prefetch that fails is not an error of the call: the prompt is synthesized again when spoken.
+
+    It does not close ``tts`` (the call's synthesizer stays owned by whoever made it).
+    """
+
+    name = "prefetching"
+
+    def __init__(self, tts: TextToSpeech, *, max_bytes: int = 120 * BYTES_PER_SECOND) -> None:
+        self.tts = tts
+        self.max_bytes = max_bytes
+        self.stats = PrefetchStats()
+        self._ahead: _Ahead | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def on_error(self) -> TextCallback | None:
+        return self.tts.on_error
+
+    @on_error.setter
+    def on_error(self, callback: TextCallback | None) -> None:
+        self.tts.on_error = callback
+
+    @property
+    def pending(self) -> str | None:
+        """The text being (or already) synthesized ahead, if any."""
+        return self._ahead.text if self._ahead is not None else None
+
+    def prefetch(self, text: str) -> bool:
+        """Start synthesizing ``text`` now, replacing any other speculation; False if not worth it."""
+        if self._closed or not text.strip():
+            return False
+        if self._ahead is not None and self._ahead.text == text:
+            return True
+        if (
+            isinstance(self.tts, CachedTextToSpeech)
+            and self.tts.cache.peek(self.tts.identity, text) is not None
+        ):
+            return False
+        previous = self._drop()
+        ahead = _Ahead(text)
+        ahead.task = asyncio.get_running_loop().create_task(
+            self._run(ahead, previous), name="prompt-prefetch"
+        )
+        self._own(ahead.task)
+        self._ahead = ahead
+        self.stats.started += 1
+        return True
+
+    def take(self, text: str) -> AsyncGenerator[bytes, None] | None:
+        """The prefetched audio of ``text`` (the speculation is handed over), or None for another text."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        if ahead.text != text or (ahead.done and ahead.error is not None):
+            self._discard(ahead)
+            return None
+        self.stats.used += 1
+        return self._follow(ahead)
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        """Yield the audio of ``text``: prefetched when it was, else from the synthesizer."""
+        stream = self.take(text)
+        async with contextlib.aclosing(stream or self.tts.synthesize(text)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def cancel(self) -> None:
+        """Drop the speculation (barge-in: the next prompt may change) and wait until it has stopped."""
+        self._drop()
+        await self._settle()
+
+    async def aclose(self) -> None:
+        """Cancel and await everything this prefetcher started (hang-up); idempotent. ``tts`` stays open."""
+        self._closed = True
+        await self.cancel()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drop(self) -> asyncio.Task[None] | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        self._discard(ahead)
+        return ahead.task
+
+    def _discard(self, ahead: _Ahead) -> None:
+        if ahead.task is not None and not ahead.task.done():
+            ahead.task.cancel()
+        if ahead.error is None:
+            self.stats.wasted += 1
+
+    async def _settle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, ahead: _Ahead, previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)  # one synthesis at a time
+            async with contextlib.aclosing(self.tts.synthesize(ahead.text)) as chunks:
+                async for chunk in chunks:
+                    ahead.chunks.append(chunk)
+                    ahead.size += len(chunk)
+                    ahead.changed.set()
+                    if ahead.size > self.max_bytes:
+                        raise ProviderError(
+                            self.name, f"a prompt of over {self.max_bytes} bytes is not prefetched"
+                        )
+        except Exception as exc:  # the prompt is synthesized again when it is spoken
+            ahead.error = exc
+            log.debug("prefetching %r failed: %s", ahead.text[:40], exc)
+        finally:
+            ahead.done = True
+            ahead.changed.set()
+
+    async def _follow(self, ahead: _Ahead) -> AsyncGenerator[bytes, None]:
+        sent = 0
+        finished = False
+        try:
+            while True:
+                while sent < len(ahead.chunks):
+                    sent += 1
+                    yield ahead.chunks[sent - 1]
+                if ahead.done:
+                    break
+                ahead.changed.clear()
+                await ahead.changed.wait()
+            finished = True
+        finally:
+            if not finished and ahead.task is not None and not ahead.task.done():
+                ahead.task.cancel()  # the caller stopped listening: the rest is not needed
+        if ahead.error is not None:
+            if isinstance(ahead.error, ProviderError) and sent == 0:
+                # Failed before any audio: try once more now, as speaking without a prefetch would.
+                async with contextlib.aclosing(self.tts.synthesize(ahead.text)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            raise ahead.error
+
+
 __all__ = [
     "CacheStats",
     "CachedTextToSpeech",
+    "PrefetchStats",
+    "Prefetcher",
     "PromptCache",
     "Synthesis",
     "VoiceIdentity",

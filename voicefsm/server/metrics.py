@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from voicefsm.providers.prompt_cache import PromptCache
@@ -88,3 +88,11 @@ class _PromptCacheCollector(Collector):
             yield CounterMetricFamily(f"voicefsm_prompt_cache_{name}", what, value)
         yield GaugeMetricFamily("voicefsm_prompt_cache_memory_bytes", "Audio in memory", cache.memory_bytes)
         yield GaugeMetricFamily("voicefsm_prompt_cache_entries", "Prompts in memory", cache.memory_entries)
+        first_byte = HistogramMetricFamily(
+            "voicefsm_tts_first_byte_seconds",
+            "From asking for a prompt's audio to its first byte, by source (memory, disk, provider)",
+            labels=["source"],
+        )
+        for source, histogram in sorted(stats.first_byte.items()):
+            first_byte.add_metric([source], histogram.cumulative(), histogram.total_s)
+        yield first_byte
