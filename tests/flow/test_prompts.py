@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from voicefsm.flow import Ask, Hangup, Say, SendSms, Transfer, VoiceFlow, YesNo
 from voicefsm.flow.loader import load_flow
-from voicefsm.flow.prompts import FixedPrompt, fixed_prompts, fixed_texts
+from voicefsm.flow.prompts import FixedPrompt, fixed_prompts, fixed_texts, next_prompt
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 
@@ -73,3 +74,19 @@ def test_the_booking_flow_has_its_greeting_its_no_input_prompts_its_endings_and_
     texts = fixed_texts(booking)
     assert texts[0] == "Hi, this is Bright Smile Dental."
     assert len(texts) == len(set(texts))
+
+
+def test_the_next_prompt_is_known_only_when_the_transition_and_its_slots_are_certain() -> None:
+    booking = load_flow(FLOWS / "booking.py")
+    state = {s.id: s for s in booking.states}
+    tuesday = dt.date(2026, 12, 8)
+    assert next_prompt(state["greet"], "spoken", {}) == "Which day would you like to come in?"
+    assert next_prompt(state["ask_day"], "filled", {"day": tuesday}) == "What time on Tuesday?"
+    assert next_prompt(state["ask_day"], "filled", {"day": None}) is None  # its slot is not filled yet
+    assert next_prompt(state["confirm"], "filled", {"day": tuesday}) is None  # guarded: yes or no decides
+    assert (
+        next_prompt(state["ask_day"], "no_input", {})
+        == "Sorry, I couldn't get that. Please call again later."
+    )
+    assert next_prompt(state["greet"], "filled", {}) is None  # greet takes no such event
+    assert next_prompt(Desk.texted, "spoken", {}) is None
