@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from voicefsm.errors import ProviderError
+from voicefsm.errors import ProviderError, ProviderUnavailable
 from voicefsm.providers.prompt_cache import (
     CachedTextToSpeech,
     PromptCache,
@@ -327,3 +327,24 @@ def test_settings_choose_the_cache(tmp_path: Path) -> None:
     assert memory is not None and memory.directory is None
     disk = PromptCache.from_settings(Settings(_env_file=None, VOICEFSM_PROMPT_CACHE_DIR=str(tmp_path)))  # type: ignore[call-arg]
     assert disk is not None and disk.directory == tmp_path
+
+
+async def test_a_failure_retrying_cannot_mend_ends_the_warm_up_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = PromptCache(None)
+    built: list[int] = []
+
+    def no_key() -> CountingTts:
+        built.append(1)
+        raise ProviderUnavailable("fake-tts", "no API key: set FAKE_API_KEY")
+
+    texts = [f"Prompt number {n}." for n in range(6)]
+    with caplog.at_level(logging.WARNING):
+        results = await cache.warm(VOICE, no_key, texts, concurrency=2)
+    assert [r.source for r in results] == [None] * 6
+    assert all(r.error and "FAKE_API_KEY" in r.error for r in results)
+    assert len(built) <= 2  # the prompts already running when it failed; no more after
+    assert caplog.text.count("stopped synthesizing prompts ahead of time") == 1
+    assert "could not synthesize" not in caplog.text
+    await cache.aclose()

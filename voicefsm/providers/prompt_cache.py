@@ -374,16 +374,19 @@ class PromptCache:
 
         Texts already in memory or on disk are not synthesized again. A text whose synthesis
         fails is logged and reported (``error``); it is synthesized again when a call needs it.
+        A failure that retrying cannot mend (a rejected key, a missing SDK) ends the warm-up: the
+        texts left are reported with the same error, and logged once.
         At most ``concurrency`` syntheses run at once, each on its own synthesizer.
         """
         unique = list(dict.fromkeys(texts))
         self.register_fixed(unique)
         gate = asyncio.Semaphore(max(1, concurrency))
         results: dict[str, WarmedPrompt] = {}
+        gave_up: list[str] = []
 
         async def one(text: str) -> None:
             async with gate:
-                result = await self._warm_one(identity, make, text)
+                result = await self._warm_one(identity, make, text, gave_up)
             results[text] = result
             if progress is not None:
                 progress(result)
@@ -395,13 +398,16 @@ class PromptCache:
         return [results[text] for text in unique]
 
     async def _warm_one(
-        self, identity: VoiceIdentity, make: Callable[[], TextToSpeech], text: str
+        self, identity: VoiceIdentity, make: Callable[[], TextToSpeech], text: str, gave_up: list[str]
     ) -> WarmedPrompt:
         started = time.perf_counter()
         found = await self.lookup(identity, text, count=False)
         if found is not None:
             audio, source = found
             return WarmedPrompt(text, source, len(audio) / BYTES_PER_SECOND, time.perf_counter() - started)
+        if gave_up:
+            self.stats.warm_failures += 1
+            return WarmedPrompt(text, None, None, 0.0, error=gave_up[0])
         tts = CachedTextToSpeech(self, identity, make)
         tts.observed = False
         try:
@@ -412,11 +418,18 @@ class PromptCache:
         except Exception as exc:  # one prompt's failure never stops the others, nor the server
             self.stats.warm_failures += 1
             reason = str(exc) if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "could not synthesize the prompt %r ahead of time: %s; a call that needs it will retry",
-                text[:60],
-                reason,
-            )
+            if isinstance(exc, ProviderError) and not exc.retryable:
+                if not gave_up:
+                    gave_up.append(reason)
+                    log.warning(
+                        "stopped synthesizing prompts ahead of time: %s; calls will synthesize them", reason
+                    )
+            else:
+                log.warning(
+                    "could not synthesize the prompt %r ahead of time: %s; a call that needs it will retry",
+                    text[:60],
+                    reason,
+                )
             return WarmedPrompt(text, None, None, time.perf_counter() - started, error=reason)
         finally:
             await tts.aclose()
