@@ -87,7 +87,7 @@ def progress_printer(stream: TextIO | None = None) -> WarmProgress:
     def show(done: int, total: int, result: WarmedPrompt) -> None:
         counts[result.source] += 1
         line = (
-            f"  prompts        {done}/{total} ready: {counts['provider']} synthesized, "
+            f"  prompts        {done}/{total} warmed: {counts['provider']} synthesized, "
             f"{counts['memory'] + counts['disk']} from the cache"
         )
         if counts[None]:
@@ -160,6 +160,10 @@ def print_prompts(
         )
         console.print(f"[bold red]error:[/] nothing to warm: {why}", soft_wrap=True)
         return False
+    failed = [result for result in results if result.source is None]
+    if results and len(failed) == len(results) and len({result.error for result in failed}) == 1:
+        console.print(f"[bold red]error:[/] no prompt could be synthesized: {escape(failed[0].error or '')}")
+        return False
     by_text = {result.text: result for result in results}
     for prompt in listed:
         result = by_text[prompt.text]
@@ -170,7 +174,6 @@ def print_prompts(
         table.add_row(prompt.state, prompt.label, seconds, str(source), escape(prompt.text))
     console.print(table)
     where = prompts.cache.directory or "memory only (VOICEFSM_PROMPT_CACHE_DIR is empty)"
-    failed = [result for result in results if result.source is None]
     console.print(f"TTS {tts_name} ({prompts.identity.voice if prompts.identity else ''}); cache {where}")
     if failed:
         console.print(
