@@ -65,6 +65,12 @@ class GatedTts:
         return None
 
 
+async def loop_turns(count: int = 10) -> None:
+    """Let every ready task run a few steps (no time passes)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def spoken(tts: Prefetcher, text: str) -> bytes:
     async with contextlib.aclosing(tts.synthesize(text)) as chunks:
         return b"".join([chunk async for chunk in chunks])
@@ -188,4 +194,20 @@ async def test_a_failure_of_the_spoken_prompt_itself_still_reaches_the_caller() 
     ahead = Prefetcher(tts)
     with pytest.raises(ProviderError, match="busy"):
         await spoken(ahead, OTHER)
+    await ahead.aclose()
+
+
+async def test_a_prefetch_waits_until_the_prompt_being_made_has_all_its_audio() -> None:
+    tts = GatedTts()
+    ahead = Prefetcher(tts)
+    async with contextlib.aclosing(ahead.synthesize(OTHER)) as current:
+        assert await anext(current) == GatedTts.audio(OTHER)[:10]
+        assert ahead.prefetch(NEXT)  # the next prompt is known while this one is still being made
+        await loop_turns()  # a prefetch free to start would have asked for NEXT by now
+        assert tts.requests == [OTHER]
+        tts.release.set()
+        assert b"".join([chunk async for chunk in current]) == GatedTts.audio(OTHER)[10:]
+    assert await spoken(ahead, NEXT) == GatedTts.audio(NEXT)
+    assert tts.requests == [OTHER, NEXT]
+    assert tts.most_active == 1  # the call never asked its provider for two prompts at once
     await ahead.aclose()

@@ -619,6 +619,9 @@ class Prefetcher:
     prefetched audio when the text is the same (the part already made at once, then the rest as it
     comes), and otherwise drops the speculation and synthesizes ``text`` afresh.
 
+    - A speculative synthesis waits until the prompt being synthesized now (through this object)
+      has all its audio, so a call never asks its provider for two things at once: the speculation
+      runs while that audio plays.
     - A new :meth:`prefetch` replaces the one before (which is cancelled; the new synthesis starts
       once the old one has stopped, so two never run together).
     - A prompt already in the cache's memory is not prefetched: it plays at once anyway.
@@ -638,6 +641,9 @@ class Prefetcher:
         self._ahead: _Ahead | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._speaking = 0  # syntheses asked for by the runtime, in progress
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     @property
     def on_error(self) -> TextCallback | None:
@@ -687,9 +693,21 @@ class Prefetcher:
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield the audio of ``text``: prefetched when it was, else from the synthesizer."""
         stream = self.take(text)
-        async with contextlib.aclosing(stream or self.tts.synthesize(text)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        if stream is not None:
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            return
+        self._speaking += 1  # a speculation started meanwhile waits until this one has all its audio
+        self._quiet.clear()
+        try:
+            async with contextlib.aclosing(self.tts.synthesize(text)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            self._speaking -= 1
+            if not self._speaking:
+                self._quiet.set()
 
     async def cancel(self) -> None:
         """Drop the speculation (barge-in: the next prompt may change) and wait until it has stopped."""
@@ -728,6 +746,7 @@ class Prefetcher:
         try:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)  # one synthesis at a time
+            await self._quiet.wait()  # the prompt being made now comes first
             async with contextlib.aclosing(self.tts.synthesize(ahead.text)) as chunks:
                 async for chunk in chunks:
                     ahead.chunks.append(chunk)
