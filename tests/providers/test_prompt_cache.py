@@ -299,6 +299,9 @@ def test_built_in_voices_are_identified_from_settings() -> None:
     settings = Settings(_env_file=None, ELEVENLABS_VOICE_ID="v1", ELEVENLABS_MODEL="m9")  # type: ignore[call-arg]
     eleven = voice_identity("elevenlabs", object, settings)
     assert eleven == VoiceIdentity("elevenlabs", "v1", "m9")
+    proxied = settings.model_copy(update={"elevenlabs_base_url": "http://127.0.0.1:9"})
+    elsewhere = voice_identity("elevenlabs", object, proxied)
+    assert elsewhere is not None and elsewhere.key("Hi.") != eleven.key("Hi.")  # a fake's audio stays its own
     assert voice_identity("scripted", ScriptedTextToSpeech, settings) is None
     plugin = voice_identity("acme", object, settings)
     assert plugin is not None and not plugin.persistent

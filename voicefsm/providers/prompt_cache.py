@@ -72,10 +72,12 @@ class VoiceIdentity:
     model: str = ""
     format: str = ULAW_8000
     persistent: bool = True
+    #: Where the provider is reached, when it is not its usual service (a proxy, a fake, a region).
+    endpoint: str = ""
 
     def key(self, text: str) -> str:
         """The cache key of ``text`` spoken by this voice: a SHA-256 hex digest."""
-        parts = (CACHE_VERSION, self.provider, self.voice, self.model, self.format, text)
+        parts = (CACHE_VERSION, self.provider, self.voice, self.model, self.format, self.endpoint, text)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -95,9 +97,17 @@ def voice_identity(provider_name: str, provider_class: type[Any], settings: Sett
     if provider_name == "scripted":
         return None
     if provider_name == "elevenlabs":
-        return VoiceIdentity("elevenlabs", settings.elevenlabs_voice_id, settings.elevenlabs_model)
+        return VoiceIdentity(
+            "elevenlabs",
+            settings.elevenlabs_voice_id,
+            settings.elevenlabs_model,
+            endpoint=settings.elevenlabs_base_url or "",
+        )
     if provider_name == "azure":
-        return VoiceIdentity("azure", settings.azure_tts_voice, "", "raw-8khz-8bit-mono-mulaw")
+        where = settings.azure_speech_endpoint or settings.azure_speech_host or settings.azure_speech_region
+        return VoiceIdentity(
+            "azure", settings.azure_tts_voice, "", "raw-8khz-8bit-mono-mulaw", endpoint=where
+        )
     if provider_name == "local":
         return VoiceIdentity("local", settings.language.lower(), "espeak-ng")
     return VoiceIdentity(provider_name, persistent=False)
