@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,19 @@ async def no_task_left_behind() -> AsyncIterator[None]:
         _, still_running = await asyncio.wait(leftover, timeout=2.0)
         names = sorted(task.get_name() for task in still_running)
         assert not still_running, f"tasks left running after the test: {names}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers started by module- or session-wide fixtures cache their prompts here, not in ~/.cache."""
+    folder = tmp_path_factory.mktemp("session-prompt-cache")
+    before = os.environ.get("VOICEFSM_PROMPT_CACHE_DIR")
+    os.environ["VOICEFSM_PROMPT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("VOICEFSM_PROMPT_CACHE_DIR", None)
+    else:
+        os.environ["VOICEFSM_PROMPT_CACHE_DIR"] = before
 
 
 @pytest.fixture(autouse=True)
