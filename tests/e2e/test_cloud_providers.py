@@ -63,6 +63,7 @@ def production_settings(tmp_path: Path, elevenlabs: FakeElevenLabs, twilio_rest:
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         TWILIO_PHONE_NUMBER="+15550009999",
         TWILIO_API_BASE=twilio_rest.base_url,
+        VOICEFSM_PROMPT_WARM="false",  # the call's own prompts are what is checked on the fake
     )
 
 
