@@ -74,3 +74,24 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'records.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers started by module- or session-wide fixtures cache their prompts here, not in ~/.cache."""
+    folder = tmp_path_factory.mktemp("session-prompt-cache")
+    before = os.environ.get("VOICEFSM_PROMPT_CACHE_DIR")
+    os.environ["VOICEFSM_PROMPT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("VOICEFSM_PROMPT_CACHE_DIR", None)
+    else:
+        os.environ["VOICEFSM_PROMPT_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def private_prompt_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own prompt cache folder: no audio leaks between tests or into ~/.cache."""
+    folder = tmp_path_factory.mktemp("prompt-cache")
+    monkeypatch.setenv("VOICEFSM_PROMPT_CACHE_DIR", str(folder))
+    return folder

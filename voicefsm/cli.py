@@ -147,6 +147,7 @@ def serve(
         check_configuration(settings, stt=stt, tts=tts, uses_stt=flow_class.uses_stt)
         from voicefsm.server.launch import plan
         from voicefsm.server.launch import serve as run_server
+        from voicefsm.server.prompt_warmup import progress_printer
 
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
     except (ProviderUnavailable, ConfigurationError) as exc:
@@ -177,7 +178,7 @@ def serve(
 
     try:
         with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-            cut_short = runner.run(run_server(settings, chosen, on_ready=ready))
+            cut_short = runner.run(run_server(settings, chosen, on_ready=ready, on_progress=progress_printer()))
     except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
         raise _fail(escape(str(exc)), 2) from exc
     if cut_short:
@@ -399,6 +400,25 @@ def run_tests(
     if as_json:
         out.print_json(json.dumps(result, default=str))
     if not passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prompts(
+    flow_file: FlowArg,
+    flow: FlowOpt = None,
+    warm: Annotated[
+        bool, typer.Option("--warm", help="Synthesize them into the prompt cache and show each one's length.")
+    ] = False,
+    tts: Annotated[
+        str | None, typer.Option(help="Text-to-speech provider: local, elevenlabs, azure (as serve chooses).")
+    ] = None,
+) -> None:
+    """List a flow's fixed prompts; with --warm, cache their audio ahead of deployment, as serve does."""
+    from voicefsm.server.prompt_warmup import print_prompts
+
+    flow_class = _load(flow_file, flow)
+    if not print_prompts(out, _settings(), flow_class, warm=warm, tts=tts):
         raise typer.Exit(1)
 
 

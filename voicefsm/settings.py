@@ -7,6 +7,7 @@ module reads the environment: the object is passed down.
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -17,6 +18,13 @@ STREAM_PATH = "/twilio/stream"
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+def _user_cache_dir() -> str:
+    """Where prompt audio is cached by default: the user's cache folder (XDG, or LOCALAPPDATA on Windows)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA")
+    base = base or os.path.expanduser("~/.cache")
+    return os.path.join(base, "voicefsm", "prompts")
 
 
 class Settings(BaseSettings):
@@ -126,3 +134,17 @@ class Settings(BaseSettings):
         parts = urlsplit(base)
         scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
         return urlunsplit((scheme, parts.netloc, parts.path + STREAM_PATH, "", ""))
+
+    # Prompt audio cache (issue 17): fixed prompts are synthesized once, kept in memory and on disk.
+    prompt_cache: bool = Field(True, validation_alias=_env("VOICEFSM_PROMPT_CACHE"))
+    prompt_cache_dir: str | None = Field(
+        default_factory=_user_cache_dir, validation_alias=_env("VOICEFSM_PROMPT_CACHE_DIR")
+    )  # empty: memory only
+    prompt_cache_memory_mb: float = Field(
+        64.0, ge=0, validation_alias=_env("VOICEFSM_PROMPT_CACHE_MEMORY_MB")
+    )
+    prompt_cache_filled: int = Field(256, ge=0, validation_alias=_env("VOICEFSM_PROMPT_CACHE_FILLED"))
+    prompt_warm: bool = Field(True, validation_alias=_env("VOICEFSM_PROMPT_WARM"))
+    prompt_warm_concurrency: int = Field(
+        2, ge=1, le=32, validation_alias=_env("VOICEFSM_PROMPT_WARM_CONCURRENCY")
+    )

@@ -59,6 +59,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The environment without credentials or voicefsm settings, plus ``extra``."""
     prefixes = ("TWILIO_", "ELEVENLABS_", "AZURE_", "VOICEFSM_", "VOICE_", "PUBLIC_URL", "DATABASE_URL")
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    env["VOICEFSM_PROMPT_CACHE_DIR"] = os.environ["VOICEFSM_PROMPT_CACHE_DIR"]  # the test's own (conftest)
     return {**env, **extra}
 
 

@@ -80,6 +80,9 @@ def operator_environment(
         "TWILIO_PHONE_NUMBER": OUR_NUMBER,
         "TWILIO_API_BASE": twilio_rest.base_url,
         "VOICEFSM_API_TOKENS": OPERATOR_TOKEN,  # the API is closed without one (docs/security.md)
+        # The call's own prompts are what is checked on the Azure fake: no warm-up, a private cache.
+        "VOICEFSM_PROMPT_WARM": "false",
+        "VOICEFSM_PROMPT_CACHE_DIR": str(tmp_path / "prompt-cache"),
     }
 
 

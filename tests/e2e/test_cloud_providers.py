@@ -67,6 +67,7 @@ def production_settings(tmp_path: Path, elevenlabs: FakeElevenLabs, twilio_rest:
         TWILIO_PHONE_NUMBER="+15550009999",
         TWILIO_API_BASE=twilio_rest.base_url,
         VOICEFSM_API_TOKENS=OPERATOR_TOKEN,  # the API is closed without one (docs/security.md)
+        VOICEFSM_PROMPT_WARM="false",  # the call's own prompts are what is checked on the fake
     )
 
 

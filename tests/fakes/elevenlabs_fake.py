@@ -104,6 +104,8 @@ class FakeElevenLabs:
         self.api_key = api_key
         self.base_url = ""  # set by serve_fake once the socket is bound
         self.tts_audio = default_tts_audio()
+        #: Seconds before the first audio byte of each synthesis (the real service takes ~0.4 s).
+        self.tts_first_byte_delay_s = 0.0
         self.tts_faults: list[str | None] = []
         self.tts_requests: list[TtsRequest] = []
         self.stt_faults: list[str | None] = []
@@ -114,6 +116,10 @@ class FakeElevenLabs:
         self.release = asyncio.Event()
         self._changed = asyncio.Event()
         self.app = self._build_app()
+
+    def tts_texts(self) -> list[str]:
+        """The text of every synthesis request so far, in order."""
+        return [str(request.body.get("text")) for request in self.tts_requests]
 
     def say(self, *texts: str) -> None:
         """Queue utterances; each is heard once ``utterance_audio_bytes`` more audio has arrived."""
@@ -172,6 +178,8 @@ class FakeElevenLabs:
     async def _tts_body(self, record: TtsRequest) -> AsyncIterator[bytes]:
         audio = b"" if record.fault == "empty" else self.tts_audio
         try:
+            if self.tts_first_byte_delay_s:
+                await asyncio.sleep(self.tts_first_byte_delay_s)  # the service's own latency, not a test wait
             if record.fault == "endless":
                 while True:
                     yield audio[: 4 * FRAME]

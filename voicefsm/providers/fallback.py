@@ -129,8 +129,11 @@ def _next(kind: str, name: str) -> str:
     return "asking it once more" if kind == "retry" else f"falling back to {name}"
 
 
-def resilient_tts(name: str, settings: Settings) -> TextToSpeech:
-    """The TTS for one call: provider ``name`` with a deadline, one retry, and VOICEFSM_TTS_FALLBACK."""
+def resilient_tts(name: str, settings: Settings, *, primary: TextToSpeech | None = None) -> TextToSpeech:
+    """The TTS for one call: provider ``name`` with a deadline, one retry, and VOICEFSM_TTS_FALLBACK.
+
+    ``primary`` is provider ``name`` already built (e.g. behind the prompt cache); by default it is made here.
+    """
     fallback_name = settings.tts_fallback
     fallback: TtsFactory | None = None
     if fallback_name and fallback_name != name:
@@ -139,7 +142,7 @@ def resilient_tts(name: str, settings: Settings) -> TextToSpeech:
             return create_tts(fallback_name, settings)
 
     return ResilientTextToSpeech(
-        create_tts(name, settings),
+        primary if primary is not None else create_tts(name, settings),
         fallback,
         deadline_s=settings.tts_deadline_s,
         primary_name=name,

@@ -14,13 +14,14 @@ from voicefsm.core.actions import TelephonyActions
 from voicefsm.flow import VoiceFlow
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
-from voicefsm.providers.registry import choose_provider, create_stt, get_stt_class, get_tts_class
+from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.driver import CallLimits
 from voicefsm.server.app import create_app
 from voicefsm.server.flow_service import FlowService
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
+from voicefsm.server.prompt_warmup import PromptCaching, WarmProgress, prompt_caching
 from voicefsm.server.serving import RunningServer, running_server, serve_until_signalled
 from voicefsm.settings import Settings
 from voicefsm.telephony.recording import RecordingActions
@@ -70,8 +71,14 @@ def flow_service(
     writer: RecordWriter | None = None,
     feeds: LiveFeeds | None = None,
     metrics: Metrics | None = None,
+    prompts: PromptCaching | None = None,
 ) -> FlowService:
-    """The per-call wiring for the chosen flow and providers; calls report to writer, feeds and metrics."""
+    """The per-call wiring for the chosen flow and providers; calls report to writer, feeds and metrics.
+
+    Each call's synthesizer is the provider behind the prompt cache (when ``prompts`` has one), inside
+    the deadline/retry/fallback wrapper: the cache sees only the chosen voice's complete prompts, never
+    a fallback voice's audio nor a retried prompt's restarted one.
+    """
     stt_factory: Callable[[], SpeechToText] | None = None
     if chosen.stt_name is not None:
         stt_name = chosen.stt_name
@@ -79,8 +86,14 @@ def flow_service(
         def stt_factory() -> SpeechToText:
             return create_stt(stt_name, settings)
 
+    def provider() -> TextToSpeech:
+        return create_tts(chosen.tts_name, settings)
+
+    primary = prompts.wrap(provider) if prompts is not None else provider
+
     def tts_factory() -> TextToSpeech:
-        return resilient_tts(chosen.tts_name, settings)  # deadline, one retry, VOICEFSM_TTS_FALLBACK
+        # deadline, one retry, VOICEFSM_TTS_FALLBACK
+        return resilient_tts(chosen.tts_name, settings, primary=primary())
 
     recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
     return FlowService(
@@ -98,16 +111,21 @@ def flow_service(
 
 
 @contextlib.asynccontextmanager
-async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
-    """A ready app for ``chosen`` with its records open; everything is closed on exit."""
+async def flow_app(
+    settings: Settings, chosen: Plan, *, progress: WarmProgress | None = None
+) -> AsyncIterator[FastAPI]:
+    """A ready app for ``chosen`` with its records open and its fixed prompts cached; all closed on exit."""
     store = await CallStore.open(settings.db_url)
     try:
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
-        async with RecordWriter(store) as writer:
-            service = flow_service(settings, chosen, writer=writer)
-            yield create_app(
+        async with (
+            RecordWriter(store) as writer,
+            prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
+        ):
+            service = flow_service(settings, chosen, writer=writer, prompts=prompts)
+            app = create_app(
                 settings,
                 service.services(),
                 store=store,
@@ -116,13 +134,22 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
                 feeds=service.feeds,
                 metrics=service.metrics,
             )
+            service.metrics.watch_prompt_cache(prompts.cache)
+            await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+            yield app
     finally:
         await store.aclose()
 
 
-async def serve(settings: Settings, chosen: Plan, *, on_ready: Callable[[RunningServer], None]) -> int:
+async def serve(
+    settings: Settings,
+    chosen: Plan,
+    *,
+    on_ready: Callable[[RunningServer], None],
+    on_progress: WarmProgress | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short."""
-    async with flow_app(settings, chosen) as app:
+    async with flow_app(settings, chosen, progress=on_progress) as app:
         return await serve_until_signalled(
             app, settings.host, settings.port, drain_timeout_s=settings.drain_timeout_s, on_ready=on_ready
         )

@@ -5,7 +5,13 @@ Each app gets its own registry, so two servers in one process (tests, the bridge
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from voicefsm.providers.prompt_cache import PromptCache
 
 #: Turn latency is what a caller feels: from the end of their words to the first audio of the reply.
 TURN_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -48,6 +54,45 @@ class Metrics:
     def provider_error(self, kind: str) -> None:
         self.provider_errors.labels(kind=kind).inc()
 
+    def watch_prompt_cache(self, cache: PromptCache | None) -> None:
+        """Expose the prompt cache's hits, misses and bytes (read when /metrics is scraped)."""
+        if cache is not None:
+            self.registry.register(_PromptCacheCollector(cache))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _PromptCacheCollector(Collector):
+    """The prompt audio cache's counters, read from the cache at scrape time (nothing on the call path)."""
+
+    def __init__(self, cache: PromptCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats, cache = self.cache.stats, self.cache
+        hits = CounterMetricFamily(
+            "voicefsm_prompt_cache_hits", "Prompts played from the cache, by where found", labels=["source"]
+        )
+        hits.add_metric(["memory"], stats.hits_memory)
+        hits.add_metric(["disk"], stats.hits_disk)
+        yield hits
+        counters = (
+            ("misses", "Prompts synthesized by the provider on a call", stats.misses),
+            ("served_bytes", "Audio bytes played from the cache", stats.bytes_served),
+            ("warm_failures", "Fixed prompts that could not be synthesized ahead", stats.warm_failures),
+            ("disk_errors", "Cache files that could not be read or written", stats.disk_errors),
+        )
+        for name, what, value in counters:
+            yield CounterMetricFamily(f"voicefsm_prompt_cache_{name}", what, value)
+        yield GaugeMetricFamily("voicefsm_prompt_cache_memory_bytes", "Audio in memory", cache.memory_bytes)
+        yield GaugeMetricFamily("voicefsm_prompt_cache_entries", "Prompts in memory", cache.memory_entries)
+        first_byte = HistogramMetricFamily(
+            "voicefsm_tts_first_byte_seconds",
+            "From asking for a prompt's audio to its first byte, by source (memory, disk, provider)",
+            labels=["source"],
+        )
+        for source, histogram in sorted(stats.first_byte.items()):
+            first_byte.add_metric([source], histogram.cumulative(), histogram.total_s)
+        yield first_byte
