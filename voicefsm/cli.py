@@ -178,7 +178,8 @@ def serve(
 
     try:
         with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-            cut_short = runner.run(run_server(settings, chosen, on_ready=ready, on_progress=progress_printer()))
+            serving = run_server(settings, chosen, on_ready=ready, on_progress=progress_printer())
+            cut_short = runner.run(serving)
     except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
         raise _fail(escape(str(exc)), 2) from exc
     if cut_short:
