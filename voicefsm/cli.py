@@ -586,6 +586,23 @@ def _test_flow(
 
 
 @app.command()
+def new(
+    name: Annotated[
+        Path, typer.Argument(metavar="NAME", help="The folder to create; the flow's module is named after it.")
+    ],
+) -> None:
+    """Start a project: a flow, its scenario file, a pytest test and a README, all passing as written."""
+    from voicefsm.scaffold import ScaffoldError, create_project
+
+    try:
+        written = create_project(name)
+    except ScaffoldError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"created {name}/ with {', '.join(path.name for path in written)}")
+    out.print(f"  cd {name} && voicefsm test .      (then: voicefsm chat {written[0].name})")
+
+
+@app.command()
 def call(
     number: Annotated[str, typer.Argument(help="The number to call, in E.164 form (+15551230001).")],
     flow_file: FlowArg,
