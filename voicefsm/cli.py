@@ -588,7 +588,7 @@ def _test_flow(
 @app.command()
 def new(
     name: Annotated[
-        Path, typer.Argument(metavar="NAME", help="The folder to create; the flow's module is named after it.")
+        Path, typer.Argument(metavar="NAME", help="The folder to create; the flow module is named after it.")
     ],
 ) -> None:
     """Start a project: a flow, its scenario file, a pytest test and a README, all passing as written."""
