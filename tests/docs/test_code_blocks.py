@@ -15,7 +15,9 @@ are played top to bottom:
 
 An HTML comment right before a block changes that: ``<!-- docs-test: skip REASON -->`` (a reason is
 required: e.g. it installs from the network), ``<!-- docs-test: exit N -->`` (the commands must fail
-with N). A block in another language (``text``, ``mermaid``...) is prose and is not run.
+with N; before a flow file: ``voicefsm validate`` must fail with N). Leading ``NAME=value`` words
+of a command are its environment. A block in another language (``text``, ``mermaid``...) is prose
+and is not run.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from __future__ import annotations
 import ast
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +45,8 @@ PROSE_LANGUAGES = {"text", "mermaid", "json", "html", "http", "ini", "dotenv", "
 COMMAND_TIMEOUT_S = 180
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<info>[^`\n]*)$")
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(?P<what>skip|exit)\s*(?P<rest>.*?)\s*-->")
-READY = re.compile(r"voicefsm serving \w+ from .* on http://")
+READY = re.compile(r"voicefsm serving \w+ from .* on http://[\w.]+:(?P<port>\d+)")
+SERVE_TIMEOUT_S = 30
 
 
 @dataclass
@@ -123,6 +128,7 @@ def test_every_page_has_blocks_and_every_skip_says_why() -> None:
                 assert len(block.skip) > 10, f"{block.where}: `docs-test: skip` needs a reason"
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "page", [page for page in PAGES if runnable(page)], ids=lambda page: str(page.relative_to(REPO))
 )
@@ -188,7 +194,9 @@ def check_file(block: Block, path: Path, session: Session) -> None:
             )
         elif "VoiceFlow" in block.text:
             done = run([sys.executable, "-m", "voicefsm", "validate", str(path)], session)
-            assert done.returncode == 0, f"{block.where}: {path.name} does not validate:\n{done.stderr}"
+            assert done.returncode == block.exit_code, (
+                f"{block.where}: `voicefsm validate {path.name}` exited {done.returncode}:\n{done.stderr}"
+            )
 
 
 def commands_of(block: Block) -> list[tuple[str, list[str]]]:
@@ -220,8 +228,14 @@ def commands_of(block: Block) -> list[tuple[str, list[str]]]:
 def run_commands(block: Block, session: Session) -> None:
     for command, expected in commands_of(block):
         words = shlex.split(command, comments=True)
+        assignments = {}
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+            name, _, value = words.pop(0).partition("=")
+            assignments[name] = value
         if words[:2] == ["voicefsm", "serve"]:
-            output, code = serve_briefly(words, session)
+            output, code = serve_briefly(
+                words, Session(session.folder, {**session.env, **assignments}), expected
+            )
         else:
             done = run(["bash", "-c", f"set -o pipefail; {command}"], session, stdin=subprocess.DEVNULL)
             output, code = done.stdout + done.stderr, done.returncode
@@ -233,10 +247,13 @@ def run_commands(block: Block, session: Session) -> None:
                 )
 
 
-def serve_briefly(words: list[str], session: Session) -> tuple[str, int]:
-    """Start ``voicefsm serve`` on a free port, wait until it says it serves, stop it; (output, 0)."""
+def serve_briefly(words: list[str], session: Session, expected: list[str]) -> tuple[str, int]:
+    """Start ``voicefsm serve`` on a free port; once it has said it serves (and printed the
+    ``expected`` lines), stop it. Returns (output, 0), or what it printed and its exit code."""
+    asked_port = "8080"
     if "--port" in words:
         at = words.index("--port")
+        asked_port = words[at + 1]
         words = words[:at] + words[at + 2 :]
     process = subprocess.Popen(
         [sys.executable, "-m", *words, "--port", "0"],
@@ -250,11 +267,19 @@ def serve_briefly(words: list[str], session: Session) -> tuple[str, int]:
     lines: list[str] = []
     try:
         assert process.stdout is not None
-        for line in process.stdout:  # bounded by the test timeout; ends when the server exits
+        deadline = time.monotonic() + SERVE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([process.stdout], [], [], deadline - time.monotonic())
+            line = process.stdout.readline() if readable else ""
+            if not line:
+                break  # the server exited, or the deadline passed
             lines.append(line)
-            if READY.search(line):
-                return "".join(lines), 0
-        return "".join(lines), process.wait()
+            output = "".join(lines)
+            if found := READY.search(output):  # the docs say :8080; the test asked for any free port
+                output = output.replace(f":{found['port']}", f":{asked_port}")
+                if all(want in output for want in expected if want != "..."):
+                    return output, 0
+        return "".join(lines), process.poll() if process.poll() is not None else -1
     finally:
         process.terminate()
         try:
