@@ -16,6 +16,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"  # the docs site builds, every reference page generated
 # The browser tests skip where Chromium is missing; as root it was just installed, so they must run.
 if [ "$(id -u)" = "0" ]; then export VOICEFSM_REQUIRE_BROWSER=1; fi
 .venv/bin/python -m pytest -q "$@"

@@ -78,7 +78,7 @@ SCENARIO_MEANINGS: dict[str, str] = {
     "Expect.outcome": "the call's outcome: `completed`, `hung_up`, `failed` or an ending's `outcome=`",
     "Expect.final_state": "the state the call ended in",
     "Expect.path": "every state entered, in order, from the initial one",
-    "Expect.slots": 'slot values (`"10:30"` matches a time, `2024-06-11` a date); slots not named are not checked',
+    "Expect.slots": 'slot values (`"10:30"` matches a time, `2024-06-11` a date); others are not checked',
 }
 
 
@@ -138,9 +138,12 @@ def settings_reference() -> str:
     for name, info in Settings.model_fields.items():
         meaning = info.description or SETTING_MEANINGS.get(name)
         if meaning is None:
-            log.warning("setting %s has no meaning: add it to SETTING_MEANINGS in docs/hooks/reference.py", name)
+            log.warning(
+                "setting %s has no meaning: add it to SETTING_MEANINGS in docs/hooks/reference.py", name
+            )
             meaning = ""
-        rows.append(f"| {' or '.join(f'`{env}`' for env in _env_names(name, info))} | {_default(info)} | {meaning} |")
+        names = " or ".join(f"`{env}`" for env in _env_names(name, info))
+        rows.append(f"| {names} | {_default(info)} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
@@ -185,7 +188,9 @@ def scenario_reference() -> str:
         + ", ".join(f"`{step}`" for step in BARE_STEPS)
         + ") are written alone, as `- silence`.",
     )
-    parts += table(Expect, "What must hold at the end", "The fields of `expect:`; each is checked when given.")
+    parts += table(
+        Expect, "What must hold at the end", "The fields of `expect:`; each is checked when given."
+    )
     return "\n".join(parts) + "\n"
 
 
