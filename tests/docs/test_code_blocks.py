@@ -262,24 +262,25 @@ def serve_briefly(words: list[str], session: Session, expected: list[str]) -> tu
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
-    lines: list[str] = []
+    printed = b""
     try:
         assert process.stdout is not None
+        fd = process.stdout.fileno()
         deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([process.stdout], [], [], deadline - time.monotonic())
-            line = process.stdout.readline() if readable else ""
-            if not line:
-                break  # the server exited, or the deadline passed
-            lines.append(line)
-            output = "".join(lines)
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([fd], [], [], left)[0]:
+                break  # the deadline passed
+            chunk = os.read(fd, 65536)  # unbuffered: select sees every byte not read yet
+            if not chunk:
+                return printed.decode(errors="replace"), process.wait(timeout=15)  # it exited
+            printed += chunk
+            output = printed.decode(errors="replace")
             if found := READY.search(output):  # the docs say :8080; the test asked for any free port
                 output = output.replace(f":{found['port']}", f":{asked_port}")
                 if all(want in output for want in expected if want != "..."):
                     return output, 0
-        return "".join(lines), process.poll() if process.poll() is not None else -1
+        return printed.decode(errors="replace"), -1  # neither served nor exited in time
     finally:
         process.terminate()
         try:
