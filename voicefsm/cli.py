@@ -503,7 +503,11 @@ def _test_folder(folder: Path, *, faults: bool, as_json: bool) -> None:
     from voicefsm.flow.loader import flow_files_in
     from voicefsm.testing import scenarios_path_for
 
-    files = [path for path in flow_files_in(folder) if faults or scenarios_path_for(path).exists()]
+    candidates = flow_files_in(folder)
+    files = [path for path in candidates if faults or scenarios_path_for(path).exists()]
+    untested = [path.name for path in candidates if path not in files]
+    if untested and files and not as_json:
+        out.print(f"[dim]no scenario file beside {', '.join(untested)}: not tested (--faults tests them)[/]")
     if not files:
         raise _fail(
             f"no flow file in {folder} has a scenario file beside it (booking.py -> booking.scenarios.yaml); "

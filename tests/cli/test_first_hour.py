@@ -98,10 +98,12 @@ def test_validate_and_test_take_a_folder_with_a_result_per_flow(tmp_path: Path) 
         "flows/broken.py); fix the syntax there"
     )
     (folder / "broken.py").unlink()
+    (folder / "survey.py").write_text((FLOWS / "survey.py").read_text())  # no scenario file beside it
     assert voicefsm("validate", "flows", cwd=tmp_path).returncode == 0
     tested = voicefsm("test", "flows", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "flows/booking.py" in tested.stdout and "flows/echo.py" in tested.stdout
+    assert "no scenario file beside survey.py: not tested" in tested.stdout
     assert "2 of 2 flows in flows passed" in tested.stdout
 
 
