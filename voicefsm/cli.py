@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="voicefsm",
-    help="Phone conversations as statecharts: serve, chat with, validate, draw and test flows.",
+    help="Phone conversations as statecharts: start, serve, chat with, validate, draw and test flows.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
