@@ -95,7 +95,8 @@ def cli_reference() -> str:
 
     root: Any = typer.main.get_command(app)  # a click Group (typer ships its own copy of click)
     parent = root.context_class(root, info_name="voicefsm")
-    parts = ["| option | what it does |", "|---|---|"]
+    parts = ["Options before the command (`voicefsm -v serve ...`):", ""]
+    parts += ["| option | what it does |", "|---|---|"]
     parts += [_param_row(param, parent) for param in root.params if param.name != "help"]
     for name, command in root.commands.items():
         context = command.context_class(command, info_name=name, parent=parent)
