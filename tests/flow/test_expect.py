@@ -255,7 +255,7 @@ def test_number_keypad() -> None:
     assert bounded.parse_dtmf("11#", today=WEDNESDAY) == NoMatch("that's more than 10", "11#")
     for bad in ("", "#", "*", "1*2", "12#3"):
         assert isinstance(bounded.parse_dtmf(bad, today=WEDNESDAY), NoMatch), bad
-    assert bounded.keypad() == Keypad(2, "#")
+    assert bounded.keypad() == Keypad(3, "#")  # one key more than "10" ends the entry, refused
     assert bounded.describe() == "a number from 1 to 10 (keypad: type it, then #)"
 
 
@@ -331,7 +331,7 @@ def test_digits_keypad() -> None:
     star = Digits(1, 6, terminator="*")
     assert star.parse_dtmf("42*", today=WEDNESDAY) == Parsed("42", "42*")
     assert isinstance(Digits(terminator=None).parse_dtmf("42#", today=WEDNESDAY), NoMatch)
-    assert pin.keypad() == Keypad(4, "#")
+    assert pin.keypad() == Keypad(5, "#")  # a fifth key ends the entry, refused as speech is
     assert pin.describe() == "4 digits (keypad: type them, then #)"
     assert Digits().repeatable()
 

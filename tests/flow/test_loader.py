@@ -63,12 +63,39 @@ def test_files_that_do_not_load_say_why(tmp_path: Path) -> None:
         load_flow(tmp_path / "missing.py")
     bad = tmp_path / "bad.py"
     bad.write_text("import json\nraise RuntimeError('boom at import')\n")
-    with pytest.raises(FlowLoadError, match=r"raised RuntimeError at bad.py:2: boom at import"):
+    with pytest.raises(FlowLoadError) as raised:
         load_flow(bad)
+    assert str(raised.value).startswith(f"{bad}:2: RuntimeError: boom at import")
     syntax = tmp_path / "syntax.py"
-    syntax.write_text("class (:\n")
-    with pytest.raises(FlowLoadError, match="SyntaxError"):
+    syntax.write_text("x = 1\nclass (:\n")
+    with pytest.raises(FlowLoadError) as raised:
         load_flow(syntax)
+    assert str(raised.value).startswith(f"{syntax}:2: SyntaxError: ")
+    assert "frozen" not in str(raised.value) and raised.value.__cause__ is None
+
+
+def test_an_import_error_names_the_users_line_not_the_import_machinery(tmp_path: Path) -> None:
+    helper = tmp_path / "helper.py"
+    helper.write_text("def compute():\n    return 1 / 0\n")
+    flow = tmp_path / "uses_helper.py"
+    flow.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport helper\nhelper.compute()\n")
+    with pytest.raises(FlowLoadError) as raised:
+        load_flow(flow)
+    assert str(raised.value).startswith(f"{flow}:4: ZeroDivisionError: division by zero")
+    missing = tmp_path / "missing_import.py"
+    missing.write_text("import no_such_module_anywhere\n")
+    with pytest.raises(
+        FlowLoadError, match=r"missing_import.py:1: ModuleNotFoundError: .*install the missing"
+    ):
+        load_flow(missing)
+
+
+def test_a_folder_where_a_file_is_expected_names_a_file_in_it(tmp_path: Path) -> None:
+    (tmp_path / "greeter.py").write_text("x = 1\n")
+    with pytest.raises(
+        FlowLoadError, match=r"it is a folder, not a flow file; name a file in it, e.g. .*greeter.py"
+    ):
+        load_flow(tmp_path)
 
 
 def test_an_unsound_flow_file_reports_its_problems_with_file_and_line(tmp_path: Path) -> None:

@@ -55,14 +55,17 @@ class FlowDefinitionError(FlowError):
 class FlowLoadError(FlowError):
     """A flow could not be loaded from ``source`` (a file path or ``module:Class``)."""
 
-    def __init__(self, source: str, reason: str, fix: str = "") -> None:
+    def __init__(self, source: str, reason: str, fix: str = "", *, where: str = "") -> None:
         super().__init__(source, reason, fix)
         self.source = source
         self.reason = reason
         self.fix = fix
+        self.where = where  # "flows/x.py:12": the user's line that failed, shown first
 
     def __str__(self) -> str:
         fix = f"; {self.fix}" if self.fix else ""
+        if self.where:
+            return f"{self.where}: {self.reason} (loading the flow from {self.source}){fix}"
         return f"cannot load a flow from {self.source}: {self.reason}{fix}"
 
 

@@ -245,8 +245,10 @@ class Number(Expectation):
         return {"kind": self.kind, "min": self.min, "max": self.max}
 
     def keypad(self) -> Keypad:
+        # One key more than the longest answer ends the entry, and is refused as speech is
+        # (a single-key answer, 1 to 5 say, ends at its key).
         width = len(str(self.max)) if self.max is not None and self.max >= 0 else 9
-        return Keypad(width, "#")
+        return Keypad(width + 1 if width > 1 else 1, "#")
 
 
 # -------------------------------------------------------------------------------------------- digits
@@ -346,7 +348,9 @@ class Digits(Expectation):
         }
 
     def keypad(self) -> Keypad:
-        return Keypad(self.max_len, self.terminator)
+        # One key more than max_len ends the entry and is refused ("that was 9 digits; I need at most
+        # 8"), as the same digits said are: no key is left over for the next question.
+        return Keypad(self.max_len + 1 if self.max_len > 1 else 1, self.terminator)
 
 
 # ---------------------------------------------------------------------------------------- day / time

@@ -47,6 +47,27 @@ def load_flow(source: str | Path, flow: str | None = None) -> type[VoiceFlow]:
     )
 
 
+def load_flows_in_file(path: str | Path) -> list[type[VoiceFlow]]:
+    """Every flow class a Python file defines (none when it defines none), for ``validate FOLDER``.
+
+    Raises FlowLoadError and FlowDefinitionError as ``load_flow`` does.
+    """
+    return flows_in(_import_file(Path(path), str(path)))
+
+
+def flow_files_in(folder: str | Path) -> list[Path]:
+    """The Python files of a folder that may hold flows: not tests, conftest or dunder modules."""
+    return sorted(
+        path
+        for path in Path(folder).glob("*.py")
+        if not (
+            path.name.startswith(("test_", "_"))
+            or path.name.endswith("_test.py")
+            or path.name == "conftest.py"
+        )
+    )
+
+
 def flows_in(module: ModuleType) -> list[type[VoiceFlow]]:
     """The flow classes a module defines itself (not those it imports), in definition order."""
     found = [
@@ -91,6 +112,10 @@ def _import(target: str) -> ModuleType:
 
 
 def _import_file(path: Path, shown: str) -> ModuleType:
+    if path.is_dir():
+        raise FlowLoadError(
+            shown, "it is a folder, not a flow file", f"name a file in it, e.g. {_example_in(path)}"
+        )
     if not path.is_file():
         raise FlowLoadError(shown, "no such file", "check the path (it is relative to the current directory)")
     resolved = path.resolve()
@@ -107,10 +132,55 @@ def _import_file(path: Path, shown: str) -> ModuleType:
     except FlowDefinitionError:
         sys.modules.pop(name, None)
         raise
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        where = f"{_shown_path(exc.filename, resolved, shown)}:{exc.lineno}" if exc.filename else ""
+        reason = f"SyntaxError: {exc.msg}"
+        raise FlowLoadError(shown, reason, "fix the syntax there", where=where).with_traceback(None) from None
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise FlowLoadError(shown, _failure(exc)) from exc
+        frame = _user_frame(exc, resolved)
+        if frame is None:
+            raise FlowLoadError(shown, _failure(exc)) from exc
+        where = f"{_shown_path(frame.filename, resolved, shown)}:{frame.lineno}"
+        reason = f"{type(exc).__name__}: {exc}"
+        fix = "install the missing package" if isinstance(exc, ModuleNotFoundError) else ""
+        raise FlowLoadError(shown, reason, fix, where=where).with_traceback(None) from None
     return module
+
+
+def _example_in(folder: Path) -> str:
+    files = flow_files_in(folder)
+    return str(files[0]) if files else str(folder / "my_flow.py")
+
+
+def _user_frame(exc: BaseException, flow_file: Path) -> traceback.FrameSummary | None:
+    """The deepest frame in the flow file or the user's own code (not the import machinery, not voicefsm)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<") and Path(frame.filename).resolve() != Path(__file__).resolve()
+    ]
+    here = Path.cwd().resolve()
+    own = [frame for frame in frames if _is_user_file(Path(frame.filename), flow_file, here)]
+    return own[-1] if own else None
+
+
+def _is_user_file(path: Path, flow_file: Path, cwd: Path) -> bool:
+    resolved = path.resolve()
+    if resolved == flow_file:
+        return True
+    library = Path(__file__).resolve().parents[1]
+    return resolved.is_relative_to(cwd) and not resolved.is_relative_to(library) and ".venv" not in path.parts
+
+
+def _shown_path(filename: str, flow_file: Path, shown: str) -> str:
+    if Path(filename).resolve() == flow_file:
+        return shown
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return filename
 
 
 def _failure(exc: BaseException) -> str:

@@ -108,6 +108,7 @@ def browser_view(spec: FlowSpec) -> dict[str, Any]:
                 "event": event,
                 "target": edge.target or edge.source,
                 "cond": " and ".join(edge.guards) or None,
+                "default": edge.default,
             }
             for edge in spec.transitions
             for event in edge.events

@@ -11,13 +11,18 @@
     def test_no_state_strands_a_caller(assert_no_hang):
         assert_no_hang(Booking)
 
+``async def`` tests run as they are written, with no configuration: when no async plugin
+(pytest-asyncio, anyio) has claimed a coroutine test, this plugin runs it in a fresh event loop.
+
 Every pytest run imports this module once the package is installed, so it imports nothing of
 voicefsm at import time: the runtime is loaded by the first test that asks for a fixture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +31,22 @@ import pytest
 if TYPE_CHECKING:
     from voicefsm.flow.chart import VoiceFlow
     from voicefsm.testing.line import FlowLine
+
+
+_ASYNC_MARKERS = ("asyncio", "anyio", "trio")
+
+
+@pytest.hookimpl
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test that no async plugin claimed (pytest alone refuses them)."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test) or any(
+        pyfuncitem.get_closest_marker(name) for name in _ASYNC_MARKERS
+    ):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(test(**arguments))
+    return True
 
 
 @pytest.fixture

@@ -224,6 +224,10 @@ def _where(data: Any, error: Any) -> str:
         if location[:1] == ["steps"] and len(location) > 1 and isinstance(location[1], int):
             parts.append(f"step {location[1] + 1}")
             location = [item for item in location[2:] if not isinstance(item, int)][:1]
+            if location and location[0] not in Step.model_fields:
+                error = {"msg": f"no such step; a step is one of {', '.join(Step.model_fields)}"}
+            elif location and location[0] in BARE_STEPS:
+                error = {"msg": f"takes no value: write it alone, as '- {location[0]}'"}
     where = ", ".join([*parts, ".".join(str(item) for item in location)] if location else parts)
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message

@@ -41,6 +41,25 @@ function roundedPath(points, radius = 8) {
 }
 
 
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+/** What `voicefsm validate` counts: written states; written (source, event, target) triples; the rest apart. */
+export function countFlow(flow) {
+  const added = new Set(flow.states.filter((s) => s.default).map((s) => s.id));
+  const written = new Set();
+  const defaults = new Set();
+  for (const t of flow.transitions) {
+    const isDefault = t.default ?? added.has(t.target);
+    (isDefault ? defaults : written).add(`${t.source}\u0000${t.event}\u0000${t.target}`);
+  }
+  return {
+    states: flow.states.length - added.size,
+    transitions: written.size,
+    defaultStates: added.size,
+    defaultTransitions: defaults.size,
+  };
+}
+
 /** Draw `flow` into `container`; returns a handle to highlight the call's progress. */
 export function renderDiagram(container, flow) {
   const states = new Map(flow.states.map((s) => [s.id, s]));
@@ -262,6 +281,7 @@ export function renderDiagram(container, flow) {
     const state = states.get(id);
     const classes = ["node", `kind-${state.kind || "state"}`];
     if (state.final) classes.push("final");
+    if (state.default) classes.push("default");
     if (id === flow.initial) classes.push("initial");
     const group = el("g", { class: classes.join(" "), "data-state": id, transform: `translate(${p.x},${p.y})` });
     group.append(el("title", {}, state.prompt ? `${id} (${state.kind}): “${state.prompt}”` : `${id} (${state.kind})`));
@@ -277,7 +297,14 @@ export function renderDiagram(container, flow) {
     nodeLayer.append(el("circle", { cx: p.x - 10, cy: p.y + p.h / 2, r: 5, class: "initial-dot" }));
   }
 
-  container.replaceChildren(svg);
+  const counted = countFlow(flow);
+  const counts = document.createElement("p");
+  counts.className = "diagram-counts";
+  counts.textContent =
+    `${plural(counted.states, "state")}, ${plural(counted.transitions, "transition")} as written ` +
+    `(+${counted.defaultStates} states and ${counted.defaultTransitions} exits every flow gets, drawn dashed)`;
+  counts.title = "Counted as `voicefsm validate` counts: a transition is one source, event and target.";
+  container.replaceChildren(counts, svg);
   if (global.length) {
     const note = document.createElement("p");
     note.className = "diagram-note";
