@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fakes.elevenlabs_fake import API_KEY, FakeElevenLabs, serve_fake
-from voicefsm.transports.twilio_client import TwilioStreamClient
 
 from voicefsm.flow.loader import load_flow
 from voicefsm.flow.prompts import fixed_texts
 from voicefsm.server.launch import plan, serving
 from voicefsm.server.serving import RunningServer
 from voicefsm.settings import Settings
+from voicefsm.telephony.twilio.client import TwilioStreamClient
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 GREETING = "Hi, this is Bright Smile Dental."
