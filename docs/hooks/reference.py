@@ -64,6 +64,19 @@ SETTING_MEANINGS: dict[str, str] = {
     "azure_tts_voice": "Azure neural voice",
     "azure_stt_language": "Azure recognition language",
     "azure_silence_timeout_ms": "Azure: silence that ends a caller's turn",
+    "api_tokens": "API tokens (comma-separated) for `Authorization: Bearer`, the page login and `/metrics`",
+    "api_tokens_file": "a file with one API token a line, re-read when it changes (rotation without restart)",
+    "secret_key": "the key that signs login session cookies (default: a random one per process)",
+    "session_max_age_s": "how long a page login lasts",
+    "cookie_secure": "send the session cookie over https only (turn off only behind plain-http test setups)",
+    "tts_fallback": "the TTS provider that speaks a prompt when the chosen one failed twice (e.g. `local`)",
+    "tts_deadline_s": "the longest wait for a TTS provider's next audio chunk before it counts as failed",
+    "prompt_cache": "cache synthesized prompt audio (memory and disk)",
+    "prompt_cache_dir": "the folder of the on-disk prompt cache, shared by workers on one host (empty: memory only)",
+    "prompt_cache_memory_mb": "the in-memory prompt cache's size bound",
+    "prompt_cache_filled": "how many templated prompts (slots filled in) the memory cache keeps",
+    "prompt_warm": "synthesize every fixed prompt of the flow before `serve` reports ready",
+    "prompt_warm_concurrency": "how many prompts the warm-up synthesizes at once",
 }
 
 

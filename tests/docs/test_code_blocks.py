@@ -41,7 +41,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
 RUN_LANGUAGES = {"python", "py", "sh", "bash", "console", "shell", "yaml", "yml", "toml"}
-PROSE_LANGUAGES = {"text", "mermaid", "json", "html", "http", "ini", "dockerfile", "js", "javascript", ""}
+PROSE_LANGUAGES = {
+    "text", "mermaid", "json", "html", "http", "ini", "dockerfile", "js", "javascript", "caddy", "nginx", ""
+}  # fmt: skip
 COMMAND_TIMEOUT_S = 180
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<info>[^`\n]*)$")
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(?P<what>skip|exit)\s*(?P<rest>.*?)\s*-->")
