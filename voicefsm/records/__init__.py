@@ -4,8 +4,16 @@
 non-blocking front the runtime writes through; the pydantic models are what ``/api/calls`` returns.
 """
 
-from voicefsm.records.errors import InvalidRecordError, RecordsError, UnknownCallError
+from voicefsm.records.dburl import database_url, masked
+from voicefsm.records.errors import (
+    DatabaseUrlError,
+    InvalidRecordError,
+    RecordsError,
+    SchemaError,
+    UnknownCallError,
+)
 from voicefsm.records.jsonvalue import decode_value, encode_value
+from voicefsm.records.migrate import MigrateMode, SchemaReport
 from voicefsm.records.models import (
     DIRECTIONS,
     OUTCOMES,
@@ -20,7 +28,7 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
-from voicefsm.records.store import CallStore, StoreUnavailableError, utcnow
+from voicefsm.records.store import CallStore, StoreUnavailableError, upgrade_database, utcnow
 from voicefsm.records.writer import RecordWriter
 
 __all__ = [
@@ -31,18 +39,25 @@ __all__ = [
     "CallRecord",
     "CallStore",
     "CallSummary",
+    "DatabaseUrlError",
     "Direction",
     "ErrorRecord",
     "InvalidRecordError",
+    "MigrateMode",
     "RecordWriter",
     "RecordsError",
+    "SchemaError",
+    "SchemaReport",
     "Speaker",
     "StoreUnavailableError",
     "TransitionRecord",
     "TurnRecord",
     "UnknownCallError",
     "Via",
+    "database_url",
     "decode_value",
     "encode_value",
+    "masked",
+    "upgrade_database",
     "utcnow",
 ]

@@ -38,3 +38,32 @@ class InvalidRecordError(RecordsError, ValueError):
     def __str__(self) -> str:
         choices = ", ".join(repr(choice) for choice in self.allowed)
         return f"{self.field}={self.value!r} is not allowed; use one of {choices}"
+
+
+DB_SETTING = "--db / VOICEFSM_DB_URL"
+DB_EXAMPLES = "sqlite:///voicefsm.db or postgresql://user:password@localhost:5432/voicefsm"
+
+
+class DatabaseUrlError(RecordsError, ValueError):
+    """The records database URL cannot be used: not a URL, not SQLite/PostgreSQL, or a sync driver."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{DB_SETTING} is {self.url!r}: {self.reason}; write a URL like {DB_EXAMPLES}"
+
+
+class SchemaError(RecordsError):
+    """The records database's schema is not the one this voicefsm writes, and was not changed."""
+
+    def __init__(self, url: str, reason: str, fix: str) -> None:
+        super().__init__(url, reason, fix)
+        self.url = url
+        self.reason = reason
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"the call records at {self.url} {self.reason}; {self.fix}"

@@ -1,8 +1,9 @@
 """The call-record store: every write is its own transaction, made as the call goes, not at hang-up.
 
 SQLite by default (a file, WAL with ``synchronous=FULL`` so a committed turn survives a power cut),
-PostgreSQL by URL (``postgresql+asyncpg://...``). The SQL is portable: no upserts or pragmas outside
-the SQLite connect hook, so both dialects run the same code. Nothing here logs callers or transcripts.
+PostgreSQL by URL (``postgresql://...``, run on asyncpg); the schema is Alembic's (``migrate.py``).
+The SQL is portable: no upserts or pragmas outside the SQLite connect hook, so both dialects run the
+same code. Nothing here logs callers or transcripts.
 """
 
 from __future__ import annotations
@@ -10,16 +11,26 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from voicefsm.records.errors import InvalidRecordError, RecordsError, UnknownCallError
+from voicefsm.records.dburl import database_url
+from voicefsm.records.errors import (
+    DB_EXAMPLES,
+    DB_SETTING,
+    InvalidRecordError,
+    RecordsError,
+    SchemaError,
+    UnknownCallError,
+)
 from voicefsm.records.jsonvalue import decode_value, encode_value
+from voicefsm.records.migrate import MigrateMode, SchemaReport, prepare_schema
 from voicefsm.records.models import (
     DIRECTIONS,
     SPEAKERS,
@@ -33,13 +44,15 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
-from voicefsm.records.tables import Base, CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
+from voicefsm.records.tables import CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
 
 ABANDONED = "abandoned"
+#: Seconds to wait for a PostgreSQL server to accept a connection: a start fails within seconds, not 60.
+CONNECT_TIMEOUT_S = 4.0
 
 
 class StoreUnavailableError(RecordsError):
-    """The records database could not be opened (bad URL, unreachable server, unwritable file)."""
+    """The records database could not be opened (unreachable server, unwritable file, missing driver)."""
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(url, reason)
@@ -48,8 +61,8 @@ class StoreUnavailableError(RecordsError):
 
     def __str__(self) -> str:
         return (
-            f"cannot open the call records at {self.url}: {self.reason}; check --db / VOICEFSM_DB_URL "
-            "(e.g. sqlite+aiosqlite:///voicefsm.db or postgresql+asyncpg://user@host/voicefsm)"
+            f"cannot open the call records at {self.url}: {self.reason}; "
+            f"check {DB_SETTING} (e.g. {DB_EXAMPLES})"
         )
 
 
@@ -68,12 +81,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # across a power loss, not only a crash (research/reliability.md §5).
     cursor = dbapi_connection.cursor()
     try:
+        # First: switching a new file to WAL takes a lock, and workers starting together must wait for it.
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what went wrong, driver errors unwrapped (no SQL, no parameters, no link)."""
+    cause: BaseException = error
+    while isinstance(cause, StatementError) and cause.orig is not None:
+        cause = cause.orig
+    lines = str(cause).strip().splitlines()
+    detail = lines[0] if lines else ""
+    return f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -88,14 +112,27 @@ def _sqlite_file(url: URL) -> Path | None:
 class CallStore:
     """Call records in a SQL database; open with ``await CallStore.open(url)``, close with ``aclose()``."""
 
+    #: What opening did to the schema (None for a store built on an engine directly).
+    schema: SchemaReport | None = None
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def open(cls, url: str, *, echo: bool = False) -> CallStore:
-        """Connect to ``url`` and create the tables that are missing (a SQLite file's folder too)."""
-        parsed = make_url(url)
+    async def open(cls, url: str, *, echo: bool = False, migrate: MigrateMode = "auto") -> Self:
+        """Connect to ``url`` and bring its schema to this voicefsm's revision as ``migrate`` allows.
+
+        ``url`` is what a user types (``sqlite:///calls.db``, ``postgresql://...``, ``postgres://...``)
+        or the explicit async form; see :mod:`voicefsm.records.dburl`. ``migrate`` is ``"auto"``
+        (create a new database, upgrade a SQLite file, refuse a PostgreSQL database that is behind),
+        ``"check"`` (change nothing) or ``"upgrade"``; see :mod:`voicefsm.records.migrate`. The tables
+        are made only by the migrations, never by ``create_all``, so every database has a version.
+
+        Raises DatabaseUrlError for a URL that cannot be used, StoreUnavailableError when the database
+        cannot be reached or changed, SchemaError when its schema is not this voicefsm's and was left.
+        """
+        parsed = database_url(url)
         shown = parsed.render_as_string(hide_password=True)
         sqlite = parsed.get_backend_name() == "sqlite"
         file = _sqlite_file(parsed)
@@ -106,6 +143,8 @@ class CallStore:
             options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
             if not sqlite:
                 options["pool_pre_ping"] = True  # a server restarted mid-call: reconnect, don't fail a turn
+                if "timeout" not in parsed.query:
+                    options["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
             engine = create_async_engine(parsed, **options)
         except ImportError as error:
             extra = " (pip install 'voicefsm[postgres]')" if error.name == "asyncpg" else ""
@@ -113,16 +152,23 @@ class CallStore:
                 shown, f"its driver {error.name or error} is not installed{extra}"
             ) from error
         except (OSError, SQLAlchemyError) as error:
-            raise StoreUnavailableError(shown, f"{type(error).__name__}: {error}") from error
+            raise StoreUnavailableError(shown, _reason(error)) from error
         if sqlite:
             sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
-            async with engine.begin() as connection:
-                await connection.run_sync(Base.metadata.create_all)
-        except (OSError, SQLAlchemyError) as error:
+            report = await prepare_schema(engine, migrate)
+        except SchemaError:
             await engine.dispose()
-            raise StoreUnavailableError(shown, f"{type(error).__name__}: {error}") from error
-        return cls(engine)
+            raise
+        except (OSError, TimeoutError, SQLAlchemyError, AlembicError) as error:
+            await engine.dispose()
+            raise StoreUnavailableError(shown, _reason(error)) from error
+        except BaseException:
+            await engine.dispose()
+            raise
+        store = cls(engine)
+        store.schema = report
+        return store
 
     @property
     def engine(self) -> AsyncEngine:
@@ -411,3 +457,11 @@ def _summary(call: CallRow, turn_count: int) -> dict[str, Any]:
         "recording_path": call.recording_path,
         "turn_count": turn_count,
     }
+
+
+async def upgrade_database(url: str) -> SchemaReport:
+    """Create or upgrade the records' schema at ``url`` to this voicefsm's newest revision."""
+    store = await CallStore.open(url, migrate="upgrade")
+    await store.aclose()
+    assert store.schema is not None  # open() always sets it
+    return store.schema

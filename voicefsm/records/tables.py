@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 SID_LENGTH = 128
 NAME_LENGTH = 255
+
+#: Constraint names as PostgreSQL chooses them by default, so tables made before there were migrations
+#: (by ``create_all``) carry the same names as tables made by the migrations, and SQLite's get names
+#: that a later batch migration can refer to.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "pk": "%(table_name)s_pkey",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "uq": "%(table_name)s_%(column_0_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+}
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -34,7 +45,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 
 class Base(DeclarativeBase):
-    """Declarative base of the call-record tables."""
+    """Declarative base of the call-record tables; their schema changes only by a migration."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class CallRow(Base):

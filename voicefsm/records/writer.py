@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +95,7 @@ class RecordWriter:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="voicefsm-record-writer")
 
-    def flush(self) -> Awaitable[None]:
+    def flush(self) -> Coroutine[Any, Any, None]:
         """Wait until every record queued before this call is written (or dropped): ``await w.flush()``.
 
         The mark is taken when ``flush()`` is called, so a flush wrapped in a task still waits only
