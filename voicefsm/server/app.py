@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.server.api_routes import router as api_router
+from voicefsm.server.campaign_routes import router as campaign_router
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
@@ -32,6 +33,7 @@ def create_app(
     flow_description: dict[str, Any] | None = None,
     feeds: LiveFeeds | None = None,
     metrics: Metrics | None = None,
+    campaigns: object | None = None,
 ) -> FastAPI:
     """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``.
 
@@ -51,6 +53,8 @@ def create_app(
     app.state.voicefsm = state
     app.include_router(twilio_router)
     app.include_router(api_router)
+    app.state.voicefsm_campaigns = campaigns  # a CampaignService (voicefsm[campaigns]), or None
+    app.include_router(campaign_router)
     static_dir = str(STATIC_DIR)
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
 
