@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twilio.request_validator import RequestValidator
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fakes.twilio_rest_fake import RecordedRequest, TwilioRestFake
 
@@ -87,9 +89,15 @@ class TwilioCalls(TwilioRestFake):
         return urllib.parse.urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
     def _post(self, url: str, form: dict[str, str]) -> None:
-        data = urllib.parse.urlencode(form).encode()
+        # Signed as Twilio signs it: over the URL it was given (a load balancer may send it elsewhere).
+        signature = RequestValidator(self.auth_token).compute_signature(url, form)
+        request = urllib.request.Request(
+            self._url(url),
+            data=urllib.parse.urlencode(form).encode(),
+            headers={"X-Twilio-Signature": signature},
+        )
         try:
-            with urllib.request.urlopen(self._url(url), data=data, timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10) as answer:
                 answer.read()
         except OSError as error:
             self.callback_errors.append(f"{url}: {error}")

@@ -95,6 +95,10 @@ class CampaignService:
             retry = await self.store.ended(attempt_id, status, answered_by=answered_by or None)
             await self.dialer.retry(retry)
 
+    async def call_parameters(self, attempt_id: int) -> dict[str, str]:
+        """The custom parameters of an attempt's media stream: the CSV row's values (and the ids)."""
+        return await self.store.call_parameters(attempt_id)
+
     def start_worker(self, *, concurrency: int = 8) -> asyncio.Task[None]:
         """Run a procrastinate worker for the dial jobs in the background; :meth:`stop_workers` ends it."""
         task = asyncio.create_task(

@@ -372,6 +372,22 @@ class CampaignStore:
             contact.answered_by = verdict
             return None
 
+    async def call_parameters(self, attempt_id: int) -> dict[str, str]:
+        """What the flow of an attempt's call gets as parameters: its CSV row's values and the ids."""
+        async with self._session() as session:
+            row = (
+                await session.execute(
+                    select(ContactRow.slots, ContactRow.campaign_id, ContactRow.id)
+                    .join(AttemptRow, AttemptRow.contact_id == ContactRow.id)
+                    .where(AttemptRow.id == attempt_id)
+                )
+            ).first()
+        if row is None:
+            return {}
+        slots, campaign_id, contact_id = row
+        ids = {"campaign": str(campaign_id), "campaign_contact": str(contact_id)}
+        return {**{str(key): str(value) for key, value in dict(slots).items()}, **ids}
+
     async def attempt_of_call(self, call_sid: str) -> int | None:
         """The attempt that placed ``call_sid``."""
         async with self._session() as session:

@@ -63,7 +63,7 @@ class CampaignIn(BaseModel):
     csv: str
     name: str = ""
     source: str = "numbers.csv"
-    options: OptionsIn = Field(default_factory=OptionsIn)
+    options: OptionsIn = Field(default_factory=lambda: OptionsIn.model_validate({}))
 
 
 @router.post("/twilio/campaign/{attempt_id}", include_in_schema=False)

@@ -17,6 +17,7 @@ from voicefsm.providers.registry import choose_provider, create_stt, create_tts,
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.driver import CallLimits
 from voicefsm.server.app import create_app
+from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
@@ -104,7 +105,8 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
-        async with RecordWriter(store) as writer:
+        public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
+        async with RecordWriter(store) as writer, server_campaigns(settings, public_base) as campaigns:
             service = flow_service(settings, chosen, writer=writer)
             yield create_app(
                 settings,
@@ -114,6 +116,7 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
                 flow_description=service.description(),
                 feeds=service.feeds,
                 metrics=service.metrics,
+                campaigns=campaigns,
             )
     finally:
         await store.aclose()
