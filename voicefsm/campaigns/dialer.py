@@ -28,6 +28,11 @@ from voicefsm.errors import TelephonyError
 log = logging.getLogger(__name__)
 
 DIAL_TASK = "voicefsm.campaigns.dial"
+SWEEP_TASK = "voicefsm.campaigns.sweep"
+#: An attempt with no call after this lost its worker; with no end after this (Twilio ends calls at
+#: 4 h), it lost its status callback. Either way its slot is released and the number retried.
+UNPLACED_AFTER_S = 120.0
+UNENDED_AFTER_S = 4 * 3600 + 600.0
 QUEUE = "voicefsm_campaigns"
 #: How often a job waiting for a slot under the cap looks again, and for how long before it re-queues.
 SLOT_POLL_S = 0.1
@@ -113,6 +118,26 @@ class Dialer:
         await self.store.placed(claimed.attempt_id, placed.call_sid)
         return "placed"
 
+    async def sweep(
+        self, *, unplaced_after_s: float = UNPLACED_AFTER_S, unended_after_s: float = UNENDED_AFTER_S
+    ) -> int:
+        """Requeue dead workers' dial jobs, release slots whose calls will never report; returns how many."""
+        stalled = list(await self.queue.job_manager.get_stalled_jobs(queue=QUEUE, task_name=DIAL_TASK))
+        for job in stalled:
+            await self.queue.job_manager.retry_job(job)
+        retries = await self.store.expire_attempts(
+            unplaced_after_s=unplaced_after_s, unended_after_s=unended_after_s
+        )
+        for retry in retries:
+            await self.retry(retry)
+        if stalled or retries:
+            log.warning(
+                "campaign sweep: %d dial job(s) of dead workers requeued, %d lost call(s) released",
+                len(stalled),
+                len(retries),
+            )
+        return len(stalled) + len(retries)
+
     async def _claim(self, contact_id: int) -> Claimed | str:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.slot_wait_s
@@ -143,6 +168,13 @@ def bind_dial_task(app: App, dialer_of: DialerRef) -> None:
             raise RuntimeError("the campaign dialer is not ready")
         done = await dialer.dial(contact_id)
         log.debug("dial job for contact %d: %s", contact_id, done)
+
+    @app.periodic(cron="* * * * *", periodic_id="sweep")
+    @app.task(name=SWEEP_TASK, queue=QUEUE, queueing_lock=SWEEP_TASK)
+    async def sweep(timestamp: int) -> None:
+        dialer = dialer_of.dialer
+        if dialer is not None:
+            await dialer.sweep()
 
 
 @dataclass(slots=True)

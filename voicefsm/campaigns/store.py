@@ -388,6 +388,39 @@ class CampaignStore:
         ids = {"campaign": str(campaign_id), "campaign_contact": str(contact_id)}
         return {**{str(key): str(value) for key, value in dict(slots).items()}, **ids}
 
+    async def expire_attempts(self, *, unplaced_after_s: float, unended_after_s: float) -> list[Retry]:
+        """Close attempts whose end will never be reported, releasing their slots; returns the retries.
+
+        An attempt with no call sid after ``unplaced_after_s`` lost its worker between the slot and the
+        call; one with no end after ``unended_after_s`` (beyond Twilio's longest call) lost its callback.
+        """
+        now = utcnow()
+        async with self._session() as session:
+            rows = await session.execute(
+                select(AttemptRow.id, AttemptRow.call_sid).where(
+                    AttemptRow.ended_at.is_(None),
+                    (
+                        (
+                            AttemptRow.call_sid.is_(None)
+                            & (AttemptRow.placed_at < now - dt.timedelta(seconds=unplaced_after_s))
+                        )
+                        | (AttemptRow.placed_at < now - dt.timedelta(seconds=unended_after_s))
+                    ),
+                )
+            )
+            stale = [(row[0], row[1]) for row in rows]
+        retries = []
+        for attempt_id, call_sid in stale:
+            why = (
+                "no status callback came for the call"
+                if call_sid
+                else "its worker stopped before placing the call"
+            )
+            retry = await self.ended(attempt_id, "failed", error=why)
+            if retry is not None:
+                retries.append(retry)
+        return retries
+
     async def attempt_of_call(self, call_sid: str) -> int | None:
         """The attempt that placed ``call_sid``."""
         async with self._session() as session:
