@@ -65,17 +65,18 @@ async def test_start_watch_pause_resume_with_no_database_configured(
         # Settings without a token are dev mode; campaigns need credentials to dial: give them to REST only.
         settings_for_rest = settings.model_copy(update={"twilio_auth_token": SecretStr(AUTH_TOKEN)})
         async with server_campaigns(settings_for_rest, "http://placeholder") as campaigns:
-            assert campaigns is not None
-            assert (records_folder / "voicefsm-pg" / "data" / "PG_VERSION").exists()
+            # Nothing is started for campaigns until one is: the embedded PostgreSQL comes with the first.
+            assert campaigns.opened is None and not (records_folder / "voicefsm-pg").exists()
             flow_app = create_app(settings, campaigns=campaigns, flow_description={"name": "Survey"})
             async with running_server(flow_app) as server:
-                campaigns.dialer.public_base = server.http_url  # type: ignore[attr-defined]
+                campaigns.public_base = server.http_url
                 base = server.http_url
                 code, output = await asyncio.to_thread(
                     cli, "campaign", "start", FLOW, str(numbers), "--rate", "20", "--max-concurrent", "2",
                     "--window-start", "00:00", "--window-end", "00:00", "--server", base,
                 )  # fmt: skip
                 assert code == 0, output
+                assert (records_folder / "voicefsm-pg" / "data" / "PG_VERSION").exists()
                 assert "started campaign 1: 6 numbers into Survey, 20 call/s, at most 2 at once" in output
                 assert "campaign 1 (Survey, finished): 6/6 done, 0 dialing, 0 pending; answered 6" in output
                 code, output = await asyncio.to_thread(cli, "campaign", "pause", "1", "--server", base)

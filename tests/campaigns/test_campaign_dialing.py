@@ -32,7 +32,7 @@ BUSY_ONCE = NUMBERS[10:30]  # busy, then answered on the retry
 ALWAYS_BUSY = NUMBERS[40:42]  # busy on every attempt: outcome busy after max_attempts
 MACHINES = NUMBERS[50:53]  # answered by a machine (async AMD)
 RATE = 20.0
-CAP = 5
+CAP = 8
 MAX_ATTEMPTS = 3
 EXPECTED_CALLS = 200 + len(BUSY_ONCE) + len(ALWAYS_BUSY) * (MAX_ATTEMPTS - 1)
 
@@ -45,7 +45,7 @@ async def worker(url: str, name: str, twilio: TwilioCalls) -> AsyncIterator[tupl
         app = create_app(Settings().model_copy(update={"twilio_auth_token": None}), campaigns=service)
         async with running_server(app) as server:
             service.dialer.public_base = server.http_url
-            service.start_worker(concurrency=6)
+            service.start_worker(concurrency=10)
             yield service, server.http_url
 
 
@@ -81,7 +81,7 @@ async def test_two_workers_respect_rate_and_cap_retry_busy_and_end_each_number_o
             def every_call_ended() -> bool:
                 return len(twilio.created) >= EXPECTED_CALLS and len(twilio.ended) >= EXPECTED_CALLS
 
-            ended = await asyncio.to_thread(_wait_for, twilio, every_call_ended, 25.0)
+            ended = await asyncio.to_thread(_wait_for, twilio, every_call_ended, 40.0)
             assert ended, (
                 f"{len(twilio.created)} calls created, {len(twilio.ended)} ended of {EXPECTED_CALLS}"
             )

@@ -96,8 +96,12 @@ class Dialer:
         if not isinstance(claimed, Claimed):
             return claimed
         wait_s = await self.store.reserve_pace(claimed.campaign_id)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)  # the pacing slot this job reserved
+        while True:
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # the pacing slot this job reserved, then the call's turn
+            wait_s = await self.store.take_dial_turn(claimed.campaign_id)
+            if wait_s <= 0:
+                break
         try:
             placed = await self.telephony.place_call(
                 claimed.number,

@@ -301,6 +301,32 @@ class CampaignStore:
             )
         return max(0.0, float(waited or 0.0))
 
+    async def take_dial_turn(self, campaign_id: int) -> float:
+        """0 when a call may start now (and mark it started); else the seconds until one may.
+
+        Calls start at least 1/rate apart across every worker, even when a job wakes late (a busy
+        host) and the next one is on time: the reserved slots order the jobs, this spaces the calls.
+        """
+        async with self.engine.begin() as connection:
+            taken = await connection.scalar(
+                text(
+                    "UPDATE voicefsm_campaigns SET last_dial_at = clock_timestamp() WHERE id = :id AND "
+                    "(last_dial_at IS NULL OR "
+                    "last_dial_at <= clock_timestamp() - make_interval(secs => 1.0 / rate)) RETURNING id"
+                ),
+                {"id": campaign_id},
+            )
+            if taken is not None:
+                return 0.0
+            waited = await connection.scalar(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM (last_dial_at + make_interval(secs => 1.0 / rate) "
+                    "- clock_timestamp())) FROM voicefsm_campaigns WHERE id = :id"
+                ),
+                {"id": campaign_id},
+            )
+        return max(0.001, float(waited or 0.0))
+
     async def placed(self, attempt_id: int, call_sid: str) -> None:
         """Twilio accepted the call: remember its sid on the attempt and the contact."""
         async with self._session() as session, session.begin():

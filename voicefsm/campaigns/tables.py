@@ -25,7 +25,9 @@ class CampaignRow(CampaignBase):
 
     ``active`` counts the calls placed and not yet ended (the shared concurrency cap, claimed with a
     conditional UPDATE); ``next_dial_at`` is the earliest time the next call may be placed (pacing,
-    reserved with an UPDATE that moves it one interval on). Both live here, so every worker sees them.
+    reserved with an UPDATE that moves it one interval on), and ``last_dial_at`` when the last call was
+    actually placed (no call starts less than one interval after it, however late its job woke up).
+    All live here, so every worker sees them.
     """
 
     __tablename__ = "voicefsm_campaigns"
@@ -38,6 +40,7 @@ class CampaignRow(CampaignBase):
     max_concurrent: Mapped[int] = mapped_column(Integer)
     active: Mapped[int] = mapped_column(Integer, default=0)
     next_dial_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_dial_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     max_attempts: Mapped[int] = mapped_column(Integer)
     retry_backoff_s: Mapped[float] = mapped_column()
     window_start: Mapped[str] = mapped_column(String(5))  # HH:MM, the callee's local time

@@ -20,9 +20,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from voicefsm.campaigns.contacts import check_timezone, parse_contacts
-from voicefsm.campaigns.errors import CampaignError, UnknownCampaignError
+from voicefsm.campaigns.errors import CampaignError, CampaignsUnavailableError, UnknownCampaignError
 from voicefsm.campaigns.store import CampaignOptions
 from voicefsm.campaigns.windows import CallingWindow
+from voicefsm.server.campaign_calls import campaign_service
 from voicefsm.server.twilio_routes import _verified_form
 
 if TYPE_CHECKING:  # the service needs the campaigns extra (procrastinate); these routes do not
@@ -36,8 +37,11 @@ NOT_CONFIGURED = (
 )
 
 
-def _service(request: Request) -> CampaignService:
-    service: CampaignService | None = getattr(request.app.state, "voicefsm_campaigns", None)
+async def _service(request: Request) -> CampaignService:
+    try:
+        service = await campaign_service(request.app.state)
+    except CampaignsUnavailableError as error:
+        raise HTTPException(503, str(error)) from error
     if service is None:
         raise HTTPException(503, NOT_CONFIGURED)
     return service
@@ -72,20 +76,20 @@ async def campaign_callback(attempt_id: int, request: Request) -> Response:
     form = await _verified_form(request)
     if isinstance(form, Response):
         return form
-    await _service(request).callback(attempt_id, {key: str(value) for key, value in form.items()})
+    await (await _service(request)).callback(attempt_id, {key: str(value) for key, value in form.items()})
     return Response(status_code=204)
 
 
 @router.get("/api/campaigns")
 async def list_campaigns(request: Request) -> list[dict[str, object]]:
     """Every campaign with its counts."""
-    return [progress.as_json() for progress in await _service(request).campaigns()]
+    return [progress.as_json() for progress in await (await _service(request)).campaigns()]
 
 
 @router.post("/api/campaigns", status_code=201)
 async def start_campaign(request: Request, campaign: Annotated[CampaignIn, Body()]) -> dict[str, object]:
     """Start a campaign; 422 with the file and line of a bad number, time zone or option."""
-    service = _service(request)
+    service = await _service(request)
     try:
         contacts = parse_contacts(campaign.csv, campaign.source)
         given = campaign.options
@@ -111,7 +115,7 @@ async def start_campaign(request: Request, campaign: Annotated[CampaignIn, Body(
 async def campaign_progress(campaign_id: int, request: Request) -> dict[str, object]:
     """One campaign's counts by state and outcome."""
     try:
-        return (await _service(request).progress(campaign_id)).as_json()
+        return (await (await _service(request)).progress(campaign_id)).as_json()
     except UnknownCampaignError as error:
         raise HTTPException(404, str(error)) from error
 
@@ -121,7 +125,7 @@ async def control_campaign(
     campaign_id: int, action: Literal["pause", "resume", "cancel"], request: Request
 ) -> dict[str, object]:
     """Pause, resume or cancel a campaign; returns its counts."""
-    service = _service(request)
+    service = await _service(request)
     try:
         await {"pause": service.pause, "resume": service.resume, "cancel": service.cancel}[action](
             campaign_id

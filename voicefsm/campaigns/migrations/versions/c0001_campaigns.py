@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("max_concurrent", sa.Integer(), nullable=False),
         sa.Column("active", sa.Integer(), nullable=False),
         _at("next_dial_at"),
+        _at("last_dial_at", nullable=True),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("retry_backoff_s", sa.Float(), nullable=False),
         sa.Column("window_start", sa.String(length=5), nullable=False),
