@@ -260,11 +260,11 @@ async def idle_call_memory(calls: int) -> dict[str, Any]:
     from voicefsm.flow.loader import load_flow
     from voicefsm.providers.scripted import ScriptedTextToSpeech
     from voicefsm.runtime.call import Call
-    from voicefsm.runtime.flow_runtime import FlowRuntime
+    from voicefsm.runtime.session import FlowRun
 
     booking = load_flow(str(ROOT / "flows" / "booking.py"))
     # Warm up once so lazily built class-level caches are not charged to the first call.
-    FlowRuntime(booking, Call(call_sid="CAwarm"), ScriptedTextToSpeech())
+    FlowRun(Call(call_sid="CAwarm"), booking, ScriptedTextToSpeech())
 
     def measure(make: Callable[[int], object]) -> float:
         gc.collect()
@@ -281,7 +281,7 @@ async def idle_call_memory(calls: int) -> dict[str, Any]:
 
     def call_and_runtime(index: int) -> object:
         call = Call(call_sid=f"CA{index:032x}")
-        return call, FlowRuntime(booking, call, ScriptedTextToSpeech())
+        return call, FlowRun(call, booking, ScriptedTextToSpeech())
 
     with_runtime = measure(call_and_runtime)
     return {

@@ -410,6 +410,7 @@ def call(
 ) -> None:
     """Place an outbound call that runs the flow served at --public-url (a running `voicefsm serve`)."""
     from voicefsm.telephony.twilio.rest import TwilioRest
+    from voicefsm.telephony.twilio.twiml import redirect_twiml
 
     settings = _settings(public_url=public_url)
     flow_class = _load(flow_file, flow)
@@ -420,7 +421,7 @@ def call(
         rest = TwilioRest.from_settings(settings)
     except TelephonyError as exc:
         raise _fail(str(exc), 2) from exc
-    twiml = f'<Response><Redirect method="POST">{base}/twilio/voice</Redirect></Response>'
+    twiml = redirect_twiml(f"{base}/twilio/voice")
     try:
         placed = asyncio.run(
             rest.place_call(number, twiml, status_callback=f"{base}/twilio/status", machine_detection=amd)

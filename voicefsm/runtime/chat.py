@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from voicefsm.core.events import CallStarted, Committed
+from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
@@ -77,9 +78,10 @@ async def settled(*, idle_turns: int = 2, fallback_turns: int = 50) -> None:
 
 
 class _Progress(FlowListener):
-    """Counts the flow's listens, moves and other doings (slots, turns, errors); wakes who waits on them."""
+    """Shows the flow on the view, counts its listens, moves and other doings, and wakes who waits on them."""
 
-    def __init__(self) -> None:
+    def __init__(self, view: TerminalView) -> None:
+        self.view = view
         self.listens = 0
         self.moves = 0
         self.doings = 0
@@ -93,22 +95,27 @@ class _Progress(FlowListener):
         return self.listened_after == self.moves
 
     def on_transition(self, source: str, event: str, target: str) -> None:
+        self.view.on_transition(source, event, target)
         self.moves += 1
         self.state = target
         self._did()
 
     def on_listen(self, state: str) -> None:
+        self.view.on_listen(state)
         self.listens += 1
         self.listened_after = self.moves
         self._did()
 
     def on_slot(self, name: str, value: object) -> None:
+        self.view.on_slot(name, value)
         self._did()
 
     def on_turn(self, turn: Turn) -> None:
+        self.view.on_turn(turn)
         self._did()
 
     def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        self.view.on_error(kind, message, error)
         self._did()
 
     def _did(self) -> None:
@@ -126,22 +133,28 @@ class ChatLine:
         *,
         today: dt.date | None = None,
         listeners: Sequence[FlowListener] = (),
+        resources: Mapping[str, object] | None = None,
         end_wait_s: float = 10.0,
     ) -> None:
         self.flow = flow
+        self.resources = resources
         self.view = view
         self.today = today
         self.listeners = tuple(listeners)
         self.end_wait_s = end_wait_s
         self.clock = ManualClock()
-        self.far_end = MemoryFarEnd()
-        self.progress = _Progress()
+        self.far_end = MemoryFarEnd(on_intent=self._shown)
+        self.progress = _Progress(view)
         #: States that wait for the caller without listening for words (an echo waits for audio).
         self._waits_unheard = frozenset(
             state.id for state in FlowSpec.of(flow).states if state.kind == "echo"
         )
         self.call: Call | None = None
         self._run: FlowRun | None = None
+
+    @staticmethod
+    def _shown(item: OutboundItem) -> None:
+        """The agent's audio: the driver's playout times it; the screen shows its words, not its sound."""
 
     @contextlib.asynccontextmanager
     async def _session(self, started: CallStarted) -> AsyncIterator[CallSession]:
@@ -153,9 +166,9 @@ class ChatLine:
             ScriptedTextToSpeech(),
             actions=TerminalActions(self.view),
             clock=self.clock,
-            # The view has FlowListener's hooks by shape (transports sit below the runtime).
-            listeners=[self.view, self.progress, *self.listeners],  # type: ignore[list-item]
+            listeners=[self.progress, *self.listeners],
             today=(lambda: today) if today is not None else dt.date.today,
+            resources=self.resources,
         )
         yield CallSession(self.call, self._run, self.clock)
 
@@ -175,9 +188,11 @@ class ChatLine:
                 call.cancel()
             await asyncio.wait([call])
         run = self._run
-        if run is None or run.result is None:
-            raise run.error if run is not None and run.error is not None else ChatStuckError(self.end_wait_s)
-        return run.result
+        if run is not None and run.result is not None:
+            return run.result
+        if run is not None and run.error is not None and not isinstance(run.error, asyncio.CancelledError):
+            raise run.error
+        raise ChatStuckError(CHAT_LIMITS.handler_grace_s)  # it was cancelled at the end of its grace
 
     @property
     def ended_by(self) -> str | None:

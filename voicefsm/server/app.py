@@ -79,7 +79,7 @@ def create_app(
         }
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus metrics: active calls, calls by outcome, turn latency, provider errors."""
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

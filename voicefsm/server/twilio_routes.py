@@ -147,7 +147,9 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("refused a media stream: %s", exc)
         await far_end.refuse("stream refused")
         return
-    await run_call(far_end, lambda call: _session(state, call), limits, started=_admitted(started, admission))
+    await run_call(
+        far_end, lambda admitted: _session(state, admitted), limits, started=_admitted(started, admission)
+    )
 
 
 def _admitted(started: CallStarted, admission: Admission) -> CallStarted:

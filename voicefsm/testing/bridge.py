@@ -45,6 +45,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voicefsm.core.events import CallStarted
+from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
@@ -206,6 +207,10 @@ class BridgeStuckError(VoiceFsmError, AssertionError):
         )
 
 
+def _unheard(item: OutboundItem) -> None:
+    """Audio sent down an in-process leg: the driver's playout times it; nobody keeps it."""
+
+
 def _not_on_line(flow: str, call_sid: str) -> BridgeSide:
     """A side whose flow never ran: the agent ended the call before it asked anything."""
     return BridgeSide(flow, call_sid, None, None, (), {}, ())
@@ -234,7 +239,7 @@ class _Leg(FlowListener):
         self.conversation = conversation
         self.call_sid = "CA" + secrets.token_hex(16)
         self.call: Call | None = None
-        self.far_end = MemoryFarEnd()
+        self.far_end = MemoryFarEnd(on_intent=_unheard)  # the other side hears words, not audio
         self.stt = ScriptedSpeechToText()
         self.tts = ScriptedTextToSpeech()
         self.peer: _Leg | _ScriptLeg | None = None

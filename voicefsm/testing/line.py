@@ -155,9 +155,11 @@ class FlowLine(FlowListener):
         return run.result
 
     @property
-    def runtime(self) -> FlowRuntime | None:
-        """The flow's runtime (None until the line has opened)."""
-        return self._run.runtime if self._run is not None else None
+    def runtime(self) -> FlowRuntime:
+        """The flow's runtime, once the line is open."""
+        if self._run is None:
+            raise RuntimeError("the line is not open yet: use it as `async with FlowLine(flow) as line:`")
+        return self._run.runtime
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

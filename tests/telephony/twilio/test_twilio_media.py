@@ -109,7 +109,8 @@ def test_dtmf_mark_and_stop() -> None:
     )
     mark = '{"event":"mark","sequenceNumber":"103","streamSid":"MZ1","mark":{"name":"prompt-1"}}'
     stop = (
-        '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
+        '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1",'
+        '"stop":{"accountSid":"AC1","callSid":"CA1"}}'
     )
     assert parse_message(dtmf) == Dtmf("MZ1", "inbound_track", "5", 7)
     assert parse_message(mark) == Mark("MZ1", "prompt-1", 103)
