@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN
+from pydantic import SecretStr
 from sqlalchemy import text
 from twilio_calls import TwilioCalls
 
@@ -183,3 +184,32 @@ async def test_a_slot_whose_worker_died_before_dialing_is_released_and_the_numbe
 def _no_env_twilio(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY", "VOICEFSM_PUBLIC_URL", "PUBLIC_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+async def test_a_callback_twice_ends_the_attempt_once_and_an_unsigned_one_is_refused(
+    postgres_url: str,
+) -> None:
+    async with rig(postgres_url, worker=False, duration_s=30.0) as r:
+        campaign = await r.start(["+15553500001"], max_concurrent=1)
+        contact = (await r.contact_ids(campaign))[0]
+        assert await r.service.dialer.dial(contact) == "placed"
+        sid = r.twilio.created[0].sid
+        async with r.service.store.engine.connect() as connection:
+            attempt = await connection.scalar(text("SELECT id FROM voicefsm_campaign_attempts"))
+        for _ in range(2):  # Twilio may deliver a callback more than once
+            answer = await r.http.post(
+                f"/twilio/campaign/{attempt}", data={"CallSid": sid, "CallStatus": "busy"}
+            )
+            assert answer.status_code == 204
+        async with r.service.store.engine.connect() as connection:
+            active = await connection.scalar(text("SELECT active FROM voicefsm_campaigns"))
+        progress = await r.progress(campaign)
+        assert active == 0 and progress["pending"] == 1 and progress["attempts"] == 1
+        signed = create_app(
+            Settings().model_copy(update={"twilio_auth_token": SecretStr(AUTH_TOKEN)}), campaigns=r.service
+        )
+        async with running_server(signed) as server, httpx.AsyncClient(base_url=server.http_url) as http:
+            answer = await http.post(
+                f"/twilio/campaign/{attempt}", data={"CallSid": sid, "CallStatus": "completed"}
+            )
+        assert answer.status_code == 403
