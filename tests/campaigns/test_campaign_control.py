@@ -213,3 +213,34 @@ async def test_a_callback_twice_ends_the_attempt_once_and_an_unsigned_one_is_ref
                 f"/twilio/campaign/{attempt}", data={"CallSid": sid, "CallStatus": "completed"}
             )
         assert answer.status_code == 403
+
+
+async def test_a_worker_stopping_before_the_call_gives_the_slot_and_the_number_back(
+    postgres_url: str,
+) -> None:
+    async with rig(postgres_url, worker=False, duration_s=30.0) as r:
+        campaign = await r.start(["+15553600001", "+15553600002"], rate=0.01, max_concurrent=2)
+        first, second = await r.contact_ids(campaign)
+        assert await r.service.dialer.dial(first) == "placed"  # the next call may start in 100 s
+        store = r.service.store
+        paced = asyncio.Event()
+        reserve = store.reserve_pace
+
+        async def reserve_and_tell(campaign_id: int) -> float:
+            waited = await reserve(campaign_id)
+            paced.set()
+            return waited
+
+        store.reserve_pace = reserve_and_tell  # type: ignore[method-assign]
+        job = asyncio.create_task(r.service.dialer.dial(second))
+        async with asyncio.timeout(10):
+            await paced.wait()
+        assert (await r.progress(campaign))["dialing"] == 2
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        progress = await r.progress(campaign)
+        async with store.engine.connect() as connection:
+            active = await connection.scalar(text("SELECT active FROM voicefsm_campaigns"))
+    assert (progress["dialing"], progress["pending"], progress["attempts"], active) == (1, 1, 1, 1)
+    assert len(r.twilio.created) == 1

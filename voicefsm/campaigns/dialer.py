@@ -95,13 +95,18 @@ class Dialer:
         claimed = await self._claim(contact_id)
         if not isinstance(claimed, Claimed):
             return claimed
-        wait_s = await self.store.reserve_pace(claimed.campaign_id)
-        while True:
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)  # the pacing slot this job reserved, then the call's turn
-            wait_s = await self.store.take_dial_turn(claimed.campaign_id)
-            if wait_s <= 0:
-                break
+        try:
+            wait_s = await self.store.reserve_pace(claimed.campaign_id)
+            while True:
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)  # the pacing slot this job reserved, then the call's turn
+                wait_s = await self.store.take_dial_turn(claimed.campaign_id)
+                if wait_s <= 0:
+                    break
+        except asyncio.CancelledError:
+            # The worker is stopping before the call was asked for: give the slot and the number back.
+            await asyncio.shield(self.store.unclaim(claimed.attempt_id))
+            raise
         try:
             placed = await self.telephony.place_call(
                 claimed.number,
@@ -159,7 +164,7 @@ class Dialer:
 
 def queue_app(conninfo: str) -> App:
     """A procrastinate app on ``conninfo`` (a libpq URL), its dial task not yet bound to a dialer."""
-    return App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
+    return App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=10))
 
 
 def bind_dial_task(app: App, dialer_of: DialerRef) -> None:

@@ -157,7 +157,7 @@ class CampaignStore:
     @classmethod
     async def open(cls, url: str, queue_schema: str) -> CampaignStore:
         """Connect to ``url`` (PostgreSQL) and bring the queue's and the campaign tables up to date."""
-        engine = create_async_engine(database_url(url), pool_size=5, max_overflow=10)
+        engine = create_async_engine(database_url(url), pool_size=10, max_overflow=20)
         try:
             await prepare_campaign_schema(engine, queue_schema)
         except BaseException:
@@ -286,6 +286,24 @@ class CampaignStore:
                 machine_detection=bool(taken[0]),
                 attempt=contact.attempts,
             )
+
+    async def unclaim(self, attempt_id: int) -> None:
+        """Undo :meth:`claim` for an attempt whose call was never asked for: slot freed, number pending."""
+        async with self._session() as session, session.begin():
+            attempt = await session.get(AttemptRow, attempt_id, with_for_update=True)
+            if attempt is None or attempt.ended_at is not None or attempt.call_sid is not None:
+                return
+            await session.execute(
+                update(CampaignRow)
+                .where(CampaignRow.id == attempt.campaign_id)
+                .values(active=CampaignRow.active - 1)
+            )
+            await session.execute(
+                update(ContactRow)
+                .where(ContactRow.id == attempt.contact_id, ContactRow.state == "dialing")
+                .values(state="pending", attempts=ContactRow.attempts - 1)
+            )
+            await session.delete(attempt)
 
     async def reserve_pace(self, campaign_id: int) -> float:
         """Reserve the campaign's next dialing time; returns the seconds to wait until it (>= 0)."""
