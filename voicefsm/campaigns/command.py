@@ -8,6 +8,7 @@ postgresql://...`` every server sharing that database dials, under one cap and o
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,8 @@ ServerOpt = Annotated[
 ]
 IdArg = Annotated[int, typer.Argument(help="The campaign's id (`voicefsm campaign list`).")]
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+#: The bearer token sent to a server that checks API tokens.
+TOKEN_VARIABLE = "VOICEFSM_API_TOKEN"
 POLL_S = 0.5
 OUTCOME_COLOURS = {"answered": "green", "machine": "cyan", "busy": "yellow", "no-answer": "yellow"}
 
@@ -49,8 +52,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _request(server: str, method: str, path: str, **kwargs: Any) -> Any:
     url = f"{server.rstrip('/')}{path}"
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.request(method, url, timeout=30, **kwargs)
+        answer = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as error:
         raise _fail(
             f"no voicefsm server at {server} ({type(error).__name__}); start one with `voicefsm serve FLOW` "
@@ -61,6 +66,10 @@ def _request(server: str, method: str, path: str, **kwargs: Any) -> Any:
             detail = answer.json().get("detail", answer.text)
         except ValueError:
             detail = answer.text
+        if answer.status_code in (401, 403) and not token:
+            detail += (
+                f"; the server wants an API token: set {TOKEN_VARIABLE} to one of its VOICEFSM_API_TOKENS"
+            )
         raise _fail(f"{method} {path}: {detail}", 2 if answer.status_code in (409, 422, 503) else 1)
     return answer.json()
 
