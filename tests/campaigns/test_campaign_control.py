@@ -175,7 +175,12 @@ async def test_a_slot_whose_worker_died_before_dialing_is_released_and_the_numbe
         claimed = await r.service.store.claim(contact, "a worker that then dies")
         assert isinstance(claimed, Claimed)
         assert (await r.progress(campaign))["dialing"] == 1
-        assert await r.service.dialer.sweep(unplaced_after_s=0) == 1
+        assert await r.service.dialer.sweep() == 0  # its worker may still be waiting for its turn
+        async with r.service.store.engine.begin() as connection:  # three minutes later
+            await connection.execute(
+                text("UPDATE voicefsm_campaign_attempts SET placed_at = now() - interval '3 min'")
+            )
+        assert await r.service.dialer.sweep() == 1
         assert (await r.progress(campaign))["pending"] == 1
         assert await r.service.dialer.dial(contact) == "placed"  # the slot is free again
 
@@ -223,18 +228,23 @@ async def test_a_worker_stopping_before_the_call_gives_the_slot_and_the_number_b
         first, second = await r.contact_ids(campaign)
         assert await r.service.dialer.dial(first) == "placed"  # the next call may start in 100 s
         store = r.service.store
-        paced = asyncio.Event()
-        reserve = store.reserve_pace
+        async with (
+            store.engine.begin() as connection
+        ):  # the next job's pacing slot is now: only its turn waits
+            await connection.execute(text("UPDATE voicefsm_campaigns SET next_dial_at = now()"))
+        waiting = asyncio.Event()
+        take_turn = store.take_dial_turn
 
-        async def reserve_and_tell(campaign_id: int) -> float:
-            waited = await reserve(campaign_id)
-            paced.set()
+        async def take_turn_and_tell(campaign_id: int, attempt_id: int) -> float:
+            waited = await take_turn(campaign_id, attempt_id)
+            if waited > 0:
+                waiting.set()
             return waited
 
-        store.reserve_pace = reserve_and_tell  # type: ignore[method-assign]
+        store.take_dial_turn = take_turn_and_tell  # type: ignore[method-assign]
         job = asyncio.create_task(r.service.dialer.dial(second))
         async with asyncio.timeout(10):
-            await paced.wait()
+            await waiting.wait()
         assert (await r.progress(campaign))["dialing"] == 2
         job.cancel()
         with pytest.raises(asyncio.CancelledError):

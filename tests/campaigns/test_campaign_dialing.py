@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -111,14 +112,19 @@ async def test_two_workers_respect_rate_and_cap_retry_busy_and_end_each_number_o
     # Async AMD was asked for on every call, and the verdict recorded.
     assert {call.machine_detection for call in twilio.created} == {"DetectMessageEnd"}
     assert {row.answered_by for row in contacts_rows if row.number in MACHINES} == {"machine_end_beep"}
-    # Pacing: no second holds more than RATE calls (+1 for a window's edges), and the whole run is not faster.
+    # Pacing, as decided (the database's clock): no two calls were asked for less than 1/RATE apart.
+    asked = sorted(attempt.placed_at.timestamp() for attempt in attempts)
+    closest = min(later - earlier for earlier, later in itertools.pairwise(asked))
+    assert closest >= 1 / RATE - 0.001, closest
+    # And as Twilio saw them (HTTP jitter on a busy host may bunch two): no second much above RATE.
     times = sorted(call.at for call in twilio.created)
     per_window = max(sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times))
-    assert per_window <= RATE + 1, per_window
+    assert per_window <= RATE + 2, per_window
     mean_interval = (times[-1] - times[0]) / (len(times) - 1)
     assert mean_interval >= 0.95 / RATE, mean_interval
     print(
-        f"pacing: mean interval {mean_interval * 1000:.1f} ms (target {1000 / RATE:.1f}), max/s {per_window}"
+        f"pacing: closest {closest * 1000:.1f} ms, mean {mean_interval * 1000:.1f} ms "
+        f"(target {1000 / RATE:.1f}), busiest second at Twilio {per_window}"
     )
 
 

@@ -85,24 +85,25 @@ class Dialer:
         found = await self.store.contact_window(contact_id)
         if found is None:
             return "gone"
-        state, start, end, zone = found
+        state, start, end, zone, campaign_id = found
         if state != "running":
             return state  # paused: resume queues it again; cancelled: cancel finished it
         opening = CallingWindow.parse(start, end).next_open(utcnow(), zone)
         if opening is not None:
             await self.defer(contact_id, opening)
             return "window"
+        wait_s = await self.store.reserve_pace(campaign_id)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)  # this job's place in the campaign's pace
         claimed = await self._claim(contact_id)
         if not isinstance(claimed, Claimed):
             return claimed
         try:
-            wait_s = await self.store.reserve_pace(claimed.campaign_id)
             while True:
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)  # the pacing slot this job reserved, then the call's turn
-                wait_s = await self.store.take_dial_turn(claimed.campaign_id)
+                wait_s = await self.store.take_dial_turn(campaign_id, claimed.attempt_id)
                 if wait_s <= 0:
                     break
+                await asyncio.sleep(wait_s)  # the last call started less than 1/rate ago
         except asyncio.CancelledError:
             # The worker is stopping before the call was asked for: give the slot and the number back.
             await asyncio.shield(self.store.unclaim(claimed.attempt_id))
@@ -115,15 +116,27 @@ class Dialer:
                 machine_detection=claimed.machine_detection,
             )
         except TelephonyError as error:
-            # No blind redial: the attempt counts as failed and follows the retry policy.
+            if error.status is not None and 400 <= error.status < 500 and error.status != 408:
+                # Twilio refused it (429 included: "not processed"): no call exists; the retry policy applies.
+                log.warning(
+                    "campaign %d: attempt %d refused by Twilio: %s",
+                    claimed.campaign_id,
+                    claimed.attempt_id,
+                    error,
+                )
+                await self.retry(await self.store.ended(claimed.attempt_id, "failed", error=str(error)))
+                return "failed"
+            # A timeout or a 5xx: the call may exist. No blind redial: the attempt stays open, so the
+            # call's own callbacks (initiated...) settle it; without any, the sweep releases it after
+            # UNPLACED_AFTER_S and the number is tried again.
             log.warning(
-                "campaign %d: attempt %d could not be placed: %s",
+                "campaign %d: attempt %d may or may not have been placed: %s",
                 claimed.campaign_id,
                 claimed.attempt_id,
                 error,
             )
-            await self.retry(await self.store.ended(claimed.attempt_id, "failed", error=str(error)))
-            return "failed"
+            await self.store.note_error(claimed.attempt_id, str(error))
+            return "unknown"
         await self.store.placed(claimed.attempt_id, placed.call_sid)
         return "placed"
 

@@ -87,6 +87,9 @@ class CampaignService:
 
     async def callback(self, attempt_id: int, fields: Mapping[str, str]) -> None:
         """Twilio's status or AMD callback for one attempt (any worker takes it; repeats are harmless)."""
+        call_sid = fields.get("CallSid")
+        if call_sid:
+            await self.store.call_seen(attempt_id, call_sid)
         answered_by = fields.get("AnsweredBy")
         if answered_by:
             await self.store.answered_by(attempt_id, answered_by)

@@ -219,8 +219,8 @@ class CampaignStore:
             )
             return [(row[0], row[1]) for row in rows]
 
-    async def contact_window(self, contact_id: int) -> tuple[str, str, str, str] | None:
-        """(campaign state, window start, window end, the contact's time zone), or None if it is gone."""
+    async def contact_window(self, contact_id: int) -> tuple[str, str, str, str, int] | None:
+        """(campaign state, window start, window end, the contact's time zone, campaign id), or None."""
         async with self._session() as session:
             row = (
                 await session.execute(
@@ -229,12 +229,13 @@ class CampaignStore:
                         CampaignRow.window_start,
                         CampaignRow.window_end,
                         ContactRow.timezone,
+                        CampaignRow.id,
                     )
                     .join(CampaignRow, CampaignRow.id == ContactRow.campaign_id)
                     .where(ContactRow.id == contact_id)
                 )
             ).first()
-            return None if row is None else (row[0], row[1], row[2], row[3])
+            return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     async def claim(self, contact_id: int, worker: str) -> Claimed | NotNow:
         """Take a slot under the shared cap and open an attempt for ``contact_id``, or say why not now."""
@@ -319,8 +320,9 @@ class CampaignStore:
             )
         return max(0.0, float(waited or 0.0))
 
-    async def take_dial_turn(self, campaign_id: int) -> float:
-        """0 when a call may start now (and mark it started); else the seconds until one may.
+    async def take_dial_turn(self, campaign_id: int, attempt_id: int) -> float:
+        """0 when the attempt's call may start now (the time is kept as its ``placed_at``); else the
+        seconds until one may.
 
         Calls start at least 1/rate apart across every worker, even when a job wakes late (a busy
         host) and the next one is on time: the reserved slots order the jobs, this spaces the calls.
@@ -328,11 +330,14 @@ class CampaignStore:
         async with self.engine.begin() as connection:
             taken = await connection.scalar(
                 text(
-                    "UPDATE voicefsm_campaigns SET last_dial_at = clock_timestamp() WHERE id = :id AND "
-                    "(last_dial_at IS NULL OR "
-                    "last_dial_at <= clock_timestamp() - make_interval(secs => 1.0 / rate)) RETURNING id"
+                    "WITH turn AS (UPDATE voicefsm_campaigns SET last_dial_at = clock_timestamp() "
+                    "WHERE id = :id AND (last_dial_at IS NULL OR "
+                    "last_dial_at <= clock_timestamp() - make_interval(secs => 1.0 / rate)) "
+                    "RETURNING last_dial_at) "
+                    "UPDATE voicefsm_campaign_attempts SET placed_at = (SELECT last_dial_at FROM turn) "
+                    "WHERE id = :attempt AND EXISTS (SELECT 1 FROM turn) RETURNING id"
                 ),
-                {"id": campaign_id},
+                {"id": campaign_id, "attempt": attempt_id},
             )
             if taken is not None:
                 return 0.0
@@ -357,6 +362,19 @@ class CampaignStore:
             await session.execute(
                 update(ContactRow).where(ContactRow.id == attempt.contact_id).values(call_sid=call_sid)
             )
+
+    async def note_error(self, attempt_id: int, error: str) -> None:
+        """Remember why an attempt's placing is in doubt (it stays open)."""
+        async with self._session() as session, session.begin():
+            await session.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(error=error))
+
+    async def call_seen(self, attempt_id: int, call_sid: str) -> None:
+        """A callback names the attempt's call: it exists (settles a create whose answer was lost)."""
+        async with self._session() as session, session.begin():
+            attempt = await session.get(AttemptRow, attempt_id)
+            if attempt is None or attempt.call_sid is not None:
+                return
+        await self.placed(attempt_id, call_sid)
 
     async def answered_by(self, attempt_id: int, answered_by: str) -> None:
         """Record the answering-machine verdict (``human``, ``machine_end_beep``...) of an attempt."""
@@ -438,19 +456,17 @@ class CampaignStore:
         An attempt with no call sid after ``unplaced_after_s`` lost its worker between the slot and the
         call; one with no end after ``unended_after_s`` (beyond Twilio's longest call) lost its callback.
         """
-        now = utcnow()
-        async with self._session() as session:
-            rows = await session.execute(
-                select(AttemptRow.id, AttemptRow.call_sid).where(
-                    AttemptRow.ended_at.is_(None),
-                    (
-                        (
-                            AttemptRow.call_sid.is_(None)
-                            & (AttemptRow.placed_at < now - dt.timedelta(seconds=unplaced_after_s))
-                        )
-                        | (AttemptRow.placed_at < now - dt.timedelta(seconds=unended_after_s))
-                    ),
-                )
+        async with self.engine.connect() as connection:
+            # A claimed attempt waits at most its turn (about max_concurrent / rate) before it dials.
+            rows = await connection.execute(
+                text(
+                    "SELECT a.id, a.call_sid FROM voicefsm_campaign_attempts a "
+                    "JOIN voicefsm_campaigns c ON c.id = a.campaign_id WHERE a.ended_at IS NULL AND ("
+                    "(a.call_sid IS NULL AND a.placed_at < clock_timestamp() - "
+                    "make_interval(secs => :unplaced + 2.0 * c.max_concurrent / c.rate)) "
+                    "OR a.placed_at < clock_timestamp() - make_interval(secs => :unended))"
+                ),
+                {"unplaced": unplaced_after_s, "unended": unended_after_s},
             )
             stale = [(row[0], row[1]) for row in rows]
         retries = []
