@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN
+from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN, Fault
 from pydantic import SecretStr
 from sqlalchemy import text
 from twilio_calls import TwilioCalls
@@ -254,3 +254,37 @@ async def test_a_worker_stopping_before_the_call_gives_the_slot_and_the_number_b
             active = await connection.scalar(text("SELECT active FROM voicefsm_campaigns"))
     assert (progress["dialing"], progress["pending"], progress["attempts"], active) == (1, 1, 1, 1)
     assert len(r.twilio.created) == 1
+
+
+async def test_a_refused_create_is_retried_and_one_that_may_have_gone_through_is_not_redialed_blind(
+    postgres_url: str,
+) -> None:
+    async with rig(postgres_url, worker=False, duration_s=30.0) as r:
+        campaign = await r.start(["+15553700001", "+15553700002"], max_concurrent=2, retry_backoff_s=0)
+        refused, doubtful = await r.contact_ids(campaign)
+        r.twilio.fail_next(Fault(400, 21211, "The 'To' number is not a valid phone number"))
+        assert await r.service.dialer.dial(refused) == "failed"
+        r.twilio.fail_next(Fault.server_error())
+        assert await r.service.dialer.dial(doubtful) == "unknown"
+        progress = await r.progress(campaign)
+        assert (progress["pending"], progress["dialing"]) == (1, 1)  # refused: to retry; doubtful: held
+        assert await r.service.dialer.sweep() == 0  # its callbacks may still come
+        async with r.service.store.engine.connect() as connection:
+            attempt = await connection.scalar(
+                text("SELECT id FROM voicefsm_campaign_attempts WHERE error LIKE '%HTTP 500%'")
+            )
+        # Twilio did create it after all: its first callback names the call, and its end settles it.
+        sid = "CA" + "7" * 32
+        for status in ("initiated", "completed"):
+            answer = await r.http.post(
+                f"/twilio/campaign/{attempt}", data={"CallSid": sid, "CallStatus": status}
+            )
+            assert answer.status_code == 204
+        progress = await r.progress(campaign)
+        async with r.service.store.engine.connect() as connection:
+            call_sid = await connection.scalar(
+                text("SELECT call_sid FROM voicefsm_campaign_attempts WHERE id = :id"), {"id": attempt}
+            )
+    assert call_sid == sid
+    assert progress["outcomes"] == {"answered": 1} and progress["pending"] == 1
+    assert len(r.twilio.created) == 0  # neither create succeeded at the stand-in, and nothing was redialed
