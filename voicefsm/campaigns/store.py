@@ -14,6 +14,7 @@ Every decision shared by the workers is one statement (or one transaction) on Po
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from voicefsm.campaigns.contacts import Contact
-from voicefsm.campaigns.errors import UnknownCampaignError
+from voicefsm.campaigns.errors import CampaignError, UnknownCampaignError
 from voicefsm.campaigns.schema import prepare_campaign_schema
 from voicefsm.campaigns.tables import AttemptRow, CampaignRow, ContactRow
 from voicefsm.records.dburl import database_url
@@ -41,8 +42,7 @@ def utcnow() -> dt.datetime:
 
 
 def worker_name() -> str:
-    import os
-
+    """This process as the attempts name it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -60,8 +60,6 @@ class CampaignOptions:
     machine_detection: bool = True
 
     def __post_init__(self) -> None:
-        from voicefsm.campaigns.errors import CampaignError
-
         if not 0 < self.rate <= 100:
             raise CampaignError(f"--rate {self.rate:g}: calls per second must be above 0 and at most 100")
         if self.max_concurrent < 1:
