@@ -71,3 +71,12 @@ def test_options_out_of_range_say_which_option() -> None:
         CampaignOptions(max_concurrent=0)
     with pytest.raises(CampaignError, match="--window-start '9h' is not a time of day"):
         CallingWindow.parse("9h", "20:00")
+
+
+def test_the_queue_gets_the_same_database_as_a_libpq_url() -> None:
+    from voicefsm.campaigns.service import libpq_url
+
+    assert libpq_url("postgres://app:p%40ss@db:5432/calls") == "postgresql://app:p%40ss@db:5432/calls"
+    assert libpq_url("postgresql+asyncpg://app@db/calls") == "postgresql://app@db/calls"
+    with pytest.raises(CampaignError, match="campaigns run on PostgreSQL"):
+        libpq_url("sqlite:///voicefsm.db")

@@ -10,8 +10,8 @@ from voicefsm.campaigns.schema import migration_options
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise SystemExit(
-        "the campaign tables are migrated by voicefsm itself (`voicefsm campaign upgrade --db URL`), "
-        "not by the alembic command"
+        "the campaign tables are created and upgraded by voicefsm itself, when a server opens its "
+        "campaigns (one process at a time, under a lock), not by the alembic command"
     )
 context.configure(connection=connection, **migration_options())
 with context.begin_transaction():
