@@ -665,6 +665,11 @@ def db_upgrade(
     out.print(escape(report.describe(masked(settings.db_url))))
 
 
+from voicefsm.campaigns.command import campaign_app  # noqa: E402 (a self-contained sub-app)
+
+app.add_typer(campaign_app)
+
+
 def main() -> None:
     """Entry point of the ``voicefsm`` console script."""
     app()

@@ -13,6 +13,7 @@ from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.server.api_routes import router as api_router
 from voicefsm.server.auth import install_access_control
+from voicefsm.server.campaign_routes import router as campaign_router
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
@@ -33,6 +34,7 @@ def create_app(
     flow_description: dict[str, Any] | None = None,
     feeds: LiveFeeds | None = None,
     metrics: Metrics | None = None,
+    campaigns: object | None = None,
 ) -> FastAPI:
     """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``.
 
@@ -53,6 +55,8 @@ def create_app(
     install_access_control(app, settings, state.metrics.registry)  # tokens, login, CSRF (server/auth.py)
     app.include_router(twilio_router)
     app.include_router(api_router)
+    app.state.voicefsm_campaigns = campaigns  # a CampaignService (voicefsm[campaigns]), or None
+    app.include_router(campaign_router)
     static_dir = str(STATIC_DIR)
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
 

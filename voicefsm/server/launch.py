@@ -18,6 +18,7 @@ from voicefsm.providers.registry import choose_provider, create_stt, create_tts,
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.driver import CallLimits
 from voicefsm.server.app import create_app
+from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
@@ -120,9 +121,11 @@ async def flow_app(
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
+        public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
         async with (
             RecordWriter(store) as writer,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
+            server_campaigns(settings, public_base) as campaigns,
         ):
             service = flow_service(settings, chosen, writer=writer, prompts=prompts)
             app = create_app(
@@ -133,6 +136,7 @@ async def flow_app(
                 flow_description=service.description(),
                 feeds=service.feeds,
                 metrics=service.metrics,
+                campaigns=campaigns,
             )
             service.metrics.watch_prompt_cache(prompts.cache)
             await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)

@@ -24,6 +24,7 @@ from voicefsm.core.events import CallStarted
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
 from voicefsm.server.auth import browser_may_stream
+from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
@@ -90,7 +91,8 @@ async def voice_webhook(request: Request) -> Response:
     caller = form.get("From")
     token = state.registry.issue_token(call_sid, str(caller) if caller else None)
     stream_url = _stream_url(state, request)
-    twiml = stream_twiml(stream_url, {"token": token}, allow_insecure=state.settings.dev_mode)
+    parameters = {**await campaign_parameters(request), "token": token}  # a campaign call: its CSV row
+    twiml = stream_twiml(stream_url, parameters, allow_insecure=state.settings.dev_mode)
     return Response(twiml, media_type=XML)
 
 
