@@ -72,7 +72,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "tts_fallback": "the TTS provider that speaks a prompt when the chosen one failed twice (e.g. `local`)",
     "tts_deadline_s": "the longest wait for a TTS provider's next audio chunk before it counts as failed",
     "prompt_cache": "cache synthesized prompt audio (memory and disk)",
-    "prompt_cache_dir": "the folder of the on-disk prompt cache, shared by workers on one host (empty: memory only)",
+    "prompt_cache_dir": "the on-disk prompt cache, shared by workers on one host (empty: memory only)",
     "prompt_cache_memory_mb": "the in-memory prompt cache's size bound",
     "prompt_cache_filled": "how many templated prompts (slots filled in) the memory cache keeps",
     "prompt_warm": "synthesize every fixed prompt of the flow before `serve` reports ready",

@@ -113,8 +113,8 @@ def check_port(settings: Settings, bind: Callable[[str, int], None] | None = Non
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigurationError(
-                f"port {settings.port} on {settings.host} ({settings.host}:{settings.port}) is already in use "
-                f"(another voicefsm serve?): stop that process, or choose another with --port "
+                f"port {settings.port} on {settings.host} ({settings.host}:{settings.port}) is already in "
+                f"use (another voicefsm serve?): stop that process, or choose another with --port "
                 f"{settings.port + 1 if settings.port else 8081} (or VOICE_SERVER_PORT)"
             ) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
