@@ -17,6 +17,7 @@ from voicefsm.flow.errors import (
 )
 from voicefsm.flow.expect import Choice, Day, Digits, FreeText, Number, Time, YesNo
 from voicefsm.flow.loader import load_flow
+from voicefsm.flow.resources import Resource, ResourceError, Resources, fakes_for, open_resources, resource
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.flow.states import Ask, Echo, Hangup, Say, SendSms, Transfer
 
@@ -34,6 +35,9 @@ __all__ = [
     "FreeText",
     "Hangup",
     "Number",
+    "Resource",
+    "ResourceError",
+    "Resources",
     "Say",
     "SendSms",
     "State",
@@ -44,5 +48,8 @@ __all__ = [
     "VoiceFlow",
     "YesNo",
     "check_flow",
+    "fakes_for",
     "load_flow",
+    "open_resources",
+    "resource",
 ]
