@@ -24,8 +24,9 @@ from voicefsm.flow.errors import SlotRejected
 
 log = logging.getLogger(__name__)
 
-#: Names every template may use besides slots: the caller's number and the last no-match reason.
-BUILTINS: tuple[str, ...] = ("caller", "reason")
+#: Names every template may use besides slots: the caller's number, the last no-match reason and the
+#: last failed step's error.
+BUILTINS: tuple[str, ...] = ("caller", "reason", "error")
 
 _ROOT = re.compile(r"[.\[]")
 _FORMATTER = string.Formatter()
