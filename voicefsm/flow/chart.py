@@ -44,24 +44,13 @@ from statemachine.transition_list import TransitionList
 
 from voicefsm.flow.checks import check_flow
 from voicefsm.flow.errors import FlowDefinitionError, FlowProblem, UnknownEventError
-from voicefsm.flow.expect import UnsupportedSlotTypeError, expectation_for_field
+from voicefsm.flow.kinds import DISCONNECTED, ERROR_EXECUTION, Hangup, kind_for
+from voicefsm.flow.kinds.base import FAILED, HUNG_UP
 from voicefsm.flow.slots import NoSlots
-from voicefsm.flow.states import (
-    DISCONNECTED,
-    ERROR_EXECUTION,
-    STT_ERROR,
-    TTS_ERROR,
-    Ask,
-    Echo,
-    Hangup,
-    VoiceState,
-)
 
 APOLOGY = "Sorry, something went wrong on our side. Please call again later."
-#: The state a hang-up leads to, unless the flow handles ``disconnected`` itself.
-HUNG_UP = "hung_up"
-#: The state a failure (tts_error, stt_error, error.execution) leads to, unless handled.
-FAILED = "failed"
+#: The default exit of the events every state that is not final receives.
+_ALWAYS_EXITS: dict[str, str] = {DISCONNECTED: HUNG_UP, ERROR_EXECUTION: FAILED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +108,8 @@ class VoiceFlowMeta(StateMachineMetaclass):
 
         attrs = dict(attrs)
         apology = attrs.get("apology", getattr(cls, "apology", APOLOGY))
-        defaults, added_states = _add_default_exits(attrs, apology, path, frame_line)
+        endings = {HUNG_UP: (None, "hung_up"), FAILED: (apology, "error")}
+        defaults, added_states = _add_default_exits(attrs, endings, path, frame_line)
         try:
             super().__init__(name, bases, attrs)
         except InvalidDefinition as exc:
@@ -136,13 +126,20 @@ class VoiceFlowMeta(StateMachineMetaclass):
         cls._default_states = frozenset(added_states)
         cls._event_ids = frozenset(event.id for event in cls._events)
         if cls.uses_stt is None:
-            cls.uses_stt = not any(isinstance(s, Echo) for s in cls.states)
-        problems += _resolve_expectations(cls, path)
+            cls.uses_stt = not any(kind_for(s).needs_raw_audio for s in cls.states)
+        problems += _resolve_kinds(cls, path)
         problems += check_flow(cls)  # type: ignore[arg-type]
         if not problems:
             problems += _callback_problems(cls, path, frame_line)
         if problems:
             raise FlowDefinitionError(sorted(problems, key=lambda p: (p.line, p.state or "")))
+
+
+def _resources_for(flow_cls: type, given: Mapping[str, object] | None) -> Any:
+    """The flow's resources container (:class:`voicefsm.flow.resources.Resources`) over ``given``."""
+    from voicefsm.flow.resources import Resources
+
+    return Resources.for_flow(flow_cls, given)
 
 
 def _callback_problems(cls: Any, path: str, line: int) -> list[FlowProblem]:
@@ -192,29 +189,30 @@ def _handles(transition: Transition, extra_ids: set[str], event: str) -> bool:
 
 
 def _add_default_exits(
-    attrs: dict[str, Any], apology: str, path: str, line: int
+    attrs: dict[str, Any], endings: Mapping[str, tuple[str | None, str]], path: str, line: int
 ) -> tuple[list[Transition], list[str]]:
-    """Add hung_up/failed and the transitions to them that the flow did not declare.
+    """Add the default final states and the transitions to them that the flow did not declare.
 
-    Returns the transitions and the names of the states added.
+    Which events get a default exit, and to which state, is each state's kind's
+    ``default_exits`` (plus disconnected -> hung_up and error.execution -> failed for all).
+    ``endings`` maps each default state's name to its (prompt, outcome). Returns the transitions
+    and the names of the states added.
     """
     handled = _handled_events(attrs)
     states = [(key, value) for key, value in attrs.items() if isinstance(value, State)]
-    needs: list[tuple[State, str]] = []
+    needs: list[tuple[State, str, str]] = []
     for _, state in states:
         if state.final:
             continue
-        events = [DISCONNECTED, ERROR_EXECUTION]
-        if isinstance(state, VoiceState):
-            events += [e for e in (TTS_ERROR, STT_ERROR) if e in state.waits_for]
-        for event in events:
+        exits = {**_ALWAYS_EXITS, **kind_for(state).default_exits}
+        for event, target in exits.items():
             if not any(_handles(t, handled.get(id(t), set()), event) for t in state.transitions):
-                needs.append((state, event))
+                needs.append((state, event, target))
 
     targets: dict[str, State] = {}
     added_states: list[str] = []
-    for key, prompt, outcome in ((HUNG_UP, None, "hung_up"), (FAILED, apology, "error")):
-        wanted = any((event == DISCONNECTED) == (key == HUNG_UP) for _, event in needs)
+    for key, (prompt, outcome) in endings.items():
+        wanted = any(target == key for _, _, target in needs)
         existing = attrs.get(key)
         if isinstance(existing, State) and existing.final:
             targets[key] = existing
@@ -224,36 +222,21 @@ def _add_default_exits(
             attrs[key] = targets[key] = state
             added_states.append(key)
     added: list[Transition] = []
-    for state, event in needs:
-        target = targets.get(HUNG_UP if event == DISCONNECTED else FAILED)
+    for state, event, key in needs:
+        target = targets.get(key)
         if target is None:
             continue  # the name is taken by something else; the checks report the missing exit
         added.extend(state.to(target, event=event))
     return added, added_states
 
 
-def _resolve_expectations(cls: Any, path: str) -> list[FlowProblem]:
+def _resolve_kinds(cls: Any, path: str) -> list[FlowProblem]:
+    """Let each state finish its setup against the built class (an Ask resolves its slot's expectation)."""
     problems: list[FlowProblem] = []
-    model = cls.slots_model
     for state in cls.states:
-        if not isinstance(state, Ask) or state.expect is not None or state.slot is None:
-            continue
-        if state.slot not in getattr(model, "model_fields", {}):
-            continue  # reported by the checks, with the names that do exist
-        try:
-            state.expectation = expectation_for_field(model, state.slot)
-        except UnsupportedSlotTypeError as exc:
-            problems.append(
-                FlowProblem(
-                    path,
-                    state.line,
-                    cls.__name__,
-                    state.id,
-                    None,
-                    f"cannot listen for slot {state.slot!r}: {exc}",
-                    "",
-                )
-            )
+        for message in kind_for(state).resolve(cls):
+            line = getattr(state, "line", 0)
+            problems.append(FlowProblem(path, line, cls.__name__, state.id, None, message, ""))
     return problems
 
 
@@ -261,8 +244,9 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     """Base class of every flow. Subclass it and declare states, transitions and ``slots_model``.
 
     Instances are per call: ``slots`` (an instance of ``slots_model``), ``caller`` (the caller's
-    number, when known), ``parameters`` (the call's custom parameters) and ``steps`` (every
-    transition taken so far) are there for guards and actions to read.
+    number, when known), ``parameters`` (the call's custom parameters), ``resources`` (what the
+    flow's steps use, by name: ``self.resources.calendar``) and ``steps`` (every transition taken
+    so far) are there for guards, actions and steps to read.
 
     Guards and actions receive the event's payload by parameter name: ``filled(value, slot, text,
     via)`` (via is "speech" or "dtmf"), ``no_match(reason, text)``, ``no_input(reason)``,
@@ -301,8 +285,10 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
         caller: str | None = None,
         parameters: Mapping[str, str] | None = None,
         listeners: Sequence[object] | None = None,
+        resources: Mapping[str, object] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.resources = _resources_for(type(self), resources)
         self.slots = slots if slots is not None else self.slots_model()
         self.caller = caller
         self.parameters = dict(parameters or {})

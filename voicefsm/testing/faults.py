@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.expect_base import Expectation, NoMatch
+from voicefsm.flow.kinds import kind_for
 from voicefsm.flow.spec import FlowSpec
-from voicefsm.flow.states import Ask
 from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.line import MONDAY, FlowLine
 
@@ -307,7 +307,8 @@ def _rejects(parse: Any, value: str, today: dt.date) -> bool:
 
 def _expectation(flow: type[VoiceFlow] | VoiceFlow, state: str) -> Expectation | None:
     found = next((s for s in flow.states if s.id == state), None)
-    return found.expectation if isinstance(found, Ask) else None
+    expectation = getattr(found, "expectation", None)
+    return expectation if isinstance(expectation, Expectation) else None
 
 
 @dataclass(slots=True)
@@ -550,7 +551,8 @@ async def run_fault_suite_async(
                 else "no transition leads to it"
             )
             continue
-        for fault in faults:
+        attacks = kind_for(flow_class.states_map[state.id]).fault_attacks
+        for fault in [fault for fault in faults if fault in attacks]:
             verdict = await judge_call(
                 flow_class,
                 paths[state.id],

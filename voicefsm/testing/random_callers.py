@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicefsm.flow.chart import VoiceFlow
-from voicefsm.flow.states import Ask
+from voicefsm.flow.expect_base import Expectation
 from voicefsm.testing.faults import (
     BARGE_IN,
     GARBAGE_KEYS,
@@ -90,8 +90,8 @@ def caller_actions(flow: type[VoiceFlow]) -> list[Action]:
     """The named things a random caller may do at a listen of ``flow`` (silence first: it shrinks there)."""
     actions: list[Action] = [SILENCE, HANG_UP, *GARBAGE_TEXT[:2]]
     for state in flow.states:
-        if isinstance(state, Ask) and state.expectation is not None:
-            expectation = state.expectation
+        expectation = getattr(state, "expectation", None)
+        if isinstance(expectation, Expectation):
             actions += list(expectation.examples()) + list(expectation.counter_examples())
             actions += ["#" + keys for keys in expectation.dtmf_examples()]
             actions += [BARGE_IN + text for text in expectation.examples()[:2]]
