@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         800, ge=100, le=5000, validation_alias=_env("AZURE_SILENCE_TIMEOUT_MS")
     )
 
+    # Flow resources: serve with each call getting the flow's declared fakes (demos, load tests).
+    fake_resources: bool = Field(False, validation_alias=_env("VOICEFSM_FAKE_RESOURCES"))
+
     @field_validator("public_url", "voice_stream_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:

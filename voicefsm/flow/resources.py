@@ -10,7 +10,7 @@ fake, or one given by name (``FlowLine(flow, resources={"calendar": ...})``)::
         return httpx.AsyncClient(base_url=os.environ["SHOP_URL"], timeout=5.0)
 
     class OrderStatus(VoiceFlow):
-        resources = {"shop": shop}
+        resources = (shop,)  # named by the opener: self.resources.shop; or {"shop": shop}
         ...
         async def fetch_order(self) -> str:
             reply = await self.resources.shop.get(f"/orders/{self.slots.number}")
@@ -86,14 +86,16 @@ class Resource:
     Build it with :func:`resource`; declare it in the flow's ``resources`` mapping.
     """
 
-    def __init__(self, open: Opener | None = None, *, fake: Any = NO_FAKE) -> None:
+    def __init__(self, open: Opener | None = None, *, fake: Any = NO_FAKE, name: str | None = None) -> None:
         if open is not None and not callable(open):
             raise TypeError(
                 f"resource(open=...) must be a function that opens the resource, not {open!r}; "
-                "for a constant value write resource(lambda: value)"
+                "for a constant value write resource(lambda: value, name='...')"
             )
         self.open = open
         self.fake = fake
+        #: The name flow code uses (``self.resources.<name>``) when declared in a tuple: the opener's.
+        self.name = name if name is not None else getattr(open, "__name__", "")
         self.__doc__ = getattr(open, "__doc__", None) or "A flow resource."
 
     def __repr__(self) -> str:
@@ -147,20 +149,25 @@ def _takes_an_argument(function: Callable[..., Any]) -> bool:
 
 
 @overload
-def resource(open: Opener, *, fake: Any = NO_FAKE) -> Resource: ...
+def resource(open: Opener, *, fake: Any = NO_FAKE, name: str | None = None) -> Resource: ...
 @overload
-def resource(open: None = None, *, fake: Any = NO_FAKE) -> Callable[[Opener], Resource]: ...
-def resource(open: Opener | None = None, *, fake: Any = NO_FAKE) -> Resource | Callable[[Opener], Resource]:
+def resource(
+    open: None = None, *, fake: Any = NO_FAKE, name: str | None = None
+) -> Callable[[Opener], Resource]: ...
+def resource(
+    open: Opener | None = None, *, fake: Any = NO_FAKE, name: str | None = None
+) -> Resource | Callable[[Opener], Resource]:
     """Declare a resource: ``@resource`` or ``@resource(fake=...)`` over an opener, or ``resource(opener)``.
 
     ``open`` receives the server's :class:`~voicefsm.settings.Settings` when it takes an argument.
     ``fake`` is what tests, scenarios and fault runs use instead (a value or a zero-argument factory).
+    ``name`` is what flow code calls it when the flow lists it in a tuple (default: the opener's name).
     """
     if open is not None:
-        return Resource(open, fake=fake)
+        return Resource(open, fake=fake, name=name)
 
     def decorate(function: Opener) -> Resource:
-        return Resource(function, fake=fake)
+        return Resource(function, fake=fake, name=name)
 
     return decorate
 
@@ -177,28 +184,43 @@ def declared_resources(flow_cls: type) -> dict[str, Resource]:
     if problems:
         reason, fix = problems[0]
         raise ResourceError(flow_cls.__name__, "resources", reason, fix)
-    return dict(declared)
+    return _as_mapping(declared)
+
+
+def _as_mapping(declared: object) -> dict[str, Any]:
+    if isinstance(declared, Mapping):
+        return dict(declared)
+    if isinstance(declared, tuple | list):
+        return {getattr(value, "name", repr(value)): value for value in declared}
+    raise TypeError(type(declared).__name__)
 
 
 def _declaration_problems(declared: object) -> list[tuple[str, str]]:
-    if not isinstance(declared, Mapping):
+    if not isinstance(declared, Mapping | tuple | list):
         return [
             (
-                f"must be a dict of names to resources, not {type(declared).__name__}",
-                'write resources = {"calendar": calendar} with calendar made by @resource',
+                f"must be a tuple of resources (or a dict of names to them), not {type(declared).__name__}",
+                "write resources = (calendar,) with calendar made by @resource",
             )
         ]
     problems: list[tuple[str, str]] = []
-    for name, value in declared.items():
-        if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
-            problems.append(
-                (f"has the name {name!r}", "name each resource as a Python identifier, e.g. calendar")
-            )
-        elif not isinstance(value, Resource):
+    if not isinstance(declared, Mapping) and len({getattr(v, "name", id(v)) for v in declared}) < len(
+        declared
+    ):
+        problems.append(("names two resources alike", "give one another name: resource(..., name='other')"))
+    for name, value in _as_mapping(declared).items():
+        if not isinstance(value, Resource):
             problems.append(
                 (
-                    f"names {name!r} as {value!r}, which is not a resource",
-                    f"declare it with @resource over a function that opens it, or resource(lambda: {name})",
+                    f"names {value!r}, which is not a resource",
+                    "declare it with @resource over the function that opens it",
+                )
+            )
+        elif not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
+            problems.append(
+                (
+                    f"has the name {name!r}",
+                    "name each resource as a Python identifier, e.g. resource(lambda: key, name='api_key')",
                 )
             )
     return problems
@@ -250,7 +272,10 @@ async def open_resources(
     declared = declared_resources(flow_cls)
     given = dict(given or {})
     _check_known(flow_cls.__name__, declared, given)
-    async with contextlib.AsyncExitStack() as stack:
+    # Closed as on a normal exit whatever ends the block (a failed opener, the server's shutdown
+    # by an exception): an opener's code after ``yield`` runs even without try/finally.
+    stack = contextlib.AsyncExitStack()
+    try:
         values: dict[str, object] = {}
         for name, declaration in declared.items():
             if name in given:
@@ -267,7 +292,9 @@ async def open_resources(
                 ) from exc
             log.info("opened resource %s of %s", name, flow_cls.__name__)
         yield values
+    finally:
         log.info("closing the resources of %s", flow_cls.__name__)
+        await stack.aclose()
 
 
 def _check_known(flow: str, declared: Mapping[str, Resource], given: Mapping[str, object]) -> None:

@@ -8,14 +8,14 @@ and the Prometheus metrics. None of them can slow down or end a call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from voicefsm.core.actions import TelephonyActions
-from voicefsm.flow import VoiceFlow
+from voicefsm.flow import VoiceFlow, fakes_for
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
 from voicefsm.runtime.call import AudioTap, Call, SttFactory
@@ -134,6 +134,10 @@ class FlowService:
     actions: TelephonyActions | None = None
     recordings_dir: Path | None = None
     limits: CallLimits | None = None
+    #: The flow's resources, opened once for the process (``open_resources``); handed to every call.
+    resources: Mapping[str, object] | None = None
+    #: Give each call the flow's declared fakes instead (``VOICEFSM_FAKE_RESOURCES``: demos, load tests).
+    fake_resources: bool = False
 
     def description(self) -> dict[str, Any]:
         """What ``GET /api/flow`` returns: states, transitions and slots for the diagram."""
@@ -164,7 +168,12 @@ class FlowService:
             tts = self.tts_factory()
             try:
                 runtime = FlowRuntime(
-                    self.flow, call, tts, actions=self.actions, listeners=[observer] if observer else ()
+                    self.flow,
+                    call,
+                    tts,
+                    actions=self.actions,
+                    listeners=[observer] if observer else (),
+                    resources=fakes_for(self.flow) if self.fake_resources else self.resources,
                 )
                 result = await runtime.run()
                 outcomes[sid] = result.outcome

@@ -11,11 +11,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from voicefsm.core.actions import TelephonyActions
-from voicefsm.flow import VoiceFlow
+from voicefsm.flow import VoiceFlow, open_resources
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.media_loop import CallLimits
+from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.flow_service import FlowService
 from voicefsm.server.serving import RunningServer, running_server, serve_until_signalled
@@ -84,14 +85,20 @@ def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None 
 
 @contextlib.asynccontextmanager
 async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
-    """A ready app for ``chosen`` with its records open; everything is closed on exit."""
+    """A ready app for ``chosen`` with its records and the flow's resources open; all closed on exit.
+
+    The loop-lag watchdog runs while the app does and counts stalls in ``/metrics``.
+    """
     store = await CallStore.open(settings.db_url)
     try:
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
-        async with RecordWriter(store) as writer:
+        fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened
+        opened = contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
+        async with RecordWriter(store) as writer, opened as resources:
             service = flow_service(settings, chosen)
+            service.resources, service.fake_resources = resources, fakes
             holder: list[FastAPI] = []
             app = create_app(
                 settings,
@@ -101,7 +108,12 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
                 flow_description=service.description(),
             )
             holder.append(app)
-            yield app
+
+            def stalled(stall: Stall) -> None:
+                app.state.voicefsm.metrics.loop_stalled(stall.duration_s)
+
+            async with LoopWatchdog(on_stall=stalled):
+                yield app
     finally:
         await store.aclose()
 

@@ -32,6 +32,14 @@ class Metrics:
             "Requests refused (signature, token, capacity)",
             registry=self.registry,
         )
+        self.loop_stalls = Counter(
+            "voicefsm_loop_stalls",
+            "Event-loop stalls over the watchdog threshold (every call waited; see the log for the callback)",
+            registry=self.registry,
+        )
+        self.loop_stall_seconds = Counter(
+            "voicefsm_loop_stall_seconds", "Total time the event loop was blocked", registry=self.registry
+        )
         self.calls_started = 0
 
     def call_started(self) -> None:
@@ -47,6 +55,11 @@ class Metrics:
 
     def provider_error(self, kind: str) -> None:
         self.provider_errors.labels(kind=kind).inc()
+
+    def loop_stalled(self, seconds: float) -> None:
+        """The loop-lag watchdog saw the event loop blocked for ``seconds``."""
+        self.loop_stalls.inc()
+        self.loop_stall_seconds.inc(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
