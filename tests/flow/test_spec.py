@@ -26,7 +26,11 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         ("ask_time", "ask"),
         ("ask_name", "ask"),
         ("confirm", "ask"),
+        ("check", "do"),
+        ("offer", "ask"),
+        ("book", "do"),
         ("booked", "hangup"),
+        ("unavailable", "hangup"),
         ("give_up", "hangup"),
         ("hung_up", "hangup"),
         ("failed", "hangup"),
@@ -51,7 +55,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
     assert spec.state("give_up").outcome == "gave_up"
     assert spec.state("failed").default and not spec.state("booked").default
     assert (
-        TransitionSpec(source="confirm", target="booked", events=["filled"], guards=["yes"])
+        TransitionSpec(source="confirm", target="check", events=["filled"], guards=["yes"])
         in spec.transitions
     )
     assert (
@@ -59,8 +63,8 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         in spec.transitions
     )
     assert spec.slots_schema["properties"]["day"]["anyOf"][0] == {"format": "date", "type": "string"}
-    assert spec.events == ["disconnected", "error.execution", "filled", "no_input", "no_match", "spoken",
-                           "stt_error", "tts_error"]  # fmt: skip
+    assert spec.events == ["disconnected", "error.execution", "failure", "filled", "free", "no_input", "no_match",
+                           "saved", "spoken", "stt_error", "taken", "timed_out", "tts_error"]  # fmt: skip
 
 
 def test_the_spec_round_trips_through_json_and_has_a_schema() -> None:

@@ -42,7 +42,14 @@ from voicefsm.flow.kinds import (
     kind_for,
     kind_of,
 )
-from voicefsm.flow.slots import BUILTINS, slots_model_problem, template_fields, template_names
+from voicefsm.flow.slots import (
+    BUILTINS,
+    computed_names,
+    computed_problem,
+    slots_model_problem,
+    template_fields,
+    template_names,
+)
 
 #: Events that end a call from outside the conversation (with the kinds' own aborting events,
 #: e.g. tts_error): they do not count as the flow finishing.
@@ -211,7 +218,8 @@ class _Checker:
     def check_templates(self) -> None:
         model = self.flow.slots_model
         names = template_names(model) if slots_model_problem(model) is None else ()
-        known = (*names, *BUILTINS)
+        computed = computed_names(self.flow)
+        known = (*names, *BUILTINS, *computed)
         for state in self.states:
             for label, template in kind_for(state).templates().items():
                 try:
@@ -222,15 +230,22 @@ class _Checker:
                     )
                     continue
                 for field in fields:
-                    if field not in known:
-                        self.add(
-                            state,
-                            f"'s {label} names {{{field}}}, which is neither a slot of "
-                            f"{getattr(model, '__name__', model)} ({_listing(names) or 'none'}) "
-                            f"nor a built-in ({_listing(('{' + b + '}' for b in BUILTINS), 'or')})",
-                            _did_you_mean(field, known, braces=True)
-                            or f"use one of those names, or add a `{field}` field to the slots model",
-                        )
+                    if field in known:
+                        continue
+                    unusable = computed_problem(self.flow, field)
+                    if unusable is not None:
+                        self.add(state, f"'s {label} names {{{field}}}, which {unusable[0]}", unusable[1])
+                        continue
+                    members = f", nor a property of the flow ({_listing(computed)})" if computed else ""
+                    self.add(
+                        state,
+                        f"'s {label} names {{{field}}}, which is neither a slot of "
+                        f"{getattr(model, '__name__', model)} ({_listing(names) or 'none'}) "
+                        f"nor a built-in ({_listing(('{' + b + '}' for b in BUILTINS), 'or')}){members}",
+                        _did_you_mean(field, known, braces=True)
+                        or f"use one of those names, add a `{field}` field to the slots model, "
+                        "or a property to the flow",
+                    )
 
     def check_events(self) -> None:
         for edge in self.edges:

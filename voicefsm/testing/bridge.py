@@ -46,6 +46,7 @@ from websockets.exceptions import ConnectionClosed
 from voicefsm.core.events import WsConnected
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
@@ -252,7 +253,13 @@ class _Leg(FlowListener):
             self.call.stt_factory = lambda: self.stt
             await self.call.start_stt()
         runtime = FlowRuntime(
-            self.flow, self.call, self.tts, clock=self.clock, listeners=[self], today=lambda: self.today
+            self.flow,
+            self.call,
+            self.tts,
+            clock=self.clock,
+            listeners=[self],
+            today=lambda: self.today,
+            resources=fakes_for(self.flow),  # in process: the flow's declared fakes
         )
         self._tasks = [
             asyncio.create_task(self._play(), name=f"bridge-{self.role}-play"),
