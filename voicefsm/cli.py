@@ -8,7 +8,7 @@ import ipaddress
 import json
 import logging
 import sys
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from voicefsm import __version__
 from voicefsm.errors import MissingStreamUrlError, ProviderUnavailable, TelephonyError, VoiceFsmError
-from voicefsm.flow import FlowDefinitionError, FlowLoadError, VoiceFlow
+from voicefsm.flow import FlowDefinitionError, FlowLoadError, ResourceError, VoiceFlow, open_resources
 from voicefsm.flow.loader import load_flow
 from voicefsm.settings import Settings
 
@@ -199,10 +199,19 @@ def chat(
     if interactive:
         out.print(f"[bold]voicefsm chat[/] with {flow_class.__name__} from {flow_file}")
         out.print(HELP, markup=False, style="dim")
+    async def opened_chat() -> FlowResult:
+        # The flow's resources (its calendar, its HTTP clients) are the real ones, as in `serve`.
+        async with open_resources(flow_class, _settings()) as resources:
+            return await chat_session(
+                flow_class, StdinLines(), out, today=day, interactive=interactive, resources=resources
+            )
+
     try:
-        result = asyncio.run(chat_session(flow_class, StdinLines(), out, today=day, interactive=interactive))
+        result = asyncio.run(opened_chat())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except ResourceError as exc:
+        raise _fail(str(exc)) from exc
     except ChatStuckError as exc:
         raise _fail(str(exc)) from exc
     if result.outcome == "error":
@@ -217,6 +226,7 @@ async def chat_session(
     today: dt.date | None = None,
     interactive: bool = False,
     listeners: Sequence[FlowListener] = (),
+    resources: Mapping[str, object] | None = None,
 ) -> FlowResult:
     """One call to ``flow_class`` on the terminal line, fed by ``lines`` and shown on ``console``."""
     from voicefsm.core.events import WsConnected
@@ -247,6 +257,7 @@ async def chat_session(
         # The view has FlowListener's hooks; it cannot subclass it (transports sit below the runtime).
         listeners=[cast("FlowListener", view), *listeners],
         today=(lambda: today) if today is not None else dt.date.today,
+        resources=resources,
     )
     try:
         result = await TerminalLine(call, clock, view).run(runtime.run(), lines)
