@@ -125,7 +125,7 @@ class VoiceFlowMeta(StateMachineMetaclass):
         cls._default_transitions = frozenset(defaults)
         cls._default_states = frozenset(added_states)
         cls._event_ids = frozenset(event.id for event in cls._events)
-        if cls.uses_stt is None:
+        if cls.__dict__.get("uses_stt", getattr(cls, "uses_stt", None)) is None:
             cls.uses_stt = not any(kind_for(s).needs_raw_audio for s in cls.states)
         problems += _resolve_kinds(cls, path)
         problems += check_flow(cls)  # type: ignore[arg-type]
@@ -205,28 +205,28 @@ def _add_default_exits(
         if state.final:
             continue
         exits = {**_ALWAYS_EXITS, **kind_for(state).default_exits}
-        for event, target in exits.items():
+        for event, exit_to in exits.items():
             if not any(_handles(t, handled.get(id(t), set()), event) for t in state.transitions):
-                needs.append((state, event, target))
+                needs.append((state, event, exit_to))
 
     targets: dict[str, State] = {}
     added_states: list[str] = []
     for key, (prompt, outcome) in endings.items():
-        wanted = any(target == key for _, _, target in needs)
+        wanted = any(target_name == key for _, _, target_name in needs)
         existing = attrs.get(key)
         if isinstance(existing, State) and existing.final:
             targets[key] = existing
         elif wanted and existing is None:
-            state = Hangup(prompt, outcome=outcome)
-            state.path, state.line = path, line
-            attrs[key] = targets[key] = state
+            ending = Hangup(prompt, outcome=outcome)
+            ending.path, ending.line = path, line
+            attrs[key] = targets[key] = ending
             added_states.append(key)
     added: list[Transition] = []
-    for state, event, key in needs:
+    for source, event, key in needs:
         target = targets.get(key)
         if target is None:
             continue  # the name is taken by something else; the checks report the missing exit
-        added.extend(state.to(target, event=event))
+        added.extend(source.to(target, event=event))
     return added, added_states
 
 
@@ -316,7 +316,8 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     @property
     def current(self) -> State:
         """The (class-level) state the flow is in."""
-        (active,) = [s for s in self.configuration if s.is_atomic] or [self.initial_state]
+        atomic = [s for s in self.configuration if s.is_atomic]
+        (active,) = atomic or [s for s in (self.initial_state,) if s is not None]
         state: State = type(self).states_map[active.value]
         return state
 

@@ -101,7 +101,7 @@ def guard_names(transition: Transition) -> tuple[str, ...]:
 
 def edges_of(flow: type[StateChart]) -> list[Edge]:
     """Every transition of a flow (initial pseudo-transitions excluded), in declaration order."""
-    defaults = getattr(flow, "_default_transitions", frozenset())
+    defaults: frozenset[Transition] = getattr(flow, "_default_transitions", frozenset())
     edges = []
     for state in flow.states:
         for transition in state.transitions:

@@ -61,9 +61,11 @@ from voicefsm.flow.kinds import (
 from voicefsm.flow.slots import render_template, template_values
 from voicefsm.providers.base import TextToSpeech, hints_from_phrases
 from voicefsm.runtime.call import Call, SpeakResult
-from voicefsm.runtime.clock import Clock, LoopClock
-from voicefsm.runtime.flow_endings import echo_caller, wait_for_hangup
+from voicefsm.runtime.clock import Clock, LoopClock, VirtualClock
+from voicefsm.runtime.flow_endings import cancel_and_wait, echo_caller, wait_for_hangup
 from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn
+from voicefsm.runtime.step_pool import run_sync
+from voicefsm.runtime.watchdog import running_callback
 
 __all__ = [
     "CallHandler",
@@ -369,15 +371,29 @@ class FlowRuntime:
             raise error from exc
 
     async def run_flow_code(self, function: Callable[..., Any], *args: Any, label: str = "") -> Any:
-        """Call flow code: awaited on the loop when async, on the bounded step pool when sync."""
-        from voicefsm.runtime.step_pool import run_sync
+        """Call flow code: awaited on the loop when async, on the bounded step pool when sync.
 
-        if inspect.iscoroutinefunction(function):
-            return await function(*args)
-        result = await run_sync(function, *args)
-        if inspect.isawaitable(result):
-            return await result
-        return result
+        The watchdog's ``current_callback`` names the flow, state and ``label`` meanwhile. On a
+        virtual clock, time stands still while a sync body works in its thread (as it does while
+        code runs on the loop), so a test's timeouts measure the flow, not the machine.
+        """
+        state = self._activity.state.id if self._activity is not None else None
+        with running_callback(
+            self.name, state, label or getattr(function, "__name__", "?"), _where(function)
+        ):
+            if inspect.iscoroutinefunction(function):
+                return await function(*args)
+            job = asyncio.create_task(run_sync(function, *args), name=f"flow-sync-{label}")
+            try:
+                if isinstance(self.clock, VirtualClock):
+                    while not job.done():  # noqa: ASYNC110 (busy on purpose: virtual time must not jump)
+                        await asyncio.sleep(0)
+                result = await job
+            finally:
+                await cancel_and_wait(job)
+            if inspect.isawaitable(result):
+                return await result
+            return result
 
     # -- prompts ------------------------------------------------------------------------------
 
@@ -486,6 +502,12 @@ class FlowRuntime:
                 method(*args)
             except Exception:
                 self.call.log.exception("flow listener %r failed in %s", listener, hook)
+
+
+def _where(function: Callable[..., Any]) -> str | None:
+    """``file:line`` of a function's definition, for messages that name flow code."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
 
 
 def flow_handler(

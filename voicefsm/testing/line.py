@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from voicefsm.core.events import Dtmf, WsConnected
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
@@ -85,8 +86,12 @@ class FlowLine(FlowListener):
         actions: RecordingActions | None = None,
         wait_s: float = WAIT_S,
         clock: VirtualClock | None = None,
+        resources: Mapping[str, object] | None = None,
+        stubs: dict[str, object] | None = None,
     ) -> None:
         self.flow = flow
+        #: Resources by name over the flow's declared fakes; step stubs by state id or method (mutable).
+        self.resources, self.stubs = resources, stubs if stubs is not None else {}
         self.caller = caller
         self.today = today
         self.echo_marks = echo_marks
@@ -133,6 +138,8 @@ class FlowLine(FlowListener):
             listeners=[self],
             today=lambda: self.today,
             limits=self.limits,
+            resources=fakes_for(flow_cls, given=self.resources),
+            stubs=self.stubs,
         )
         self._tasks = [
             asyncio.create_task(self._play(), name="line-play"),

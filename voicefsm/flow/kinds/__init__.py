@@ -47,6 +47,7 @@ from voicefsm.flow.kinds.base import (
     kind_of,
     outcome_of,
 )
+from voicefsm.flow.kinds.do import Do, Result, StepStub, StepStubs
 from voicefsm.flow.kinds.echo import Echo
 from voicefsm.flow.kinds.endings import Ending, Hangup, SendSms, Transfer
 from voicefsm.flow.kinds.say import Say
@@ -75,15 +76,19 @@ __all__ = [
     "CallerKey",
     "CallerSaid",
     "CallerSpeaking",
+    "Do",
     "Echo",
     "Ending",
     "FlowStuckError",
     "Hangup",
     "PlainState",
     "PromptEnded",
+    "Result",
     "Say",
     "SendSms",
     "StateKind",
+    "StepStub",
+    "StepStubs",
     "SttFailed",
     "TimerFired",
     "Transfer",

@@ -379,7 +379,7 @@ class StateKind(State):
     kind: ClassVar[str] = "state"
     #: The events a state of this kind receives and so must handle (besides error.execution and
     #: limit_reached, which every state that is not final receives).
-    waits_for: ClassVar[tuple[str, ...]] = ()
+    waits_for: tuple[str, ...] = ()
     #: Events that get a default exit when the flow has none: event -> default final state
     #: (``hung_up``, ``failed`` or ``limit``). disconnected, error.execution and limit_reached
     #: always do.
