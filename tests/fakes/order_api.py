@@ -5,8 +5,9 @@ number: ``api.fail[number] = 503`` answers that status; ``api.hold.add(number)``
 wait until :meth:`OrderApi.release` (or the server stops), so a step's timeout can be tested
 on the flow's virtual clock. Every request path is recorded in :attr:`OrderApi.requests`.
 
-The server runs on the test's own event loop, so a virtual clock sees its socket traffic as work
-and does not jump while a request is in flight.
+The server runs on the test's own event loop. Give the flow a client without keep-alive
+(:func:`client_for`): a VirtualClock was seen to jump while a request on a reused connection was in
+flight (the loop looked idle), while a request on a new connection is seen through.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -36,6 +38,13 @@ class OrderApi:
         self.requests: list[str] = []
         self.base_url = ""
         self._released = asyncio.Event()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is being handled (e.g. a held one after :meth:`release`)."""
+        await self._idle.wait()
 
     def release(self) -> None:
         """Let held requests answer."""
@@ -47,8 +56,15 @@ class OrderApi:
         @app.get("/orders/{number}")
         async def order(number: str) -> JSONResponse:
             self.requests.append(f"/orders/{number}")
-            if number in self.hold:
-                await self._released.wait()
+            self._busy += 1
+            self._idle.clear()
+            try:
+                if number in self.hold:
+                    await self._released.wait()
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
             if number in self.fail:
                 return JSONResponse({"detail": "order system unavailable"}, status_code=self.fail[number])
             found = self.orders.get(number)
@@ -69,3 +85,10 @@ async def order_api() -> AsyncIterator[OrderApi]:
             yield api
         finally:
             api.release()
+
+
+def client_for(api: OrderApi) -> httpx.AsyncClient:
+    """An HTTP client of ``api`` as the flow's ``shop`` resource: a new connection per request (see above)."""
+    return httpx.AsyncClient(
+        base_url=api.base_url, timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0)
+    )
