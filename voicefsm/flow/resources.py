@@ -71,13 +71,13 @@ class ResourceError(FlowError):
     def __init__(self, flow: str, name: str, reason: str, fix: str = "") -> None:
         super().__init__(flow, name, reason, fix)
         self.flow = flow
-        self.name = name
+        self.resource = name
         self.reason = reason
         self.fix = fix
 
     def __str__(self) -> str:
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{self.flow}: resource {self.name!r} {self.reason}.{fix}"
+        return f"{self.flow}: resource {self.resource!r} {self.reason}.{fix}"
 
 
 class Resource:

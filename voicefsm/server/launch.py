@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +95,9 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
         fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened
-        opened = contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
+        opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
+            contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
+        )
         async with RecordWriter(store) as writer, opened as resources:
             service = flow_service(settings, chosen)
             service.resources, service.fake_resources = resources, fakes
