@@ -214,6 +214,9 @@ class Booking(VoiceFlow):
 
     slots_model = Appointment
     resources = (calendar,)
+    #: A booking call enters a few dozen states; a calendar that keeps disagreeing with itself
+    #: (free when checked, taken when written) would loop check -> book for ever: end it sooner.
+    max_state_entries = 200
 
     greet = Say("Hi, this is Bright Smile Dental.", initial=True)
     ask_day = Ask("Which day would you like to come in?", slot="day")
