@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from voicefsm.cli import chat_session
-from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow
+from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow, fakes_for
 from voicefsm.flow.loader import load_flow
 from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
@@ -58,7 +58,9 @@ caller: Alex
   -> confirm (filled)
 agent: Alex, that's Tuesday at 10:00. Shall I book it? Say yes or press 1, or no or press 2.
 caller: [presses 1]
-  -> booked (filled)
+  -> check (filled)
+  -> book (free)
+  -> booked (saved)
 agent: You're booked, Alex. See you on Tuesday. Goodbye!
 call ended: completed in booked; agent hung up
 slots: day=2024-06-04, time=10:00, name=Alex
@@ -121,7 +123,13 @@ async def chat(
     console = Console(file=screen, width=100, highlight=False, soft_wrap=True, force_terminal=False)
     async with asyncio.timeout(10):
         result = await chat_session(
-            flow_class, lines_of(lines), console, today=MONDAY, interactive=interactive, listeners=listeners
+            flow_class,
+            lines_of(lines),
+            console,
+            today=MONDAY,
+            interactive=interactive,
+            listeners=listeners,
+            resources=fakes_for(flow_class),  # in process: the flow's declared fakes
         )
     return screen.getvalue(), result
 
@@ -213,7 +221,12 @@ async def test_a_typed_booking_completes_with_a_readable_transcript() -> None:
     screen, result = await chat("booking.py", BOOKING_SCRIPT)
     assert screen == BOOKING_TRANSCRIPT
     assert result.outcome == "completed" and result.final_state == "booked"
-    assert result.slots == {"day": MONDAY + dt.timedelta(days=1), "time": dt.time(10), "name": "Alex"}
+    assert result.slots == {
+        "day": MONDAY + dt.timedelta(days=1),
+        "time": dt.time(10),
+        "name": "Alex",
+        "offered": None,
+    }
 
 
 async def test_agent_audio_takes_its_length_and_silence_takes_the_no_input_time() -> None:
