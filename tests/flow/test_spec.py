@@ -34,6 +34,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         ("give_up", "hangup"),
         ("hung_up", "hangup"),
         ("failed", "hangup"),
+        ("limit", "hangup"),
     ]
     ask_day = spec.state("ask_day")
     assert ask_day.slot == "day"
@@ -48,6 +49,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         "stt_error",
         "disconnected",
         "error.execution",
+        "limit_reached",
     ]
     confirm = spec.state("confirm")
     assert confirm.expect is not None and confirm.expect.params == {"yes_key": "1", "no_key": "2"}
@@ -63,8 +65,14 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         in spec.transitions
     )
     assert spec.slots_schema["properties"]["day"]["anyOf"][0] == {"format": "date", "type": "string"}
-    assert spec.events == ["disconnected", "error.execution", "failure", "filled", "free", "no_input", "no_match",
-                           "saved", "spoken", "stt_error", "taken", "timed_out", "tts_error"]  # fmt: skip
+    assert spec.events == ["disconnected", "error.execution", "failure", "filled", "free", "limit_reached",
+                           "no_input", "no_match", "saved", "spoken", "stt_error", "taken", "timed_out",
+                           "tts_error"]  # fmt: skip
+    assert spec.limits == {
+        "max_duration_s": Booking.max_duration_s,
+        "max_state_entries": Booking.max_state_entries,
+        "max_same_state": Booking.max_same_state,
+    }
 
 
 def test_the_spec_round_trips_through_json_and_has_a_schema() -> None:

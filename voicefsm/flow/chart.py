@@ -17,8 +17,11 @@ use the python-statemachine DSL, and what it collects lives in ``slots_model``::
 Before python-statemachine builds the class, the metaclass adds the exits every flow needs
 and most never write, as real states and transitions (so the diagram, the spec and coverage
 show them): ``disconnected`` from every state that is not final to a silent final state
-``hung_up``; ``tts_error``, ``stt_error`` and ``error.execution`` to ``failed``, a Hangup that
-apologises. A flow that declares its own transition for a state and event keeps it. Then the
+``hung_up``; ``tts_error``, ``stt_error``, a step's ``failure`` and ``timed_out``, and
+``error.execution`` to ``failed``, a Hangup that apologises; ``limit_reached`` (a call limit:
+``max_duration_s``, ``max_state_entries``, ``max_same_state``) to ``limit``, a polite goodbye.
+Which events get a default exit is each state kind's to say (``StateKind.default_exits``).
+A flow that declares its own transition for a state and event keeps it. Then the
 static checks (:mod:`voicefsm.flow.checks`) run, and a flow that could strand a caller is
 rejected with :class:`~voicefsm.flow.errors.FlowDefinitionError`.
 
@@ -44,13 +47,14 @@ from statemachine.transition_list import TransitionList
 
 from voicefsm.flow.checks import check_flow
 from voicefsm.flow.errors import FlowDefinitionError, FlowProblem, UnknownEventError
-from voicefsm.flow.kinds import DISCONNECTED, ERROR_EXECUTION, Hangup, kind_for
-from voicefsm.flow.kinds.base import FAILED, HUNG_UP
+from voicefsm.flow.kinds import DISCONNECTED, ERROR_EXECUTION, LIMIT_REACHED, Hangup, kind_for
+from voicefsm.flow.kinds.base import FAILED, HUNG_UP, LIMIT
 from voicefsm.flow.slots import NoSlots
 
 APOLOGY = "Sorry, something went wrong on our side. Please call again later."
+LIMIT_GOODBYE = "I'm sorry, we have to end this call now. Please call again. Goodbye!"
 #: The default exit of the events every state that is not final receives.
-_ALWAYS_EXITS: dict[str, str] = {DISCONNECTED: HUNG_UP, ERROR_EXECUTION: FAILED}
+_ALWAYS_EXITS: dict[str, str] = {DISCONNECTED: HUNG_UP, ERROR_EXECUTION: FAILED, LIMIT_REACHED: LIMIT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,8 @@ class VoiceFlowMeta(StateMachineMetaclass):
 
         attrs = dict(attrs)
         apology = attrs.get("apology", getattr(cls, "apology", APOLOGY))
-        endings = {HUNG_UP: (None, "hung_up"), FAILED: (apology, "error")}
+        goodbye = attrs.get("limit_goodbye", getattr(cls, "limit_goodbye", LIMIT_GOODBYE))
+        endings = {HUNG_UP: (None, "hung_up"), FAILED: (apology, "error"), LIMIT: (goodbye, "limit")}
         defaults, added_states = _add_default_exits(attrs, endings, path, frame_line)
         try:
             super().__init__(name, bases, attrs)
@@ -262,6 +267,17 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     uses_stt: ClassVar[bool | None] = None
     #: What the default ``failed`` state says before hanging up.
     apology: ClassVar[str] = APOLOGY
+
+    #: Call limits (None: no limit). Reaching one sends ``limit_reached`` (payload ``reason``), which
+    #: by default goes to ``limit``, a final state that says ``limit_goodbye`` (outcome "limit").
+    #: The longest a call may last, in seconds on the runtime's clock.
+    max_duration_s: ClassVar[float | None] = 600.0
+    #: The most states a call may enter (a loop guard, like Twilio Studio's 1,000 steps).
+    max_state_entries: ClassVar[int | None] = 1000
+    #: The most times in a row the same state may be entered (re-entered from itself).
+    max_same_state: ClassVar[int | None] = 10
+    #: What the default ``limit`` state says before hanging up.
+    limit_goodbye: ClassVar[str] = LIMIT_GOODBYE
 
     #: Flow code that raises (a guard, an action, an entry callback) makes ``send`` raise and the
     #: transition not happen; the runtime logs it and sends ``error.execution``. (python-statemachine's

@@ -61,7 +61,7 @@ _NO_PROGRESS = frozenset({ERROR_EXECUTION})
 _TROUBLE = frozenset({NO_INPUT, NO_MATCH, DISCONNECTED, FAILURE, TIMED_OUT, ERROR_EXECUTION, LIMIT_REACHED})
 _FLOW_ATTRIBUTES = frozenset(
     {"slots", "caller", "parameters", "steps", "log", "current", "yes", "no", "slots_model", "uses_stt",
-     "apology", "resources", "max_duration_s", "max_state_entries", "max_same_state", "goodbye_at_limit"}
+     "apology", "resources", "max_duration_s", "max_state_entries", "max_same_state", "limit_goodbye"}
 )  # fmt: skip
 _RESERVED = _FLOW_ATTRIBUTES | {name for name in dir(StateChart) if not name.startswith("_")}
 
@@ -159,6 +159,7 @@ class _Checker:
 
     def run(self) -> list[FlowProblem]:
         self.check_slots_and_arguments()
+        self.check_limits()
         self.check_names()
         self.check_callback_names()
         self.check_templates()
@@ -178,6 +179,19 @@ class _Checker:
             kind = kind_for(state)
             for message, fix in [*kind.argument_problems(), *kind.flow_problems(self.flow)]:
                 self.add(state, message, fix)
+
+    def check_limits(self) -> None:
+        for name in ("max_duration_s", "max_state_entries", "max_same_state"):
+            value = getattr(self.flow, name, None)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                example = {"max_duration_s": "600", "max_state_entries": "1000", "max_same_state": "10"}[name]
+                self.add(
+                    None,
+                    f"sets {name} = {value!r}, which is not a positive number",
+                    f"use a positive number (the default is {example}), or None for no limit",
+                )
 
     def check_names(self) -> None:
         for state in self.states:

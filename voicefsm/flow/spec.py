@@ -99,6 +99,10 @@ class FlowSpec(_Spec):
     states: list[StateSpec]
     transitions: list[TransitionSpec]
     events: list[str]
+    limits: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="call limits: max_duration_s, max_state_entries, max_same_state (None: no limit)",
+    )
 
     @classmethod
     def of(cls, flow: type[VoiceFlow]) -> FlowSpec:
@@ -126,6 +130,10 @@ class FlowSpec(_Spec):
                 for edge in edges_of(flow)
             ],
             events=sorted({normalize_event(event.id) for event in flow._events}),
+            limits={
+                name: getattr(flow, name, None)
+                for name in ("max_duration_s", "max_state_entries", "max_same_state")
+            },
         )
 
     def state(self, state_id: str) -> StateSpec:

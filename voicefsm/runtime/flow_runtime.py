@@ -47,6 +47,7 @@ from voicefsm.flow.expect_base import Expectation
 from voicefsm.flow.kinds import (
     DISCONNECTED,
     ERROR_EXECUTION,
+    LIMIT_REACHED,
     Activity,
     CallerKey,
     CallerSaid,
@@ -58,10 +59,11 @@ from voicefsm.flow.kinds import (
     kind_for,
     outcome_of,
 )
+from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
 from voicefsm.providers.base import TextToSpeech, hints_from_phrases
 from voicefsm.runtime.call import Call, SpeakResult
-from voicefsm.runtime.clock import Clock, LoopClock, VirtualClock
+from voicefsm.runtime.clock import Clock, LoopClock
 from voicefsm.runtime.flow_endings import cancel_and_wait, echo_caller, wait_for_hangup
 from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn
 from voicefsm.runtime.step_pool import run_sync
@@ -102,6 +104,13 @@ CallHandler = Callable[[Call], Awaitable[None]]
 _CALLER_EVENTS = (Committed, Recognizing, Dtmf, SttError, Disconnected)
 
 
+@dataclass(frozen=True, slots=True)
+class _DurationUp:
+    """The call has lasted ``max_duration_s``."""
+
+    seconds: float
+
+
 class FlowRuntime:
     """Drives one flow instance on one call. Create it on the call's loop; :meth:`run` it once.
 
@@ -123,11 +132,12 @@ class FlowRuntime:
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, Any] | None = None,
     ) -> None:
-        self.flow = (
-            flow
-            if isinstance(flow, VoiceFlow)
-            else flow(caller=call.caller, parameters=call.parameters, resources=resources)
-        )
+        if isinstance(flow, VoiceFlow):
+            if resources is not None and not len(flow.resources):
+                flow.resources = Resources.for_flow(type(flow), resources)
+            self.flow = flow
+        else:
+            self.flow = flow(caller=call.caller, parameters=call.parameters, resources=resources)
         self.call = call
         self.tts = tts
         self.actions = actions
@@ -148,6 +158,10 @@ class FlowRuntime:
         self._t0 = 0.0
         self._caller_started: float | None = None
         self._last_caller_end: float | None = None
+        self._entries = 0
+        self._same = 0
+        self._last_entered: str | None = None
+        self._limited = False
 
     @property
     def name(self) -> str:
@@ -167,16 +181,32 @@ class FlowRuntime:
         self._ran = True
         self._t0 = self.clock.now()
         unsubscribe = self.call.subscribe(self._post)
+        limit = getattr(self.flow, "max_duration_s", None)
+        guard = None
+        if limit and isinstance(self.clock, LoopClock):
+            guard = asyncio.create_task(self._duration_guard(limit), name="flow-limit-duration")
         try:
             await self._activate()
             while not self.flow.is_terminated and not self._aborted:
                 await self._handle(await self._mailbox.get())
             await self._stop_activity()
+            await cancel_and_wait(guard)
             await self._finish()
         finally:
             unsubscribe()
+            await cancel_and_wait(guard)
             await self._stop_activity()
         return self._result()
+
+    async def _duration_guard(self, seconds: float) -> None:
+        """Real time: post the end of ``max_duration_s`` to the mailbox, whatever the call is doing.
+
+        A simulated clock (tests, chat) moves only to wake something that is due, which then posts
+        to the mailbox; there the duration is checked on every message instead (a sleeper far in the
+        future would let simulated time run to it whenever the call waits on real time).
+        """
+        await self.clock.sleep(seconds)
+        self._mailbox.put_nowait(_DurationUp(seconds))
 
     def _post(self, event: CallEvent) -> None:
         if isinstance(event, _CALLER_EVENTS):
@@ -192,6 +222,7 @@ class FlowRuntime:
             self._aborted = True
             return
         self._notify("on_transition", "", "start", self.flow.current.id)
+        self._count_entry(self.flow.current.id)
         self._report_steps()
         if self.call.is_disconnected:
             await self._on_disconnected(self.call.disconnect_reason or "hangup")
@@ -201,6 +232,10 @@ class FlowRuntime:
     async def _handle(self, message: Any) -> None:
         if isinstance(message, Disconnected):
             await self._on_disconnected(message.reason)
+            return
+        left = self.time_left()
+        if isinstance(message, _DurationUp) or (left == 0.0 and not self._limited):
+            await self.check_limits(due=isinstance(message, _DurationUp))
             return
         if isinstance(message, SttError):
             self._fail("stt", f"speech recognition failed: {message.reason}")
@@ -254,6 +289,9 @@ class FlowRuntime:
         if not self._report_steps():
             return False
         await self._stop_activity()
+        crossed = self._limit_crossed()
+        if crossed is not None and not self.flow.is_terminated:
+            return await self._limit_reached(*crossed)
         await self._enter(self.flow.current)
         return True
 
@@ -271,8 +309,46 @@ class FlowRuntime:
         steps = self.flow.steps[self._steps_seen :]
         self._steps_seen = len(self.flow.steps)
         for step in steps:
+            self._count_entry(step.target)
             self._notify("on_transition", step.source, step.event, step.target)
         return bool(steps)
+
+    # -- call limits --------------------------------------------------------------------------
+
+    def _count_entry(self, state: str) -> None:
+        self._entries += 1
+        self._same = self._same + 1 if state == self._last_entered else 1
+        self._last_entered = state
+
+    def _limit_crossed(self) -> tuple[str, str] | None:
+        """Which limit (and why) the entries so far cross, or None."""
+        if self._limited:
+            return None
+        most = getattr(self.flow, "max_state_entries", None)
+        if most and self._entries > most:
+            return (
+                "max_state_entries",
+                f"the call entered {self._entries} states (max_state_entries = {most})",
+            )
+        same = getattr(self.flow, "max_same_state", None)
+        if same and self._same > same:
+            return (
+                "max_same_state",
+                f"the call entered {self._last_entered} {self._same} times in a row "
+                f"(max_same_state = {same})",
+            )
+        return None
+
+    async def _limit_reached(self, limit: str, reason: str) -> bool:
+        """Send ``limit_reached``: by default the call says a polite goodbye in ``limit`` and ends."""
+        self._limited = True
+        self._fail("limit", f"limit reached: {reason}")
+        self._notify("on_limit", limit, reason)
+        await self._stop_activity()
+        sent = await self._send(LIMIT_REACHED, reason=reason)
+        if not sent and not self.flow.is_terminated:
+            self._aborted = True
+        return sent
 
     # -- entering a state ---------------------------------------------------------------------
 
@@ -290,6 +366,11 @@ class FlowRuntime:
     # -- the ActivityHost the state's activity works with ---------------------------------------
 
     @property
+    def time_is_simulated(self) -> bool:
+        """True unless the clock is the loop's real one."""
+        return not isinstance(self.clock, LoopClock)
+
+    @property
     def stubs(self) -> Mapping[str, Any]:
         """Test-kit replacements of step bodies (empty in production)."""
         return self._stubs
@@ -302,6 +383,20 @@ class FlowRuntime:
     def next_token(self) -> int:
         """A fresh token for an activity's task."""
         return next(self._tokens)
+
+    def time_left(self) -> float | None:
+        """Seconds until the call's max_duration_s, or None."""
+        longest = getattr(self.flow, "max_duration_s", None)
+        return max(0.0, longest - self._elapsed()) if longest else None
+
+    async def check_limits(self, *, due: bool = False) -> None:
+        """Send limit_reached if the call has lasted max_duration_s (``due``: its timer says so)."""
+        longest = getattr(self.flow, "max_duration_s", None)
+        over = due or (longest is not None and self._elapsed() >= longest - 1e-6)
+        if longest and over and not self._limited and not self.flow.is_terminated:
+            await self._limit_reached(
+                "max_duration_s", f"the call lasted {longest:g} seconds (max_duration_s)"
+            )
 
     def post(self, message: Any) -> None:
         """Put an activity's message in the mailbox."""
@@ -373,9 +468,7 @@ class FlowRuntime:
     async def run_flow_code(self, function: Callable[..., Any], *args: Any, label: str = "") -> Any:
         """Call flow code: awaited on the loop when async, on the bounded step pool when sync.
 
-        The watchdog's ``current_callback`` names the flow, state and ``label`` meanwhile. On a
-        virtual clock, time stands still while a sync body works in its thread (as it does while
-        code runs on the loop), so a test's timeouts measure the flow, not the machine.
+        The watchdog's ``current_callback`` names the flow, state and ``label`` meanwhile.
         """
         state = self._activity.state.id if self._activity is not None else None
         with running_callback(
@@ -383,14 +476,7 @@ class FlowRuntime:
         ):
             if inspect.iscoroutinefunction(function):
                 return await function(*args)
-            job = asyncio.create_task(run_sync(function, *args), name=f"flow-sync-{label}")
-            try:
-                if isinstance(self.clock, VirtualClock):
-                    while not job.done():  # noqa: ASYNC110 (busy on purpose: virtual time must not jump)
-                        await asyncio.sleep(0)
-                result = await job
-            finally:
-                await cancel_and_wait(job)
+            result = await run_sync(function, *args)
             if inspect.isawaitable(result):
                 return await result
             return result

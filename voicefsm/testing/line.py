@@ -87,7 +87,7 @@ class FlowLine(FlowListener):
         wait_s: float = WAIT_S,
         clock: VirtualClock | None = None,
         resources: Mapping[str, object] | None = None,
-        stubs: dict[str, object] | None = None,
+        stubs: dict[str, Any] | None = None,
     ) -> None:
         self.flow = flow
         #: Resources by name over the flow's declared fakes; step stubs by state id or method (mutable).

@@ -53,12 +53,16 @@ RUNTIME_EVENTS: tuple[str, ...] = (
     DONE, FAILURE, TIMED_OUT, LIMIT_REACHED,
 )  # fmt: skip
 #: Events every state that is not final can receive, whatever its kind.
-ALWAYS_RECEIVED: tuple[str, ...] = (ERROR_EXECUTION,)
+ALWAYS_RECEIVED: tuple[str, ...] = (ERROR_EXECUTION, LIMIT_REACHED)
 
 #: The final states the metaclass adds when a default exit needs them.
 HUNG_UP = "hung_up"
 FAILED = "failed"
 LIMIT = "limit"
+
+#: On a simulated clock, time stands still while flow code works off the clock (a thread, a socket)
+#: for at most this many real seconds; then it may move again (so code waiting on nothing times out).
+HOLD_REAL_S = 0.5
 
 #: Every fault the fault runs know (a kind lists the ones that apply to it).
 ALL_FAULTS: tuple[str, ...] = ("disconnected", "tts_error", "stt_error", "no_input", "garbage")
@@ -171,6 +175,11 @@ class ActivityHost(Protocol):
         ...
 
     @property
+    def time_is_simulated(self) -> bool:
+        """True on a simulated clock (tests, chat): time moves only when everything waits on the clock."""
+        ...
+
+    @property
     def stubs(self) -> Mapping[str, Any]:
         """Test-kit replacements of step bodies, by state id or method name (empty in production)."""
         ...
@@ -182,6 +191,19 @@ class ActivityHost(Protocol):
 
     def next_token(self) -> int:
         """A fresh token for a task's messages (a message with a stale token is dropped)."""
+        ...
+
+    def time_left(self) -> float | None:
+        """Seconds (on the clock) until the call's ``max_duration_s``, or None without one.
+
+        An activity that may wait long without any message (a step) arms a timer for it and then
+        calls :meth:`check_limits`.
+        """
+        ...
+
+    async def check_limits(self, *, due: bool = False) -> None:
+        """End the call politely (``limit_reached``) if it has lasted ``max_duration_s``
+        (``due=True``: a timer armed with :meth:`time_left` says so)."""
         ...
 
     def post(self, message: Message) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import keyword
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -45,6 +46,8 @@ from voicefsm.flow.kinds.base import (
     DONE,
     FAILED,
     FAILURE,
+    HOLD_REAL_S,
+    LIMIT_REACHED,
     RUNTIME_EVENTS,
     TIMED_OUT,
     Activity,
@@ -291,13 +294,30 @@ class DoActivity(Activity):
         self.filler_min_passed = False
         self.delivered = False
         self.last_finished: StepFinished | None = None
+        self.on_clock = asyncio.Event()  # set while a stub waits on the clock
 
     async def enter(self) -> None:
         self.host.set_builtin("error", "")
         self.spawn("step", self._run_step)
+        if self.host.time_is_simulated:
+            self.spawn("hold", self._hold_time)
         self.arm(TIMED_OUT, self.state.timeout_s, slot="timeout")
+        left = self.host.time_left()
+        if left is not None and left < self.state.timeout_s:
+            self.arm(LIMIT_REACHED, left, slot="call_limit")  # the call's max_duration_s comes first
         if self.state.filler:
             self.arm("filler", self.state.filler_after_s, slot="filler")
+
+    async def _hold_time(self, token: int) -> None:
+        """On a simulated clock, time stands still while the step works (on a thread, a socket, a
+        database), as it does while code runs on the loop, for up to HOLD_REAL_S real seconds; it
+        moves while a stub waits on it, and after that (code that waits on nothing then times out)."""
+        until = time.monotonic() + HOLD_REAL_S
+        while self.running("step") and time.monotonic() < until:
+            if self.on_clock.is_set():
+                await asyncio.sleep(0.001)  # let the clock move
+            else:
+                await asyncio.sleep(0)
 
     async def _run_step(self, token: int) -> None:
         try:
@@ -322,10 +342,14 @@ class DoActivity(Activity):
             raise stub
         if not isinstance(stub, StepStub):
             return stub
-        if stub.delay_s > 0:
-            await self.host.clock.sleep(stub.delay_s)
-        if stub.hang:
-            await asyncio.Event().wait()  # never set: only the timeout (or a hang-up) ends it
+        self.on_clock.set()
+        try:
+            if stub.delay_s > 0:
+                await self.host.clock.sleep(stub.delay_s)
+            if stub.hang:
+                await asyncio.Event().wait()  # never set: only the timeout (or a hang-up) ends it
+        finally:
+            self.on_clock.clear()
         if stub.error is not None:
             raise StepFailedError(stub.error)
         return stub.result
@@ -347,6 +371,8 @@ class DoActivity(Activity):
             elif self.claim(message, "filler_min"):
                 self.filler_min_passed = True
                 await self._maybe_deliver()
+            elif self.claim(message, "call_limit"):
+                await self.host.check_limits(due=True)
         elif isinstance(message, PromptEnded) and self.claim(message, "prompt"):
             self.filler_playing = False
             if message.error is not None:
