@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -19,7 +20,14 @@ from rich.markup import escape
 
 from voicefsm import __version__
 from voicefsm.errors import MissingStreamUrlError, ProviderUnavailable, TelephonyError, VoiceFsmError
-from voicefsm.flow import FlowDefinitionError, FlowLoadError, ResourceError, VoiceFlow, open_resources
+from voicefsm.flow import (
+    FlowDefinitionError,
+    FlowLoadError,
+    ResourceError,
+    VoiceFlow,
+    fakes_for,
+    open_resources,
+)
 from voicefsm.flow.loader import load_flow
 from voicefsm.settings import Settings
 
@@ -199,9 +207,17 @@ def chat(
     if interactive:
         out.print(f"[bold]voicefsm chat[/] with {flow_class.__name__} from {flow_file}")
         out.print(HELP, markup=False, style="dim")
+
     async def opened_chat() -> FlowResult:
-        # The flow's resources (its calendar, its HTTP clients) are the real ones, as in `serve`.
-        async with open_resources(flow_class, _settings()) as resources:
+        # The flow's resources (its calendar, its HTTP clients) are the real ones, as in `serve`,
+        # or its declared fakes with VOICEFSM_FAKE_RESOURCES=1.
+        settings = _settings()
+        opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
+            contextlib.nullcontext(fakes_for(flow_class))
+            if settings.fake_resources
+            else open_resources(flow_class, settings)
+        )
+        async with opened as resources:
             return await chat_session(
                 flow_class, StdinLines(), out, today=day, interactive=interactive, resources=resources
             )
