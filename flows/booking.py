@@ -148,15 +148,27 @@ bookings = sa.Table(
 )
 
 
+_ASYNC_DRIVERS = {"sqlite://": "sqlite+aiosqlite://", "postgresql://": "postgresql+asyncpg://",
+                  "postgres://": "postgresql+asyncpg://"}  # fmt: skip
+
+
 class SqlCalendar(Calendar):
-    """The calendar as a SQL table (SQLite or PostgreSQL through SQLAlchemy)."""
+    """The calendar as a SQL table (SQLite or PostgreSQL through SQLAlchemy).
+
+    A booking checks for an overlap and inserts in one transaction; two calls booking the same
+    start at once are kept apart by the unique start. (Overlapping but different starts booked at
+    the same instant on PostgreSQL would need a serializable transaction or an exclusion constraint.)
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     @classmethod
     async def open(cls, url: str) -> SqlCalendar:
-        """Connect to ``url`` and create the table if it is missing."""
+        """Connect to ``url`` (the records' URL; plain sqlite:// or postgresql:// gets its async driver)."""
+        for plain, driver in _ASYNC_DRIVERS.items():
+            if url.startswith(plain):
+                url = driver + url.removeprefix(plain)
         engine = create_async_engine(url, hide_parameters=True)
         async with engine.begin() as connection:
             await connection.run_sync(_metadata.create_all)
