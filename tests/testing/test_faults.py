@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,14 @@ async def test_a_call_whose_outbound_queue_never_closes_on_hang_up_is_caught(
         "the outbound queue was never closed (the transport still waits for agent audio)"
     )
     assert not [task for task in asyncio.all_tasks() - before if not task.done()]  # and it was cleaned up
+
+
+def test_a_callback_that_blocks_fails_the_fault_runs_quickly_naming_it_and_its_line() -> None:
+    started = time.perf_counter()
+    report = run_fault_suite(planted("SlowHook"))
+    assert time.perf_counter() - started < 20  # the hook sleeps 3 s; the suite stops at the first finding
+    [run] = report.failures
+    assert (run.state, run.fault) == ("menu", "none")
+    assert "SlowHook.menu: on_enter_menu (" in (run.problem or "")
+    assert "planted.py:" in (run.problem or "") and "blocked for more than 50 ms" in (run.problem or "")
+    assert "belongs in a Do step" in (run.problem or "")

@@ -32,8 +32,9 @@ traceback and sends ``error.execution``, which by default apologises and hangs u
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +43,7 @@ from statemachine import State, StateChart
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
 from statemachine.factory import StateMachineMetaclass
+from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 from statemachine.transition_list import TransitionList
 
@@ -138,6 +140,75 @@ class VoiceFlowMeta(StateMachineMetaclass):
             problems += _callback_problems(cls, path, frame_line)
         if problems:
             raise FlowDefinitionError(sorted(problems, key=lambda p: (p.line, p.state or "")))
+
+
+#: ``await runner(label, where, function, args, kwargs)``: how the runtime runs user sync callbacks.
+CallbackRunner = Callable[[str, str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+_FRAMEWORK_MODULES = ("voicefsm.", "statemachine")
+
+
+def _user_function(cls: type, name: str) -> Callable[..., Any] | None:
+    """The plain (sync) function a flow class's user code defines as ``name``, or None."""
+    value = inspect.getattr_static(cls, name, None)
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if not inspect.isfunction(value) or inspect.iscoroutinefunction(value):
+        return None
+    module = getattr(value, "__module__", "") or ""
+    return None if module.startswith(_FRAMEWORK_MODULES) else value
+
+
+def _user_callback(cls: type, meta: Any) -> tuple[str, str] | None:
+    """(label, file:line) when the callback ``meta`` describes is user-written sync flow code."""
+    function: Any = None
+    if callable(meta.func) and not isinstance(meta.func, str):
+        module = getattr(meta.func, "__module__", "") or ""
+        if inspect.isfunction(meta.func) and not module.startswith(_FRAMEWORK_MODULES):
+            function = meta.func
+    else:
+        name = str(meta.attr_name or meta.func or "")
+        names = (
+            names_in_boolean_expr(name) if getattr(meta, "may_contain_boolean_expression", False) else {name}
+        )
+        for candidate in sorted(names):
+            function = _user_function(cls, candidate) or function
+    if function is None or inspect.iscoroutinefunction(function):
+        return None
+    code = function.__code__
+    return str(meta.attr_name or function.__name__), f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _route_user_callbacks(flow: VoiceFlow) -> None:
+    """Send every user-written sync guard, action and hook through the runtime's callback runner.
+
+    voicefsm's own callbacks (``yes``, ``no``, the step recorder) stay inline. Without a runner
+    (a flow used outside the runtime) everything runs inline, as python-statemachine would.
+    """
+    registry: Any = getattr(flow, "_callbacks", None)
+    for executor in getattr(registry, "_registry", {}).values():
+        for wrapper in executor:
+            if getattr(wrapper, "_iscoro", False) or getattr(wrapper, "_voicefsm_routed", False):
+                continue
+            found = _user_callback(type(flow), wrapper.meta)
+            if found is not None:
+                wrapper._callback = _routed(flow, wrapper._callback, *found)
+                wrapper._voicefsm_routed = True
+
+
+def _routed(flow: VoiceFlow, original: Callable[..., Any], label: str, where: str) -> Callable[..., Any]:
+    async def routed(*args: Any, **kwargs: Any) -> Any:
+        runner = flow._callback_runner
+        value = (
+            original(*args, **kwargs)
+            if runner is None
+            else await runner(label, where, original, args, kwargs)
+        )
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return routed
 
 
 def _resources_for(flow_cls: type, given: Mapping[str, object] | None) -> Any:
@@ -309,7 +380,10 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
         self.caller = caller
         self.parameters = dict(parameters or {})
         self.steps: list[Step] = []
+        #: Set by the runtime: runs a user-written sync callback off the event loop (None: inline).
+        self._callback_runner: CallbackRunner | None = None
         super().__init__(listeners=[_StepRecorder(self), *(listeners or ())], **kwargs)
+        _route_user_callbacks(self)
 
     # -- guards every flow can use ----------------------------------------------------------
 

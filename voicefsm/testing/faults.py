@@ -41,7 +41,7 @@ from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.line import MONDAY, FlowLine
 
 Fault = Literal[
-    "disconnected", "tts_error", "stt_error", "no_input", "garbage", "step_fails", "step_times_out"
+    "disconnected", "tts_error", "stt_error", "no_input", "garbage", "step_fails", "step_times_out", "none"
 ]  # fmt: skip
 #: Every fault; each state is attacked with the ones its kind lists (``StateKind.fault_attacks``).
 FAULTS: tuple[Fault, ...] = (
@@ -55,6 +55,7 @@ FAULT_DOES: dict[Fault, str] = {
     "garbage": "the caller answers only nonsense words and stray keys from then on",
     "step_fails": "the state's step raises an error",
     "step_times_out": "the state's step never returns (it times out)",
+    "none": "nothing was broken: the flow's own code did it",
 }
 _SEED_STRIDE = 5  # the seeds of the first five faults stay what they were before steps existed
 
@@ -366,6 +367,8 @@ class CallVerdict:
     simulated_s: float
     #: the chart's state when the call was judged (the one being entered, if flow code blocked)
     state: str | None = None
+    #: a callback of the flow that blocked the call past its budget (the suite stops at the first)
+    blocking: str | None = None
 
 
 async def judge_call(
@@ -395,6 +398,7 @@ async def judge_call(
     await line.__aenter__()  # not `async with`: its exit asserts, and a leak is a finding here
     caller = asyncio.create_task(line.play_caller(), name="voicefsm-fault-caller")
     watchdog = asyncio.create_task(line.clock.sleep(max_simulated_s), name="voicefsm-fault-watchdog")
+    blocking: str | None = None
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(real_s):
@@ -436,7 +440,15 @@ async def judge_call(
         for task in left:
             task.cancel()
         await asyncio.wait(left, timeout=1.0)
-    return CallVerdict(line, result, "; ".join(problems) or None, simulated_s, chart_state)
+    blocked = _blocking(line)
+    if blocked is not None:
+        problems.insert(0, blocked.removesuffix(" (the test kit fails the call)"))
+        blocking = blocked
+        named = blocked.split(": ", 1)[0]  # "Flow.state: callback (file:line) blocked ..."
+        chart_state = named.split(".", 1)[1] if "." in named else chart_state
+    return CallVerdict(
+        line, result, "; ".join(dict.fromkeys(problems)) or None, simulated_s, chart_state, blocking
+    )
 
 
 #: What a task of the line still running after the call ended means: a queue nobody closed.
@@ -463,6 +475,11 @@ async def _not_closed(line: FlowLine, before: set[asyncio.Task[Any]]) -> list[st
     if ending:
         await asyncio.wait(ending, timeout=SETTLE_REAL_S)
     return [_OWN_ENDING[task.get_name()] for task in ending if not task.done()]
+
+
+def _blocking(line: FlowLine) -> str | None:
+    """The first report of flow code that blocked the call past its budget, or None."""
+    return next((message for kind, message in line.errors if kind == "blocking"), None)
 
 
 def _limited(line: FlowLine, state: str | None) -> str:
@@ -525,7 +542,12 @@ def answers_for(flow: type[VoiceFlow], state: str) -> list[Action]:
 
 
 async def find_paths(
-    flow: type[VoiceFlow], *, today: dt.date = MONDAY, max_runs: int = 400, max_simulated_s: float = 1800
+    flow: type[VoiceFlow],
+    *,
+    today: dt.date = MONDAY,
+    max_runs: int = 400,
+    max_simulated_s: float = 1800,
+    found_blocking: list[CallVerdict] | None = None,
 ) -> dict[str, list[Action]]:
     """For each state a caller can reach: the shortest list of actions found that enters it.
 
@@ -533,12 +555,15 @@ async def find_paths(
     its next answer would meet is given each of that state's answers as n + 1 answers to run.
     Every answer at a listen is run, but of the scripts that reach the same next listen by the
     same states only the first is extended, so a state that only some slot values lead to (a guard
-    on the value, deeper than one answer) can be missed: it is then reported as unreached.
+    on the value, deeper than one answer) can be missed: it is then reported as unreached. Every
+    outcome of every step met is tried too. A call whose flow code blocks past its budget stops the
+    search (appended to ``found_blocking``).
     """
     reached: dict[str, list[Action]] = {}
     queue: deque[list[Action]] = deque([[]])
     seen: set[tuple[str, ...]] = set()
     steps_forced: set[tuple[str, str]] = set()
+    blocked = found_blocking if found_blocking is not None else []
     runs = 0
     wanted = {state.id for state in FlowSpec.of(flow).states if not state.default}
     while queue and runs < max_runs and not wanted <= reached.keys():
@@ -546,6 +571,9 @@ async def find_paths(
         verdict = await judge_call(flow, actions, today=today, max_simulated_s=max_simulated_s)
         runs += 1
         line = verdict.line
+        if verdict.blocking is not None:
+            blocked.append(verdict)
+            break
         assert isinstance(line, _FaultLine)
         for target in line.path:
             reached.setdefault(target, actions)
@@ -614,8 +642,15 @@ async def run_fault_suite_async(
     started = time.perf_counter()
     day = today or MONDAY
     report = FaultReport(flow_class.__name__)
-    paths = await find_paths(flow_class, today=day, max_runs=max_path_runs, max_simulated_s=max_simulated_s)
+    blocked: list[CallVerdict] = []
+    paths = await find_paths(
+        flow_class, today=day, max_runs=max_path_runs, max_simulated_s=max_simulated_s, found_blocking=blocked
+    )
     spec = FlowSpec.of(flow_class)
+    if blocked:  # flow code that blocks is the finding: nothing else is worth the real time it costs
+        report.runs.append(_run_of(blocked[0], blocked[0].state or spec.initial, "none", []))
+        report.elapsed_s = time.perf_counter() - started
+        return report
     for index, state in enumerate(spec.states):
         if state.default:
             continue  # hung_up and failed: entered by the faults themselves
@@ -639,22 +674,27 @@ async def run_fault_suite_async(
                 max_simulated_s=max_simulated_s,
                 seed=index * _SEED_STRIDE + FAULTS.index(fault),
             )
-            result = verdict.result
-            report.runs.append(
-                FaultRun(
-                    state.id,
-                    fault,
-                    verdict.problem is None,
-                    result.outcome if result is not None else None,
-                    result.final_state if result is not None else None,
-                    verdict.simulated_s,
-                    tuple(verdict.line.path),
-                    verdict.problem,
-                    tuple(paths[state.id]),
-                )
-            )
+            report.runs.append(_run_of(verdict, state.id, fault, paths[state.id]))
+            if verdict.blocking is not None:
+                report.elapsed_s = time.perf_counter() - started
+                return report
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _run_of(verdict: CallVerdict, state: str, fault: Fault, actions: Sequence[Action]) -> FaultRun:
+    result = verdict.result
+    return FaultRun(
+        state,
+        fault,
+        verdict.problem is None,
+        result.outcome if result is not None else None,
+        result.final_state if result is not None else None,
+        verdict.simulated_s,
+        tuple(verdict.line.path),
+        verdict.problem,
+        tuple(actions),
+    )
 
 
 def run_fault_suite(

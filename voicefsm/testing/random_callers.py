@@ -141,9 +141,14 @@ def explore(
     )
     @given(st.lists(step, max_size=max_steps))
     def one_caller(script: list[Action]) -> None:
+        if "blocking" in failed:  # flow code that blocks: one finding is enough, and each costs real time
+            raise AssertionError(failed["problem"])
         report.examples += 1
         tried.update(repr(script).encode())
         verdict = asyncio.run(judge_call(flow_class, script, today=day, max_simulated_s=max_simulated_s))
+        if verdict.blocking is not None:
+            failed.update(script=script, problem=verdict.problem, state=verdict.state, blocking=True)
+            raise AssertionError(verdict.problem)
         if verdict.problem is not None:
             # Hypothesis replays the shrunk example last, so the last failure kept is the simplest.
             failed.update(script=script, problem=verdict.problem, state=verdict.state)
