@@ -81,7 +81,11 @@ class Settings(BaseSettings):
     )
 
     # Flow resources: serve with each call getting the flow's declared fakes (demos, load tests).
-    fake_resources: bool = Field(False, validation_alias=_env("VOICEFSM_FAKE_RESOURCES"))
+    fake_resources: bool = Field(
+        False,
+        validation_alias=_env("VOICEFSM_FAKE_RESOURCES"),
+        description="serve and chat give each call the flow's declared fake resources, not the real ones",
+    )
 
     @field_validator("public_url", "voice_stream_url")
     @classmethod
