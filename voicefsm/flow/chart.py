@@ -356,9 +356,9 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     catch_errors_as_events: ClassVar[bool] = False  # type: ignore[misc]
 
     # voicefsm's checks replace these three, with messages that name the state and the fix.
-    validate_disconnected_states: ClassVar[bool] = False  # type: ignore[misc]
-    validate_trap_states: ClassVar[bool] = False  # type: ignore[misc]
-    validate_final_reachability: ClassVar[bool] = False  # type: ignore[misc]
+    validate_disconnected_states: ClassVar[bool] = False
+    validate_trap_states: ClassVar[bool] = False
+    validate_final_reachability: ClassVar[bool] = False
 
     _voice_source: ClassVar[tuple[str, int]] = ("<unknown>", 0)
     _default_transitions: ClassVar[frozenset[Transition]] = frozenset()

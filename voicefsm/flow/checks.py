@@ -99,7 +99,7 @@ def guard_names(transition: Transition) -> tuple[str, ...]:
     return tuple(names)
 
 
-def edges_of(flow: type[StateChart]) -> list[Edge]:
+def edges_of(flow: type[StateChart[Any]]) -> list[Edge]:
     """Every transition of a flow (initial pseudo-transitions excluded), in declaration order."""
     defaults: frozenset[Transition] = getattr(flow, "_default_transitions", frozenset())
     edges = []
@@ -465,6 +465,6 @@ _listing = listing
 _did_you_mean = did_you_mean
 
 
-def check_flow(flow: type[StateChart]) -> list[FlowProblem]:
+def check_flow(flow: type[StateChart[Any]]) -> list[FlowProblem]:
     """Every problem with a built flow class (empty when it is sound)."""
     return _Checker(flow).run()

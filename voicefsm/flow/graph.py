@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from statemachine.contrib.diagram import GraphvizNotFoundError, formatter, run_graphviz
+from statemachine.contrib.diagram import GraphvizNotFoundError, formatter
 from statemachine.contrib.diagram.extract import extract
+from statemachine.contrib.diagram.graphviz import run_graphviz
 from statemachine.contrib.diagram.model import DiagramGraph, DiagramState
 from statemachine.contrib.diagram.renderers.mermaid import MermaidRenderer
 

@@ -185,7 +185,7 @@ class Scenario(_Model):
     today: dt.date | None = None
     caller: str | None = "+15550001234"
     steps: list[Step] = Field(default_factory=list)
-    expect: Expect = Field(default_factory=Expect)
+    expect: Expect = Field(default_factory=lambda: Expect())
 
 
 class ScenarioFile(_Model):
