@@ -91,3 +91,23 @@ async def test_on_a_real_clock_a_blocking_hook_does_not_freeze_the_loop_and_is_n
     [(kind, message)] = listener.errors
     assert kind == "blocking"
     assert message.startswith("Slow.greet: on_enter_greet (flow.py:1) blocked for more than 50 ms")
+
+
+class AsyncHook(VoiceFlow):
+    greet = Say("Hello.", initial=True)
+    bye = Hangup("Bye.")
+    spoken = greet.to(bye)
+
+    named: ClassVar[list[tuple[str | None, str]]] = []
+
+    async def on_enter_bye(self) -> None:
+        type(self).named.append((current_callback.get(), threading.current_thread().name))
+
+
+async def test_async_flow_code_runs_on_the_loop_and_is_named_for_the_watchdog() -> None:
+    AsyncHook.named.clear()
+    async with FlowLine(AsyncHook) as line:
+        await line.ended()
+    [(named, thread)] = AsyncHook.named
+    assert thread == threading.current_thread().name  # the loop's thread
+    assert named is not None and named.startswith("AsyncHook.bye: on_enter_bye (")

@@ -149,18 +149,18 @@ _FRAMEWORK_MODULES = ("voicefsm.", "statemachine")
 
 
 def _user_function(cls: type, name: str) -> Callable[..., Any] | None:
-    """The plain (sync) function a flow class's user code defines as ``name``, or None."""
+    """The function a flow class's user code defines as ``name``, or None."""
     value = inspect.getattr_static(cls, name, None)
     if isinstance(value, staticmethod | classmethod):
         value = value.__func__
-    if not inspect.isfunction(value) or inspect.iscoroutinefunction(value):
+    if not inspect.isfunction(value):
         return None
     module = getattr(value, "__module__", "") or ""
     return None if module.startswith(_FRAMEWORK_MODULES) else value
 
 
 def _user_callback(cls: type, meta: Any) -> tuple[str, str] | None:
-    """(label, file:line) when the callback ``meta`` describes is user-written sync flow code."""
+    """(label, file:line) when the callback ``meta`` describes is user-written flow code."""
     function: Any = None
     if callable(meta.func) and not isinstance(meta.func, str):
         module = getattr(meta.func, "__module__", "") or ""
@@ -173,14 +173,15 @@ def _user_callback(cls: type, meta: Any) -> tuple[str, str] | None:
         )
         for candidate in sorted(names):
             function = _user_function(cls, candidate) or function
-    if function is None or inspect.iscoroutinefunction(function):
+    if function is None:
         return None
     code = function.__code__
     return str(meta.attr_name or function.__name__), f"{code.co_filename}:{code.co_firstlineno}"
 
 
 def _route_user_callbacks(flow: VoiceFlow) -> None:
-    """Send every user-written sync guard, action and hook through the runtime's callback runner.
+    """Send every user-written guard, action and hook through the runtime's callback runner
+    (which runs sync ones off the loop and names every one for the watchdog).
 
     voicefsm's own callbacks (``yes``, ``no``, the step recorder) stay inline. Without a runner
     (a flow used outside the runtime) everything runs inline, as python-statemachine would.
@@ -188,7 +189,7 @@ def _route_user_callbacks(flow: VoiceFlow) -> None:
     registry: Any = getattr(flow, "_callbacks", None)
     for executor in getattr(registry, "_registry", {}).values():
         for wrapper in executor:
-            if getattr(wrapper, "_iscoro", False) or getattr(wrapper, "_voicefsm_routed", False):
+            if getattr(wrapper, "_voicefsm_routed", False):
                 continue
             found = _user_callback(type(flow), wrapper.meta)
             if found is not None:

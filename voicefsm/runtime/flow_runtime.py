@@ -509,6 +509,10 @@ class FlowRuntime:
         """
         state = self._current_id()
         budget = self.limits.callback_budget_s
+        if inspect.iscoroutinefunction(function):  # async flow code runs on the loop, named for the watchdog
+            async with self._callback_lock:
+                with running_callback(self.name, state, label, where):
+                    return await function(*args, **kwargs)
         async with self._callback_lock:
             with running_callback(self.name, state, label, where) as named:
                 begun: list[float] = []  # when the pool thread started it: queueing is not the callback's
