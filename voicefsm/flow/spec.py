@@ -99,7 +99,7 @@ class FlowSpec(_Spec):
     states: list[StateSpec]
     transitions: list[TransitionSpec]
     events: list[str]
-    limits: dict[str, float | None] = Field(
+    limits: dict[str, int | float | None] = Field(
         default_factory=dict,
         description="call limits: max_duration_s, max_state_entries, max_same_state (None: no limit)",
     )
