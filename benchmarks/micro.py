@@ -23,7 +23,7 @@ import json
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def codec(min_time_s: float, repeats: int) -> dict[str, Any]:
 
 def messages(min_time_s: float, repeats: int) -> dict[str, Any]:
     """Parse an inbound media frame and build an outbound one; the floor's json/base64 way beside it."""
-    from voicefsm.core.twilio_media import inbound_media_message, media_message, parse_message
+    from voicefsm.telephony.twilio.media import inbound_media_message, media_message, parse_message
 
     payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
     inbound = inbound_media_message(STREAM_SID, payload, chunk=1234, timestamp_ms=24680, sequence_number=1235)
@@ -117,9 +117,9 @@ def messages(min_time_s: float, repeats: int) -> dict[str, Any]:
 
 async def engine_path(min_time_s: float, repeats: int) -> dict[str, Any]:
     """The server's per-frame work on one echo call, minus uvicorn and the WebSocket."""
-    from voicefsm.core.twilio_media import inbound_media_message, media_message, parse_message
     from voicefsm.core.wav import CallMixdown
     from voicefsm.runtime.call import Call
+    from voicefsm.telephony.twilio.media import inbound_media_message, media_message, parse_message
 
     payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
     inbound = inbound_media_message(STREAM_SID, payload, chunk=1, timestamp_ms=20, sequence_number=2)
@@ -161,8 +161,10 @@ async def engine_path(min_time_s: float, repeats: int) -> dict[str, Any]:
 
 
 class _LoopbackTransport:
-    """A media transport without a socket: ``receive`` yields to the loop once per frame, as a socket
-    read does, and parses the frame's text; ``send`` builds the outbound text, as the real one does."""
+    """A far end without a socket: ``receive`` yields to the loop once per frame, as a socket read
+    does, and parses and translates the frame; ``send`` builds the outbound text, as the real one does."""
+
+    echoes_marks = True
 
     def __init__(self, inbound: str, frames: int) -> None:
         self.inbound = inbound
@@ -170,16 +172,16 @@ class _LoopbackTransport:
         self.sent = 0
 
     async def receive(self) -> object:
-        from voicefsm.core.twilio_media import parse_message
+        from voicefsm.telephony.twilio.media import neutral_event, parse_message
 
         await asyncio.sleep(0)
         if self.left == 0:
             return None
         self.left -= 1
-        return parse_message(self.inbound)
+        return neutral_event(parse_message(self.inbound))  # type: ignore[arg-type]
 
     async def send(self, item: Any) -> None:
-        from voicefsm.core.twilio_media import media_message
+        from voicefsm.telephony.twilio.media import media_message
 
         media_message(STREAM_SID, item.ulaw)
         self.sent += 1
@@ -194,9 +196,19 @@ async def media_loop_echo(calls: int, frames: int, repeats: int) -> dict[str, An
     ``run_call`` with its real receive and send pumps over a loopback transport; each call echoes
     as ``flows/echo.py`` does (``Call.inbound_sink``). CPU per echoed frame, best of ``repeats``.
     """
-    from voicefsm.core.twilio_media import Start, inbound_media_message, parse_message, start_message
+    import contextlib
+
+    from voicefsm.core.events import CallStarted
     from voicefsm.runtime.call import Call
-    from voicefsm.runtime.media_loop import CallLimits, run_call
+    from voicefsm.runtime.driver import CallLimits, run_call
+    from voicefsm.runtime.session import CallSession
+    from voicefsm.telephony.twilio.media import inbound_media_message
+
+    @contextlib.asynccontextmanager
+    async def echo_session(started: CallStarted) -> AsyncIterator[CallSession]:
+        call = Call(call_sid=started.call_id)
+        call.inbound_sink = call.put_outbound
+        yield CallSession(call)
 
     payload = bytes((0x55 + 7 * i) % 256 for i in range(160))
     inbound = inbound_media_message(STREAM_SID, payload, chunk=1, timestamp_ms=20, sequence_number=2)
@@ -205,17 +217,12 @@ async def media_loop_echo(calls: int, frames: int, repeats: int) -> dict[str, An
     for _ in range(repeats):
         runs = []
         for index in range(calls):
-            call_sid = f"CA{index:032x}"
-            start = parse_message(start_message(STREAM_SID, call_sid))
-            assert isinstance(start, Start)
-            call = Call(call_sid=call_sid)
-            call.inbound_sink = call.put_outbound
-            transport = _LoopbackTransport(inbound, frames)
-            runs.append((call, transport, start))
+            started = CallStarted(f"CA{index:032x}")
+            runs.append((_LoopbackTransport(inbound, frames), started))
         cpu = time.process_time()
-        await asyncio.gather(*(run_call(call, t, start, None, limits=limits) for call, t, start in runs))
+        await asyncio.gather(*(run_call(t, echo_session, limits, started=started) for t, started in runs))  # type: ignore[arg-type]
         cpu = time.process_time() - cpu
-        sent = sum(t.sent for _, t, _ in runs)
+        sent = sum(t.sent for t, _ in runs)
         assert sent == calls * frames, f"echoed {sent} of {calls * frames} frames"
         best = min(best, cpu / sent)
     return {"calls": calls, "frames_per_call": frames, "cpu_us_per_frame": round(best * 1e6, 3)}
@@ -253,11 +260,11 @@ async def idle_call_memory(calls: int) -> dict[str, Any]:
     from voicefsm.flow.loader import load_flow
     from voicefsm.providers.scripted import ScriptedTextToSpeech
     from voicefsm.runtime.call import Call
-    from voicefsm.runtime.flow_runtime import FlowRuntime
+    from voicefsm.runtime.session import FlowRun
 
     booking = load_flow(str(ROOT / "flows" / "booking.py"))
     # Warm up once so lazily built class-level caches are not charged to the first call.
-    FlowRuntime(booking, Call(call_sid="CAwarm"), ScriptedTextToSpeech())
+    FlowRun(Call(call_sid="CAwarm"), booking, ScriptedTextToSpeech())
 
     def measure(make: Callable[[int], object]) -> float:
         gc.collect()
@@ -274,7 +281,7 @@ async def idle_call_memory(calls: int) -> dict[str, Any]:
 
     def call_and_runtime(index: int) -> object:
         call = Call(call_sid=f"CA{index:032x}")
-        return call, FlowRuntime(booking, call, ScriptedTextToSpeech())
+        return call, FlowRun(call, booking, ScriptedTextToSpeech())
 
     with_runtime = measure(call_and_runtime)
     return {

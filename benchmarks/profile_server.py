@@ -41,7 +41,7 @@ ECHO_STEPS: dict[str, tuple[str, ...]] = {
 
 #: Packages, by a fragment of the file path of the leaf frame (first match wins).
 PACKAGES: tuple[tuple[str, str], ...] = (
-    ("voicefsm/core/twilio_media", "voicefsm.core.twilio_media (messages)"),
+    ("voicefsm/telephony/twilio/media", "voicefsm.telephony.twilio.media (messages)"),
     ("voicefsm/core/wav", "voicefsm.core.wav (recorder mix)"),
     ("voicefsm/core/audio", "voicefsm.core.audio (codec, mix)"),
     ("voicefsm/runtime/recorder", "voicefsm.runtime.recorder"),

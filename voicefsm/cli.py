@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -196,7 +196,8 @@ def chat(
     ] = None,
 ) -> None:
     """Talk to a flow in the terminal, as its caller: no audio, no account. Pipe a script into it to test."""
-    from voicefsm.transports.terminal import HELP, ChatStuckError, StdinLines
+    from voicefsm.runtime.chat import ChatStuckError
+    from voicefsm.transports.terminal import HELP, StdinLines
 
     try:
         day = dt.date.fromisoformat(today) if today is not None else None
@@ -226,9 +227,7 @@ def chat(
         result = asyncio.run(opened_chat())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    except ResourceError as exc:
-        raise _fail(str(exc)) from exc
-    except ChatStuckError as exc:
+    except (ChatStuckError, ResourceError) as exc:
         raise _fail(str(exc)) from exc
     if result.outcome == "error":
         raise typer.Exit(1)
@@ -245,45 +244,14 @@ async def chat_session(
     resources: Mapping[str, object] | None = None,
 ) -> FlowResult:
     """One call to ``flow_class`` on the terminal line, fed by ``lines`` and shown on ``console``."""
-    from voicefsm.core.events import WsConnected
-    from voicefsm.providers.scripted import ScriptedTextToSpeech
-    from voicefsm.runtime.call import Call
-    from voicefsm.runtime.flow_runtime import FlowRuntime
-    from voicefsm.transports.terminal import (
-        CHAT_CALL_SID,
-        CHAT_CALLER,
-        CHAT_STREAM_SID,
-        TerminalActions,
-        TerminalClock,
-        TerminalLine,
-        TerminalView,
-    )
+    from voicefsm.runtime.chat import ChatLine
+    from voicefsm.transports.terminal import TerminalView
 
     view = TerminalView(console, interactive=interactive)
-    clock = TerminalClock()
-    call = Call(call_sid=CHAT_CALL_SID)
-    call.signal_ws_connected(WsConnected(CHAT_CALL_SID, CHAT_STREAM_SID, CHAT_CALLER))
-    tts = ScriptedTextToSpeech()
-    runtime = FlowRuntime(
-        flow_class,
-        call,
-        tts,
-        actions=TerminalActions(view),
-        clock=clock,
-        # The view has FlowListener's hooks; it cannot subclass it (transports sit below the runtime).
-        listeners=[cast("FlowListener", view), *listeners],
-        today=(lambda: today) if today is not None else dt.date.today,
-        resources=resources,
-    )
-    try:
-        result = await TerminalLine(call, clock, view).run(runtime.run(), lines)
-    finally:
-        await tts.aclose()
+    line = ChatLine(flow_class, view, today=today, listeners=listeners, resources=resources)
+    result = await line.run(lines)
     view.summary(
-        outcome=result.outcome,
-        final_state=result.final_state,
-        slots=result.slots,
-        ended_by=call.disconnect_reason,
+        outcome=result.outcome, final_state=result.final_state, slots=result.slots, ended_by=line.ended_by
     )
     return result
 
@@ -461,7 +429,8 @@ def call(
     amd: Annotated[bool, typer.Option("--amd", help="Detect answering machines.")] = False,
 ) -> None:
     """Place an outbound call that runs the flow served at --public-url (a running `voicefsm serve`)."""
-    from voicefsm.telephony.twilio_rest import TwilioRest
+    from voicefsm.telephony.twilio.rest import TwilioRest
+    from voicefsm.telephony.twilio.twiml import redirect_twiml
 
     settings = _settings(public_url=public_url)
     flow_class = _load(flow_file, flow)
@@ -472,7 +441,7 @@ def call(
         rest = TwilioRest.from_settings(settings)
     except TelephonyError as exc:
         raise _fail(str(exc), 2) from exc
-    twiml = f'<Response><Redirect method="POST">{base}/twilio/voice</Redirect></Response>'
+    twiml = redirect_twiml(f"{base}/twilio/voice")
     try:
         placed = asyncio.run(
             rest.place_call(number, twiml, status_callback=f"{base}/twilio/status", machine_detection=amd)

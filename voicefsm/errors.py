@@ -2,8 +2,7 @@
 
     VoiceFsmError
     ├── CallError
-    │   ├── CallNotAnsweredError      the media stream did not connect in time
-    │   └── CallHangupError           the call ended while something waited on it
+    │   └── TransportClosed           a far end's connection is gone; nothing more can be sent
     ├── ProviderError                 a speech provider failed (carries provider and reason)
     │   └── ProviderUnavailable       a provider's SDK or settings are missing
     ├── TelephonyError                a Twilio REST request failed
@@ -24,29 +23,15 @@ class CallError(VoiceFsmError):
     """Something about one phone call went wrong."""
 
 
-class CallNotAnsweredError(CallError):
-    """The media stream did not connect within ``timeout_s`` seconds."""
+class TransportClosed(CallError):
+    """A far end's connection is gone; ``detail`` says how. Nothing more can be sent on it."""
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(timeout_s)
-        self.timeout_s = timeout_s
-
-    def __str__(self) -> str:
-        return (
-            f"the call's media stream did not connect within {self.timeout_s:g} s; "
-            "check that Twilio can reach the public URL (VOICE_STREAM_URL) and that the call was answered"
-        )
-
-
-class CallHangupError(CallError):
-    """The call ended while code was waiting on it (for a mark, input or a connection)."""
-
-    def __init__(self, reason: str = "hangup") -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
     def __str__(self) -> str:
-        return f"the call ended ({self.reason}) while waiting on it"
+        return self.detail
 
 
 class MissingStreamUrlError(VoiceFsmError):

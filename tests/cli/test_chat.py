@@ -19,18 +19,18 @@ from voicefsm.cli import chat_session
 from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow, fakes_for
 from voicefsm.flow.loader import load_flow
 from voicefsm.providers.scripted import ScriptedTextToSpeech
+from voicefsm.runtime.chat import CHAT_CALLER
+from voicefsm.runtime.clock import ManualClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
 from voicefsm.transports.terminal import (
-    CHAT_CALLER,
     HELP,
-    HangUp,
     Help,
     Invalid,
     Keys,
+    Leave,
     Silence,
     Speech,
     StdinLines,
-    TerminalClock,
     parse_input,
 )
 
@@ -83,6 +83,25 @@ class Pin(VoiceFlow):
     filled = ask_pin.to(done)
     no_input = ask_pin.to(give_up)
     no_match = ask_pin.to(give_up)
+
+
+class SlowPin(VoiceFlow):
+    """Checks the code with an awaited lookup (real time, which the chat's clock knows nothing of)."""
+
+    slots_model = PinSlots
+
+    ask_pin = Ask("Your code, then hash.", slot="pin", expect=Digits(min_len=2, max_len=6), initial=True)
+    again = Ask("Found it. Your second code, then hash.", slot="pin", expect=Digits(min_len=2, max_len=6))
+    done = Hangup("Thanks.")
+    give_up = Hangup("Goodbye.", outcome="gave_up")
+
+    filled = ask_pin.to(again, cond="looked_up") | ask_pin.to(give_up) | again.to(done)
+    no_input = ask_pin.to(give_up) | again.to(give_up)
+    no_match = ask_pin.to(give_up) | again.to(give_up)
+
+    async def looked_up(self) -> bool:
+        await asyncio.sleep(0.05)  # a network lookup: real time, which the chat clock knows nothing of
+        return True
 
 
 class Announcement(VoiceFlow):
@@ -167,7 +186,7 @@ def run_cli(*args: str, cwd: Path, stdin: str | io.BufferedReader = "") -> subpr
         ("/*9A", Keys("*9A")),
         ("/silence", Silence()),
         ("/SILENCE", Silence()),
-        ("/hangup", HangUp()),
+        ("/hangup", Leave()),
         ("/help", Help()),
         ("", None),
         ("   ", None),
@@ -188,7 +207,7 @@ def test_a_slash_line_that_is_no_command_is_invalid_not_keys(line: str) -> None:
 
 
 async def test_the_terminal_clock_moves_only_when_told() -> None:
-    clock = TerminalClock()
+    clock = ManualClock()
     woke: list[float] = []
 
     async def sleeper(seconds: float) -> None:
@@ -275,6 +294,12 @@ async def test_hanging_up_or_running_out_of_input_ends_the_call(last: list[str],
     assert result.outcome == "hung_up"
     assert result.slots["day"] == MONDAY + dt.timedelta(days=1)
     assert screen.endswith(f"call ended: hung_up in hung_up; {reason}\nslots: day=2024-06-04\n")
+
+
+async def test_a_piped_line_waits_for_the_flow_to_listen_again_after_an_awaited_lookup() -> None:
+    screen, result = await chat(SlowPin, ["/12#", "/34#"])
+    assert (result.outcome, result.final_state, result.slots) == ("completed", "done", {"pin": "34"})
+    assert screen.index("caller: [presses 34#]") > screen.index("agent: Found it.")
 
 
 async def test_help_typos_and_blank_lines_reach_the_terminal_not_the_call() -> None:

@@ -32,7 +32,7 @@ from voicefsm import __version__
 from voicefsm.core.audio import FRAME_BYTES, ULAW_SILENCE
 from voicefsm.flow import load_flow
 from voicefsm.records import CallStore
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import TwilioStreamClient
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "flows"

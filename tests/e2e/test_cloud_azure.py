@@ -26,12 +26,12 @@ import pytest
 from fakes.azure_fake import API_KEY, FakeAzureSpeech, serve_azure_fake
 from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN, RecordedRequest, TwilioRestFake
 
-from voicefsm.core.signature import compute_signature
 from voicefsm.flow.loader import load_flow
 from voicefsm.records import CallStore
 from voicefsm.server.launch import plan, serving
 from voicefsm.settings import Settings
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import TwilioStreamClient
+from voicefsm.telephony.twilio.signature import compute_signature
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 IVR = FLOWS / "ivr_menu.py"

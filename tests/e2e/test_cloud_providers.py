@@ -16,11 +16,11 @@ import pytest
 from fakes.elevenlabs_fake import API_KEY, FakeElevenLabs, serve_fake
 from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN, TwilioRestFake
 
-from voicefsm.core.signature import compute_signature
 from voicefsm.flow.loader import load_flow
 from voicefsm.server.launch import plan, serving
 from voicefsm.settings import Settings
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import TwilioStreamClient
+from voicefsm.telephony.twilio.signature import compute_signature
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 PUBLIC_URL = "https://voice.example.test"

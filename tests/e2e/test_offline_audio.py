@@ -23,7 +23,7 @@ from voicefsm.flow.loader import load_flow
 from voicefsm.providers.local_tts import synthesize_ulaw
 from voicefsm.server.launch import plan, serving
 from voicefsm.settings import Settings
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import TwilioStreamClient
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 CALL_SID = "CA" + "7" * 32

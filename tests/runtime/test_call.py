@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -14,15 +13,11 @@ from voicefsm.core.events import (
     MarkReceived,
     Recognizing,
     SttError,
-    WsConnected,
 )
 from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkOutcome
-from voicefsm.errors import CallHangupError, CallNotAnsweredError
-from voicefsm.providers.base import SpeechToText
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import INBOUND_MAX_FRAMES, Call
-from voicefsm.runtime.stt_tee import SttTee
 
 
 class FakeLine:
@@ -48,8 +43,7 @@ class FakeLine:
 
 @pytest.fixture
 async def call() -> AsyncIterator[Call]:
-    call = Call(call_sid="CA1")
-    call.signal_ws_connected(WsConnected("CA1", "MZ1", "+15550001111"))
+    call = Call(call_sid="CA1", caller="+15550001111")
     yield call
     call.signal_disconnected("test over")
 
@@ -105,19 +99,6 @@ async def test_disconnected_exactly_once_and_settles_everything(call: Call) -> N
     call.put_outbound(b"\x00" * 160)
     _, late = call.place_mark("late")
     assert late.result() is MarkOutcome.DISCONNECTED
-
-
-async def test_wait_for_ws_connect_raises_when_not_answered() -> None:
-    call = Call()
-    with pytest.raises(CallNotAnsweredError, match=r"did not connect within 0\.05 s"):
-        await call.wait_for_ws_connect(0.05)
-
-
-async def test_wait_for_ws_connect_raises_on_hangup() -> None:
-    call = Call()
-    asyncio.get_running_loop().call_soon(call.signal_disconnected, "busy")
-    with pytest.raises(CallHangupError, match="busy"):
-        await call.wait_for_ws_connect(5)
 
 
 async def test_inbound_queue_is_bounded_and_drops_oldest(call: Call) -> None:
@@ -199,19 +180,13 @@ async def test_a_failing_listener_does_not_stop_the_others(call: Call) -> None:
     assert seen == [Committed("hi")]
 
 
-async def test_stt_is_wired_before_it_starts_and_results_become_events(call: Call) -> None:
+async def test_stt_is_built_from_the_factory_given_at_construction_and_results_become_events() -> None:
     stt = ScriptedSpeechToText()
-    order: list[str] = []
-
-    def ready(built: SpeechToText) -> None:
-        order.append("ready")
-        assert built is stt and not stt.started
-
-    call.stt_factory = lambda: stt
-    call.on_stt_ready = ready
+    call = Call(call_sid="CA1", caller="+15550001111", parameters={"lang": "en"}, stt_factory=lambda: stt)
+    assert (call.caller, call.parameters, call.stt) == ("+15550001111", {"lang": "en"}, None)
     events = record(call)
     await call.start_stt()
-    assert order == ["ready"] and stt.started
+    assert call.stt is stt and stt.started
     stt.say("book a table")
     stt.fail("socket closed")
     assert events == [
@@ -222,50 +197,7 @@ async def test_stt_is_wired_before_it_starts_and_results_become_events(call: Cal
     ]
     await call.stop_stt()
     assert stt.stopped and call.stt is None
-
-
-async def test_secondary_stt_hears_the_same_audio_and_cannot_hurt_the_call(call: Call) -> None:
-    primary, secondary = ScriptedSpeechToText(), ScriptedSpeechToText()
-    call.stt_factory = lambda: primary
-    call.stt_secondary_factory = lambda: secondary
-    events = record(call)
-    await call.start_stt()
-    assert isinstance(call.stt, SttTee)
-    for _ in range(5):
-        call.put_inbound(b"\xff" * 160)
-    await asyncio.wait_for(_until(lambda: secondary.frames_received == primary.frames_received == 5), 2)
-    secondary.fail("secondary died")
-    secondary.say("ignored by the call")
-    primary.say("hello", partials=False)
-    assert events == [Committed("hello")]
-    await call.stop_stt()
-    assert primary.stopped and secondary.stopped
-
-
-async def test_thread_safe_facade_from_a_worker_thread(call: Call) -> None:
-    line = FakeLine(call)
-    outcomes: list[MarkOutcome] = []
-
-    def worker() -> None:
-        call.threadsafe.wait_for_ws_connect(1)
-        call.threadsafe.put_outbound_sync(b"\xff" * 160)
-        outcomes.append(call.threadsafe.send_mark_and_wait("after-greeting", timeout_s=5))
-        call.threadsafe.request_clear_buffer()
-        call.threadsafe.request_disconnect("worker done")
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    await asyncio.wait_for(call.hangup_requested.wait(), 5)
-    await asyncio.to_thread(thread.join, 5)
-    await line.aclose()
-    assert outcomes == [MarkOutcome.PLAYED]
-    assert call.hangup_reason == "worker done"
-    assert any(isinstance(item, PlayAudio) for item in line.sent)
-
-
-async def test_thread_safe_facade_refuses_the_loop_thread(call: Call) -> None:
-    with pytest.raises(RuntimeError, match="cannot be used on the loop's own thread"):
-        call.threadsafe.send_mark_and_wait("x", timeout_s=0.1)
+    call.signal_disconnected("test over")
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

@@ -7,22 +7,26 @@ Call, the real runtime, scripted speech, simulated time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import pytest
 from flow_harness import FlowLine
 from pydantic import BaseModel
 
-from voicefsm.core.events import WsConnected
-from voicefsm.core.intents import PlaceMark
+from voicefsm.core.events import CallStarted
 from voicefsm.flow import Ask, Digits, Echo, Hangup, Say, SendSms, State, Transfer, VoiceFlow, YesNo
 from voicefsm.flow.errors import UnknownEventError
 from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
-from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, RuntimeLimits, Turn, flow_handler
+from voicefsm.runtime.driver import run_call
+from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, RuntimeLimits, Turn
+from voicefsm.runtime.session import CallSession, FlowRun
 from voicefsm.telephony.recording import Failed, SmsSent, Transferred
+from voicefsm.transports.memory import MemoryFarEnd
 
 
 class Pin(BaseModel):
@@ -381,7 +385,6 @@ async def test_a_hang_up_mid_prompt_ends_silently() -> None:
 
 async def test_a_call_that_ended_before_the_flow_started_goes_straight_to_hung_up() -> None:
     call = Call(call_sid="CA1")
-    call.signal_ws_connected(WsConnected("CA1", "MZ1"))
     call.signal_disconnected("caller hung up")
     runtime = FlowRuntime(PinCheck, call, ScriptedTextToSpeech())
     result = await runtime.run()
@@ -443,7 +446,7 @@ async def test_echo_sends_caller_frames_back_until_its_time_limit() -> None:
     assert line.clock.now() >= 30.0
 
 
-async def test_flow_handler_runs_a_flow_on_a_call_and_closes_its_synthesizer() -> None:
+async def test_a_flow_run_driven_over_an_in_process_line_ends_it_and_closes_its_synthesizer() -> None:
     class Short(VoiceFlow):
         bye = Hangup("Bye.", name="Bye")
 
@@ -453,25 +456,21 @@ async def test_flow_handler_runs_a_flow_on_a_call_and_closes_its_synthesizer() -
         async def aclose(self) -> None:
             closed.append(True)
 
-    call = Call(call_sid="CA2")
-    call.signal_ws_connected(WsConnected("CA2", "MZ2"))
+    calls: list[Call] = []
+    runs: list[FlowRun] = []
 
-    async def far_end() -> None:
-        while (item := await call.next_outbound()) is not None:
-            if isinstance(item, PlaceMark):
-                call.mark_echoed(item.name)
+    @contextlib.asynccontextmanager
+    async def session(started: CallStarted) -> AsyncIterator[CallSession]:
+        calls.append(Call(call_sid=started.call_id, caller=started.caller))
+        runs.append(FlowRun(calls[0], Short, ClosingTts()))
+        yield CallSession(calls[0], runs[0])
 
-    async def hang_up_when_asked() -> None:
-        await call.hangup_requested.wait()
-        call.signal_disconnected("hangup")
-
-    transport = [asyncio.create_task(far_end()), asyncio.create_task(hang_up_when_asked())]
-    try:
-        async with asyncio.timeout(5):
-            await flow_handler(Short, ClosingTts)(call)
-    finally:
-        for task in transport:
-            task.cancel()
-        await asyncio.wait(transport)
+    far_end = MemoryFarEnd()  # marks are confirmed by the driver's playout, on real time here
+    far_end.start("CA2", "+15550001111")
+    async with asyncio.timeout(5):
+        reason = await run_call(far_end, session)
     assert closed == [True]
-    assert call.hangup_reason == "completed"
+    assert reason == "completed"
+    assert calls[0].hangup_reason == "completed" and calls[0].disconnect_reason == "completed"
+    assert runs[0].result is not None and runs[0].result.outcome == "completed"
+    assert far_end.closed_reason == "completed"

@@ -13,16 +13,16 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from voicefsm.core.events import CallEvent, Committed, Disconnected, Dtmf, MarkReceived
-from voicefsm.core.signature import compute_signature
+from voicefsm.core.events import CallEvent, Committed, Disconnected, KeyPressed, MarkReceived
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
-from voicefsm.runtime.media_loop import CallLimits
+from voicefsm.runtime.driver import CallLimits
 from voicefsm.server.app import create_app
 from voicefsm.server.services import CallServices
 from voicefsm.server.serving import RunningServer, running_server
 from voicefsm.settings import Settings
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import TwilioStreamClient
+from voicefsm.telephony.twilio.signature import compute_signature
 
 FRAME = b"\xff" * 160
 AUTH_TOKEN = "test-auth-token"
@@ -120,7 +120,7 @@ async def test_a_call_hears_audio_and_marks_and_its_dtmf_and_speech_reach_the_ha
         stt.say("I would like to book", partials=False)
         events = recorder.events[twilio.call_sid]
         await recorder.until(lambda: Committed("I would like to book") in events, 5)
-        assert Dtmf("5") in events
+        assert KeyPressed("5") in events
         assert MarkReceived(marks[0].name) in events
         await twilio.stop()
         assert await twilio.wait_closed() == 1000
@@ -218,8 +218,8 @@ async def test_every_malformed_frame_is_dropped_and_the_call_goes_on(
         await bad.press("7")
         await good.press("1")
         bad_events = recorder.events[bad.call_sid]
-        await recorder.until(lambda: Dtmf("7") in bad_events, 5)
-        await recorder.until(lambda: Dtmf("1") in recorder.events.get(good.call_sid, []), 5)
+        await recorder.until(lambda: KeyPressed("7") in bad_events, 5)
+        await recorder.until(lambda: KeyPressed("1") in recorder.events.get(good.call_sid, []), 5)
         assert not bad.closed and not good.closed
         await bad.stop()
         await good.stop()
@@ -241,7 +241,7 @@ async def test_media_before_start_is_dropped(dev_server: RunningServer, recorder
     await twilio.start()
     await twilio.wait_for("mark")
     await twilio.press("3")
-    await recorder.until(lambda: Dtmf("3") in recorder.events.get(twilio.call_sid, []), 5)
+    await recorder.until(lambda: KeyPressed("3") in recorder.events.get(twilio.call_sid, []), 5)
     await twilio.stop()
     await twilio.close()
 
@@ -270,7 +270,7 @@ async def test_one_hundred_concurrent_calls_leave_nothing_behind(recorder: Recor
         ]
         assert leftover == []
     assert all(reason == "stream stopped" for reason in recorder.ended.values())
-    assert all(Dtmf("9") in recorder.events[twilio.call_sid] for twilio in clients)
+    assert all(KeyPressed("9") in recorder.events[twilio.call_sid] for twilio in clients)
     assert all(len(twilio.agent_audio) > 0 for twilio in clients)
 
 
@@ -336,7 +336,7 @@ async def test_a_signed_call_streams_with_its_single_use_token(
         ) as intruder:
             assert await intruder.wait_closed() == 1008
         await twilio.press("2")
-        await recorder.until(lambda: Dtmf("2") in recorder.events[form["CallSid"]], 5)
+        await recorder.until(lambda: KeyPressed("2") in recorder.events[form["CallSid"]], 5)
         await twilio.stop()
     # The token was single use: a replay after the call is refused.
     async with TwilioStreamClient(

@@ -1,27 +1,69 @@
-"""Call events: what happened on the line, as plain values. The flow runtime turns them into chart events."""
+"""Call events as plain values, in no vendor's words.
+
+Two groups. What a far end reports (:data:`FarEndEvent`): the call started, caller audio came
+in, a playback mark was reached, a key was pressed, the far end hung up. Each far end (the
+Twilio adapter, the browser phone through it, the in-process line) translates its wire into
+these. What a call tells its listeners (:data:`CallEvent`): the flow runtime turns these into
+chart events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NewType
 
-CallSid = NewType("CallSid", str)
-StreamSid = NewType("StreamSid", str)
+KEYPAD_DIGITS = frozenset("0123456789*#ABCD")
+"""The keys a phone can send: ``0-9 * #`` and the rarely seen ``A-D``."""
+
+
+# -- what a far end reports ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class WsConnected:
-    """The media stream started."""
+class CallStarted:
+    """The far end answered: the call's id, who calls (when known) and the parameters it carries."""
 
-    call_sid: str
-    stream_sid: str
+    call_id: str
     caller: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
+class AudioIn:
+    """One frame of the caller's audio: 8 kHz mono mu-law."""
+
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MarkReached:
+    """The far end played everything queued before mark ``name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPressed:
+    """A keypad digit: one of :data:`KEYPAD_DIGITS`."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class FarEndHungUp:
+    """The far end ended the call (or its stream); ``reason`` says how."""
+
+    reason: str
+
+
+FarEndEvent = CallStarted | AudioIn | MarkReached | KeyPressed | FarEndHungUp
+
+
+# -- what a call tells its listeners ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
 class MarkReceived:
-    """A mark was echoed; ``interrupted`` is true when its audio was cleared rather than played."""
+    """A mark was settled; ``interrupted`` is true when its audio was cleared rather than played."""
 
     name: str
     interrupted: bool = False
@@ -42,13 +84,6 @@ class Recognizing:
 
 
 @dataclass(frozen=True, slots=True)
-class Dtmf:
-    """A keypad digit: one of ``0-9 * # A-D``."""
-
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
 class SttError:
     """Speech recognition failed for good."""
 
@@ -64,11 +99,11 @@ class TtsError:
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
-    """The call is over: the caller hung up, the socket was lost, or we hung up."""
+    """The call is over: the caller hung up, the line was lost, or we hung up."""
 
     reason: str
 
 
-CallEvent = WsConnected | MarkReceived | Committed | Recognizing | Dtmf | SttError | TtsError | Disconnected
-
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
+CallEvent = (
+    CallStarted | MarkReceived | Committed | Recognizing | KeyPressed | SttError | TtsError | Disconnected
+)

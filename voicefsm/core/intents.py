@@ -1,4 +1,4 @@
-"""What a call asks of its transport. Each transport carries these out in its own protocol."""
+"""What a call asks of its far end, which carries it out on its own wire (a hang-up is its ``close``)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,6 @@ class PlaceMark:
 @dataclass(frozen=True, slots=True)
 class ClearBuffer:
     """Drop audio the far end has buffered but not yet played (barge-in)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hangup:
-    """End the call."""
-
-    reason: str = "hangup"
 
 
 OutboundItem = PlayAudio | PlaceMark | ClearBuffer

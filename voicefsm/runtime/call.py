@@ -1,14 +1,14 @@
-"""One phone call: audio queues, marks, transport intents and the call's lifecycle.
+"""One phone call: audio queues, marks, intents for the far end, and the call's lifecycle.
 
-A ``Call`` is created when a media stream starts and is gone when it ends. It owns no
-socket: a transport reads :meth:`Call.next_outbound` and feeds :meth:`Call.put_inbound`,
-:meth:`Call.mark_echoed` and :meth:`Call.emit`. Application code (the flow runtime, or
-a plain coroutine) speaks with :meth:`speak`, waits for playback with :meth:`play_mark`,
-and asks for a hang-up or a buffer clear with :meth:`request_disconnect` and
-:meth:`request_clear_buffer`. Code running in a worker thread uses :attr:`threadsafe`.
+A ``Call`` is built complete once its far end has started (its id, caller, parameters,
+audio tap and recognizer factory are given to the constructor and never patched) and is
+gone when the call ends. It owns no socket: the driver (:func:`voicefsm.runtime.driver.run_call`)
+reads :meth:`Call.next_outbound` and feeds :meth:`Call.put_inbound`, :meth:`Call.mark_echoed`
+and :meth:`Call.emit`. Application code (the flow runtime, or a plain coroutine) speaks with
+:meth:`speak`, waits for playback with :meth:`play_mark`, and asks for a hang-up or a buffer
+clear with :meth:`request_disconnect` and :meth:`request_clear_buffer`.
 
-Everything here runs on one event loop; only :class:`ThreadSafeCall` may be used from
-other threads.
+Everything here runs on one event loop.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future as ConcurrentFuture
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from voicefsm.core.audio import FRAME_BYTES, Framer
 from voicefsm.core.events import (
@@ -31,16 +29,14 @@ from voicefsm.core.events import (
     MarkReceived,
     Recognizing,
     SttError,
-    WsConnected,
 )
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkLedger, MarkOutcome
-from voicefsm.errors import CallHangupError, CallNotAnsweredError, ProviderError
+from voicefsm.errors import ProviderError
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 CallListener = Callable[[CallEvent], None]
 SttFactory = Callable[[], SpeechToText]
 
@@ -53,7 +49,7 @@ class AudioTap(Protocol):
 
     def tap_caller(self, frame: bytes) -> None: ...
     def tap_agent(self, frame: bytes) -> None: ...
-    def clear_agent(self) -> int:
+    def clear_agent(self) -> None:
         """Forget agent audio not yet mixed: a barge-in cleared it, so the caller never heard it."""
         ...
 
@@ -82,16 +78,24 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 class Call:
-    """Queues, marks, intents and lifecycle of one phone call. Not thread-safe; see :attr:`threadsafe`."""
+    """Queues, marks, intents and lifecycle of one phone call. Not thread-safe: use it on its loop."""
 
-    def __init__(self, *, call_sid: str | None = None, tap: AudioTap | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        call_sid: str,
+        caller: str | None = None,
+        parameters: Mapping[str, str] | None = None,
+        tap: AudioTap | None = None,
+        stt_factory: SttFactory | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.call_sid = call_sid
-        self.stream_sid: str | None = None
-        self.caller: str | None = None
-        self.parameters: dict[str, str] = {}
+        self.caller = caller
+        self.parameters: dict[str, str] = dict(parameters or {})
         self.tap = tap
-        self.log = CallLogger(log, {"call_sid": call_sid or "-"})
+        self.stt_factory = stt_factory
+        self.log = CallLogger(log, {"call_sid": call_sid})
 
         self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOUND_MAX_FRAMES)
         self.inbound_dropped = 0
@@ -104,18 +108,12 @@ class Call:
         self._marks = MarkLedger()
         self._mark_waiters: dict[str, asyncio.Future[MarkOutcome]] = {}
 
-        self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()
         self.hangup_requested = asyncio.Event()
         self.hangup_reason: str | None = None
         self.disconnect_reason: str | None = None
         self._listeners: list[CallListener] = []
-
-        self.stt_factory: SttFactory | None = None
-        self.stt_secondary_factory: SttFactory | None = None
-        self.on_stt_ready: Callable[[SpeechToText], None] | None = None
         self.stt: SpeechToText | None = None
-        self.threadsafe = ThreadSafeCall(self)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -139,19 +137,6 @@ class Call:
         """True once the call has ended, for whatever reason."""
         return self.disconnected.is_set()
 
-    def signal_ws_connected(self, event: WsConnected) -> None:
-        """The transport's stream started; record who and what it is, and tell listeners."""
-        if self.connected.is_set():
-            self.log.warning("stream %s started twice; the second start is ignored", event.stream_sid)
-            return
-        self.call_sid = event.call_sid
-        self.stream_sid = event.stream_sid
-        self.caller = event.caller
-        self.parameters = dict(event.parameters)
-        self.log.extra = {"call_sid": event.call_sid}
-        self.connected.set()
-        self.emit(event)
-
     def signal_disconnected(self, reason: str) -> bool:
         """The call is over. Runs once: later calls return False and change nothing."""
         if self.disconnected.is_set():
@@ -172,26 +157,6 @@ class Call:
         self.log.info("call ended: %s", reason)
         self.emit(Disconnected(reason))
         return True
-
-    async def wait_for_ws_connect(self, timeout_s: float) -> None:
-        """Wait until the stream starts; raise CallNotAnsweredError or CallHangupError otherwise."""
-        if self.connected.is_set():
-            return
-        waiters = {
-            asyncio.ensure_future(self.connected.wait()),
-            asyncio.ensure_future(self.disconnected.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        if self.connected.is_set():
-            return
-        if self.disconnected.is_set():
-            raise CallHangupError(self.disconnect_reason or "hangup")
-        raise CallNotAnsweredError(timeout_s)
 
     # -- inbound audio --------------------------------------------------------------------
 
@@ -374,24 +339,13 @@ class Call:
     # -- speech recognition ---------------------------------------------------------------
 
     def build_stt(self) -> SpeechToText | None:
-        """Build the recognizer from the factories (a tee when a secondary is set) and wire it.
-
-        The call's own callbacks are wired first, then ``on_stt_ready`` may rewire them: both
-        happen before :meth:`start_stt`, so no result can be missed.
-        """
+        """Build the recognizer from the call's factory and wire its results to the call's events."""
         if self.stt_factory is None:
             return None
-        from voicefsm.runtime.stt_tee import SttTee
-
-        primary = self.stt_factory()
-        stt: SpeechToText = primary
-        if self.stt_secondary_factory is not None:
-            stt = SttTee(primary, self.stt_secondary_factory())
+        stt = self.stt_factory()
         stt.on_committed = lambda text: self.emit(Committed(text))
         stt.on_recognizing = lambda text: self.emit(Recognizing(text))
         stt.on_error = lambda reason: self.emit(SttError(reason))
-        if self.on_stt_ready is not None:
-            self.on_stt_ready(stt)
         self.stt = stt
         return stt
 
@@ -415,61 +369,3 @@ class Call:
             await stt.stop()
         except Exception:
             self.log.exception("speech recognition did not stop cleanly")
-
-
-class ThreadSafeCall:
-    """The call's API for code running in worker threads. Every method blocks its own thread only."""
-
-    def __init__(self, call: Call) -> None:
-        self._call = call
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
-        loop = self._call.loop
-        if _running_loop() is loop:
-            coro.close()
-            raise RuntimeError(
-                "Call.threadsafe blocks until the event loop answers, so it cannot be used on the loop's own "
-                "thread; use the Call's async methods there"
-            )
-        future: ConcurrentFuture[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-        return future.result(timeout_s)
-
-    def put_outbound_sync(self, ulaw: bytes) -> None:
-        """Queue agent audio from a worker thread."""
-        self._call.loop.call_soon_threadsafe(self._call.put_outbound, ulaw)
-
-    def send_mark_and_wait(self, label: str, timeout_s: float = 10.0) -> MarkOutcome:
-        """Place a mark and block this thread until it is echoed, cleared or the call ends."""
-        return self._run(self._call.play_mark(label, timeout_s=timeout_s), timeout_s + 1.0)
-
-    def request_disconnect(self, reason: str = "hangup") -> None:
-        """Ask the transport to end the call."""
-        self._call.loop.call_soon_threadsafe(self._call.request_disconnect, reason)
-
-    def request_clear_buffer(self) -> None:
-        """Ask the transport to drop buffered agent audio."""
-        self._call.loop.call_soon_threadsafe(self._call.request_clear_buffer)
-
-    def wait_for_ws_connect(self, timeout_s: float) -> None:
-        """Block until the stream starts; raises CallNotAnsweredError or CallHangupError."""
-        self._run(self._call.wait_for_ws_connect(timeout_s), timeout_s + 1.0)
-
-    def clear_inbound(self) -> int:
-        """Drop unread caller audio; returns how many frames went."""
-        done = threading.Event()
-        result: list[int] = []
-
-        def clear() -> None:
-            result.append(self._call.clear_inbound())
-            done.set()
-
-        self._call.loop.call_soon_threadsafe(clear)
-        done.wait(5.0)
-        return result[0] if result else 0
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

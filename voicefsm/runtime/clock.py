@@ -4,7 +4,9 @@ The flow runtime never sleeps directly: it asks a :class:`Clock`. In production 
 :class:`LoopClock` (the event loop's monotonic time and ``asyncio.sleep``). Tests use
 :class:`VirtualClock`: time stands still while anything on the loop can run, and jumps to the
 next timer the moment everything is waiting, so a 6 s no-input timeout takes no real time and
-fires in the same order every run.
+fires in the same order every run. ``voicefsm chat`` uses :class:`ManualClock`, which moves only
+when told (by the agent's audio, or by the caller choosing silence), never while the keyboard
+is awaited. Both keep their sleepers in one :class:`SleeperHeap`.
 
 I/O deadlines (a TTS request, a REST call, a playback mark) are not conversation timers: they
 stay on real time (``asyncio.timeout``).
@@ -43,10 +45,100 @@ class LoopClock:
         await asyncio.sleep(seconds)
 
 
+class SleeperHeap:
+    """Simulated time and the sleepers waiting on it, woken in deadline order (ties: first come first).
+
+    Nothing here moves time by itself: :meth:`advance_to` does, and the subclasses decide when.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._live = 0
+
+    def now(self) -> float:
+        """The simulated time, in seconds."""
+        return self._now
+
+    @property
+    def pending(self) -> int:
+        """How many sleepers are waiting."""
+        return self._live
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until the clock has moved ``seconds`` on. Cancellable."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        waiter: asyncio.Future[None] = self._loop_for_sleep().create_future()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), waiter))
+        self._live += 1
+        self._sleeper_added()
+        try:
+            await waiter
+        finally:
+            self._live -= 1
+            if not waiter.done():
+                waiter.cancel()  # left in the heap; dropped when it reaches the top
+
+    def advance_to(self, when: float) -> None:
+        """Move the clock to ``when`` (never back) and wake every sleeper then due."""
+        self._now = max(self._now, when)
+        self._wake_due()
+
+    def next_deadline(self) -> float | None:
+        """When the earliest live sleeper is due; None when nobody sleeps."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def _loop_for_sleep(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _sleeper_added(self) -> None:
+        """A hook for clocks that watch the loop."""
+
+    def _wake_due(self) -> None:
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, waiter = heapq.heappop(self._sleepers)
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class ManualClock(SleeperHeap):
+    """Simulated time that moves only when told to: by the agent's audio, or by the caller's silence.
+
+    Unlike :class:`VirtualClock` it never moves while the loop waits for something outside it
+    (the keyboard), so ``voicefsm chat`` can wait for the person typing without timers firing.
+    """
+
+    #: Shorter sleeps than this just move the clock: a deadline recomputed in floating point can land
+    #: a hair after the instant the clock was moved to, and must not need a second skip.
+    EPSILON_S = 1e-6
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until the clock has been moved ``seconds`` on. Cancellable."""
+        if seconds <= self.EPSILON_S:
+            self._now += max(seconds, 0.0)
+            await asyncio.sleep(0)
+            return
+        await super().sleep(seconds)
+
+    def skip(self) -> float | None:
+        """Jump to the earliest pending deadline and wake what is due; the seconds skipped, or None."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return None
+        before = self._now
+        self.advance_to(deadline)
+        return self._now - before
+
+
 _RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VirtualClock] = weakref.WeakKeyDictionary()
 
 
-class VirtualClock:
+class VirtualClock(SleeperHeap):
     """Simulated time that advances only when the event loop has nothing else to do.
 
     While a sleeper is pending, a callback (not a task) checks the loop once per iteration;
@@ -63,31 +155,15 @@ class VirtualClock:
     """
 
     def __init__(self, start: float = 0.0, *, idle_turns: int = 2, fallback_turns: int = 50) -> None:
-        self._now = float(start)
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-        self._live = 0
+        super().__init__(start)
         self._idle = 0
         self._idle_turns = idle_turns
         self._fallback_turns = fallback_turns
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.Handle | None = None
 
-    def now(self) -> float:
-        """The simulated time, in seconds."""
-        return self._now
-
-    @property
-    def pending(self) -> int:
-        """How many sleepers are waiting."""
-        return self._live
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of simulated time (no real waiting once the loop is idle)."""
+    def _loop_for_sleep(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
@@ -100,23 +176,16 @@ class VirtualClock:
                 "shared clock, e.g. FlowLine(flow, clock=clock) for each"
             )
         _RUNNING[loop] = self
-        waiter: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), waiter))
-        self._live += 1
+        return loop
+
+    def _sleeper_added(self) -> None:
         self._schedule_tick()
-        try:
-            await waiter
-        finally:
-            self._live -= 1
-            if not waiter.done():
-                waiter.cancel()  # left in the heap; dropped when it reaches the top
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` now and wake every sleeper that is then due."""
         if seconds < 0:
             raise ValueError("time only moves forward")
-        self._now += seconds
-        self._wake_due()
+        self.advance_to(self._now + seconds)
 
     def close(self) -> None:
         """Stop watching the loop (sleepers still pending stay asleep until cancelled)."""
@@ -148,14 +217,6 @@ class VirtualClock:
         self._schedule_tick()
 
     def _jump(self) -> None:
-        while self._sleepers and self._sleepers[0][2].done():
-            heapq.heappop(self._sleepers)
-        if self._sleepers:
-            self._now = max(self._now, self._sleepers[0][0])
-            self._wake_due()
-
-    def _wake_due(self) -> None:
-        while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, waiter = heapq.heappop(self._sleepers)
-            if not waiter.done():
-                waiter.set_result(None)
+        deadline = self.next_deadline()
+        if deadline is not None:
+            self.advance_to(deadline)

@@ -38,7 +38,7 @@ from voicefsm.core.events import (
     CallEvent,
     Committed,
     Disconnected,
-    Dtmf,
+    KeyPressed,
     Recognizing,
     SttError,
 )
@@ -77,7 +77,6 @@ __all__ = [
     "FlowRuntime",
     "RuntimeLimits",
     "Turn",
-    "flow_handler",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class RuntimeLimits:
 CallHandler = Callable[[Call], Awaitable[None]]
 
 
-_CALLER_EVENTS = (Committed, Recognizing, Dtmf, SttError, Disconnected)
+_CALLER_EVENTS = (Committed, Recognizing, KeyPressed, SttError, Disconnected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +265,7 @@ class FlowRuntime:
                 turn = Turn("caller", message.text, start, now, "speech", False, activity.state.id)
                 self._notify("on_turn", turn)
             message = CallerSaid(message.text)
-        elif isinstance(message, Dtmf):
+        elif isinstance(message, KeyPressed):
             message = CallerKey(message.digit)
         await activity.handle(message)
 
@@ -681,33 +680,3 @@ def _where(function: Callable[..., Any]) -> str | None:
     """``file:line`` of a function's definition, for messages that name flow code."""
     code = getattr(inspect.unwrap(function), "__code__", None)
     return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
-
-
-def flow_handler(
-    flow: type[VoiceFlow],
-    tts_factory: Callable[[], TextToSpeech],
-    *,
-    actions: TelephonyActions | None = None,
-    clock: Clock | None = None,
-    listeners: Callable[[Call], Sequence[FlowListener]] | None = None,
-    limits: RuntimeLimits | None = None,
-) -> CallHandler:
-    """A media-loop handler that runs ``flow`` on each call, with a fresh synthesizer per call."""
-
-    async def handle(call: Call) -> None:
-        tts = tts_factory()
-        try:
-            runtime = FlowRuntime(
-                flow,
-                call,
-                tts,
-                actions=actions,
-                clock=clock,
-                listeners=listeners(call) if listeners is not None else (),
-                limits=limits,
-            )
-            await runtime.run()
-        finally:
-            await tts.aclose()
-
-    return handle

@@ -149,7 +149,8 @@ class AudioMixer:
         if self.record_dropped_bytes:
             log.warning(
                 "the recording %s lost %.1f s of audio because the disk fell behind",
-                self.record_path, self.record_dropped_bytes / (2 * SAMPLE_RATE_HZ),
+                self.record_path,
+                self.record_dropped_bytes / (2 * SAMPLE_RATE_HZ),
             )
         if self.monitor_dropped_frames:
             log.info("live monitor skipped %d chunks because ffplay fell behind", self.monitor_dropped_frames)
@@ -180,8 +181,11 @@ class AudioMixer:
                     # wave patches the header on every writeframes, so the file stays playable mid-call.
                     await asyncio.to_thread(self._wav.writeframes, chunk)
                 except OSError as exc:
-                    log.error("writing the recording %s failed (%s); the rest of the call is not recorded",
-                              self.record_path, exc)
+                    log.error(
+                        "writing the recording %s failed (%s); the rest of the call is not recorded",
+                        self.record_path,
+                        exc,
+                    )
                     self._recording = False
                     self._pending.clear()
                     return

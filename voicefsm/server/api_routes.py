@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebS
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, model_validator
 
-from voicefsm.core.events import DTMF_DIGITS, Committed, Dtmf
+from voicefsm.core.events import KEYPAD_DIGITS, Committed, KeyPressed
 from voicefsm.records import CallRecord, CallSummary
 from voicefsm.server.state import ServerState
 
@@ -39,7 +39,7 @@ class CallerInput(BaseModel):
     def _one_of(self) -> CallerInput:
         if (self.text is None) == (self.digits is None):
             raise ValueError('send exactly one of "text" or "digits"')
-        if self.digits is not None and not set(self.digits) <= DTMF_DIGITS:
+        if self.digits is not None and not set(self.digits) <= KEYPAD_DIGITS:
             raise ValueError("digits may only contain 0-9, *, # and A-D")
         return self
 
@@ -99,7 +99,7 @@ async def inject_caller_input(request: Request, call_sid: str, body: CallerInput
         call.emit(Committed(body.text))
     else:
         for digit in body.digits or "":
-            call.emit(Dtmf(digit))
+            call.emit(KeyPressed(digit))
     return Response(status_code=202)
 
 

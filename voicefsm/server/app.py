@@ -13,6 +13,8 @@ from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.step_pool import step_pool
 from voicefsm.server.api_routes import router as api_router
+from voicefsm.server.live import LiveFeeds
+from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
 from voicefsm.server.services import CallServices
 from voicefsm.server.state import ServerState
@@ -29,8 +31,13 @@ def create_app(
     store: CallStore | None = None,
     writer: RecordWriter | None = None,
     flow_description: dict[str, Any] | None = None,
+    feeds: LiveFeeds | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
-    """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``."""
+    """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``.
+
+    ``feeds`` and ``metrics`` are the ones the services write to (a flow service's), when given.
+    """
     app = FastAPI(title="voicefsm", version=__version__, docs_url=None, redoc_url=None)
     state = ServerState(
         settings=settings,
@@ -39,6 +46,8 @@ def create_app(
         store=store,
         writer=writer,
         flow_description=flow_description,
+        feeds=feeds or LiveFeeds(),
+        metrics=metrics or Metrics(),
     )
     app.state.voicefsm = state
     app.include_router(twilio_router)
@@ -70,7 +79,7 @@ def create_app(
         return body if pool.healthy else JSONResponse(body, status_code=503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus metrics: active calls, calls by outcome, turn latency, provider errors."""
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

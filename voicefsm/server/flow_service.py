@@ -1,5 +1,8 @@
-"""Serve one flow: build each call's runtime, and record, show and count what happens on it.
+"""Serve one flow: open each call's session, and record, show and count what happens on it.
 
+A session is opened per call (:meth:`FlowService.open_session`) and closed once: it starts
+the recording tap, the call's record and its live feed, builds the complete :class:`Call` and
+the flow run, and on close writes the outcome, ends the feed and stops the recording.
 Everything a flow does reaches three places as it happens: the call records (through the
 non-blocking :class:`~voicefsm.records.RecordWriter`), the live feed the browser watches,
 and the Prometheus metrics. None of them can slow down or end a call.
@@ -7,24 +10,28 @@ and the Prometheus metrics. None of them can slow down or end a call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from voicefsm.core.actions import TelephonyActions
+from voicefsm.core.events import CallStarted
 from voicefsm.flow import VoiceFlow, fakes_for
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
-from voicefsm.runtime.call import AudioTap, Call, SttFactory
-from voicefsm.runtime.flow_runtime import FlowListener, FlowRuntime, Turn
-from voicefsm.runtime.media_loop import CallLimits
+from voicefsm.records import RecordWriter
+from voicefsm.runtime.call import Call, SttFactory
+from voicefsm.runtime.driver import CallLimits
+from voicefsm.runtime.flow_runtime import FlowListener, Turn
 from voicefsm.runtime.recorder import AudioMixer
-from voicefsm.server.live import LiveFeed
+from voicefsm.runtime.session import CallSession, FlowRun
+from voicefsm.server.live import LiveFeed, LiveFeeds
+from voicefsm.server.metrics import Metrics
 from voicefsm.server.services import CallServices
-from voicefsm.server.state import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,10 @@ _ERROR_KINDS = {"tts": "tts", "stt": "stt"}
 class CallObserver(FlowListener):
     """Hands one call's transitions, turns, slots and errors to the records, the live feed and metrics."""
 
-    def __init__(self, call_sid: str, state: ServerState, feed: LiveFeed) -> None:
+    def __init__(self, call_sid: str, writer: RecordWriter | None, metrics: Metrics, feed: LiveFeed) -> None:
         self.call_sid = call_sid
-        self.writer = state.writer
-        self.metrics = state.metrics
+        self.writer = writer
+        self.metrics = metrics
         self.feed = feed
         # Turn times are seconds since the flow started running, which is now.
         self.started_at = datetime.now(UTC)
@@ -126,7 +133,7 @@ def _jsonable(value: object) -> object:
 
 @dataclass(slots=True)
 class FlowService:
-    """How to run ``flow`` on each call the server takes."""
+    """How to run ``flow`` on each call the server takes, and where what happens on it goes."""
 
     flow: type[VoiceFlow]
     tts_factory: Callable[[], TextToSpeech]
@@ -134,6 +141,10 @@ class FlowService:
     actions: TelephonyActions | None = None
     recordings_dir: Path | None = None
     limits: CallLimits | None = None
+    writer: RecordWriter | None = None
+    feeds: LiveFeeds = field(default_factory=LiveFeeds)
+    metrics: Metrics = field(default_factory=Metrics)
+    voice_monitor: bool = False
     #: The flow's resources, opened once for the process (``open_resources``); handed to every call.
     resources: Mapping[str, object] | None = None
     #: Give each call the flow's declared fakes instead (``VOICEFSM_FAKE_RESOURCES``: demos, load tests).
@@ -143,70 +154,64 @@ class FlowService:
         """What ``GET /api/flow`` returns: states, transitions and slots for the diagram."""
         return browser_view(FlowSpec.of(self.flow))
 
-    def services(self, state_ref: Callable[[], ServerState]) -> CallServices:
-        """The server's per-call wiring for this flow. ``state_ref`` gives the server state at call time."""
-        observers: dict[str, CallObserver] = {}
-        outcomes: dict[str, str] = {}
-        flow_name = self.flow.__name__
+    def services(self) -> CallServices:
+        """The server's per-call wiring for this flow: every call opens :meth:`open_session`."""
+        return CallServices(open_session=self.open_session, limits=self.limits or CallLimits())
 
-        async def started(call: Call) -> None:
-            state = state_ref()
-            sid = call.call_sid or "?"
-            now = datetime.now(UTC)
-            feed = LiveFeed(sid)
-            await state.feeds.add(feed)
-            observers[sid] = CallObserver(sid, state, feed)
-            if state.writer is not None:
-                state.writer.call_started(sid, flow=flow_name, caller=call.caller, started_at=now)
-                recording = self._recording_path(sid)
-                if recording is not None and call.tap is not None:
-                    state.writer.set_recording(sid, str(recording))
-
-        async def handler(call: Call) -> None:
-            sid = call.call_sid or "?"
-            observer = observers.get(sid)
-            tts = self.tts_factory()
-            try:
-                runtime = FlowRuntime(
-                    self.flow,
-                    call,
-                    tts,
-                    actions=self.actions,
-                    listeners=[observer] if observer else (),
-                    resources=fakes_for(self.flow) if self.fake_resources else self.resources,
-                )
-                result = await runtime.run()
-                outcomes[sid] = result.outcome
-            finally:
-                await tts.aclose()
-
-        async def ended(call: Call) -> None:
-            state = state_ref()
-            sid = call.call_sid or "?"
-            observers.pop(sid, None)
-            outcome = outcomes.pop(sid, "hung_up")
-            if state.writer is not None:
-                state.writer.call_ended(sid, outcome=outcome)
-            feed = state.feeds.pop(sid)
-            if feed is not None:
-                feed.end(call.disconnect_reason or outcome)
-
-        async def tap_factory(call_sid: str) -> AudioTap | None:
-            path = self._recording_path(call_sid)
-            if path is None:
-                return None
-            mixer = AudioMixer(record_path=path, monitor=state_ref().settings.voice_monitor)
-            await mixer.start()
-            return mixer
-
-        return CallServices(
-            handler=handler,
+    @contextlib.asynccontextmanager
+    async def open_session(self, started: CallStarted) -> AsyncIterator[CallSession]:
+        """One call's session: recording, record, live feed, the complete call and its flow; closed once."""
+        sid = started.call_id
+        recording = self._recording_path(sid)
+        tap = await self._start_recording(sid, recording)
+        feed = LiveFeed(sid)
+        await self.feeds.add(feed)
+        if self.writer is not None:
+            self.writer.call_started(
+                sid, flow=self.flow.__name__, caller=started.caller, started_at=datetime.now(UTC)
+            )
+            if tap is not None:
+                self.writer.set_recording(sid, str(recording))
+        call = Call(
+            call_sid=sid,
+            caller=started.caller,
+            parameters=started.parameters,
+            tap=tap,
             stt_factory=self.stt_factory,
-            tap_factory=tap_factory,
-            on_call_started=started,
-            on_call_ended=ended,
-            limits=self.limits or CallLimits(),
         )
+        run = FlowRun(
+            call,
+            self.flow,
+            self.tts_factory(),
+            actions=self.actions,
+            listeners=[CallObserver(sid, self.writer, self.metrics, feed)],
+            resources=fakes_for(self.flow) if self.fake_resources else self.resources,
+        )
+        try:
+            yield CallSession(call, run)
+        finally:
+            outcome = run.result.outcome if run.result is not None else "hung_up"
+            if self.writer is not None:
+                self.writer.call_ended(sid, outcome=outcome)
+            ended = self.feeds.pop(sid)
+            if ended is not None:
+                ended.end(call.disconnect_reason or outcome)
+            if tap is not None:
+                try:
+                    await tap.stop()
+                except Exception:
+                    log.exception("the recording of call %s did not close cleanly", sid)
+
+    async def _start_recording(self, call_sid: str, path: Path | None) -> AudioMixer | None:
+        if path is None:
+            return None
+        mixer = AudioMixer(record_path=path, monitor=self.voice_monitor)
+        try:
+            await mixer.start()
+        except Exception:  # a full disk must cost the recording, not the call
+            log.exception("could not start recording call %s; the call goes on unrecorded", call_sid)
+            return None
+        return mixer
 
     def _recording_path(self, call_sid: str) -> Path | None:
         if self.recordings_dir is None:

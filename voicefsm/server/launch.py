@@ -15,14 +15,16 @@ from voicefsm.flow import VoiceFlow, open_resources
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
-from voicefsm.runtime.media_loop import CallLimits
+from voicefsm.runtime.driver import CallLimits
 from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.flow_service import FlowService
+from voicefsm.server.live import LiveFeeds
+from voicefsm.server.metrics import Metrics
 from voicefsm.server.serving import RunningServer, running_server, serve_until_signalled
 from voicefsm.settings import Settings
 from voicefsm.telephony.recording import RecordingActions
-from voicefsm.telephony.twilio_rest import TwilioRest
+from voicefsm.telephony.twilio.rest import TwilioRest
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,16 @@ def telephony_actions(settings: Settings) -> TelephonyActions:
     return RecordingActions()
 
 
-def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None = None) -> FlowService:
-    """The per-call wiring for the chosen flow and providers."""
+def flow_service(
+    settings: Settings,
+    chosen: Plan,
+    *,
+    limits: CallLimits | None = None,
+    writer: RecordWriter | None = None,
+    feeds: LiveFeeds | None = None,
+    metrics: Metrics | None = None,
+) -> FlowService:
+    """The per-call wiring for the chosen flow and providers; calls report to writer, feeds and metrics."""
     stt_factory: Callable[[], SpeechToText] | None = None
     if chosen.stt_name is not None:
         stt_name = chosen.stt_name
@@ -80,6 +90,10 @@ def flow_service(settings: Settings, chosen: Plan, *, limits: CallLimits | None 
         actions=telephony_actions(settings),
         recordings_dir=recordings,
         limits=limits or CallLimits(idle_timeout_s=settings.stream_idle_timeout_s),
+        writer=writer,
+        feeds=feeds or LiveFeeds(),
+        metrics=metrics or Metrics(),
+        voice_monitor=settings.voice_monitor,
     )
 
 
@@ -99,23 +113,22 @@ async def flow_app(settings: Settings, chosen: Plan) -> AsyncIterator[FastAPI]:
             contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
         )
         async with RecordWriter(store) as writer, opened as resources:
-            service = flow_service(settings, chosen)
+            service = flow_service(settings, chosen, writer=writer)
             service.resources, service.fake_resources = resources, fakes
-            holder: list[FastAPI] = []
-            app = create_app(
-                settings,
-                service.services(lambda: holder[0].state.voicefsm),
-                store=store,
-                writer=writer,
-                flow_description=service.description(),
-            )
-            holder.append(app)
 
             def stalled(stall: Stall) -> None:
-                app.state.voicefsm.metrics.loop_stalled(stall.duration_s)
+                service.metrics.loop_stalled(stall.duration_s)
 
             async with LoopWatchdog(on_stall=stalled):
-                yield app
+                yield create_app(
+                    settings,
+                    service.services(),
+                    store=store,
+                    writer=writer,
+                    flow_description=service.description(),
+                    feeds=service.feeds,
+                    metrics=service.metrics,
+                )
     finally:
         await store.aclose()
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from voicefsm.core.twilio_media import Start
+from voicefsm.core.events import CallStarted
 from voicefsm.runtime.call import Call
 
 TOKEN_TTL_S = 120.0
@@ -54,21 +54,21 @@ class CallRegistry:
             self._tickets[call_sid] = ticket
         return ticket.token
 
-    def admit(self, start: Start) -> Admission:
-        """Check a stream's ``start`` against its token and the live calls (StreamRejected if not)."""
-        call_sid = start.call_sid
+    def admit(self, started: CallStarted) -> Admission:
+        """Check a started call against its token and the live calls (StreamRejected if not)."""
+        call_sid = started.call_id
         if call_sid in self.active:
             raise StreamRejected(
                 f"a stream for call {call_sid} is already running; the second one is refused"
             )
-        token = start.custom_parameters.get("token")
+        token = started.parameters.get("token")
         ticket = self._tickets.get(call_sid)
         if token is None:
             if self.require_token:
                 raise StreamRejected(
                     f"stream for call {call_sid} carries no token; it did not come from our webhook"
                 )
-            return Admission(call_sid, start.custom_parameters.get("caller"))
+            return Admission(call_sid, started.caller)
         if ticket is None or ticket.expires_at <= self._clock():
             raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")
         if not secrets.compare_digest(ticket.token, token):
@@ -78,14 +78,12 @@ class CallRegistry:
 
     def add(self, call: Call) -> None:
         """Register a running call under its CallSid."""
-        if call.call_sid is None:
-            raise ValueError("a call is registered only once its stream has started (it has no CallSid yet)")
         self.active[call.call_sid] = call
         self.idle.clear()
 
     def remove(self, call: Call) -> None:
         """Forget a call that has ended."""
-        if call.call_sid is not None and self.active.get(call.call_sid) is call:
+        if self.active.get(call.call_sid) is call:
             del self.active[call.call_sid]
         if not self.active:
             self.idle.set()

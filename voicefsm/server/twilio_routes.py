@@ -1,5 +1,9 @@
 """Twilio's three entry points: the voice webhook, the media stream, and call status callbacks.
 
+The media stream (Twilio's, or the browser phone's, which speaks the same protocol) is read
+through the Twilio adapter (:mod:`voicefsm.telephony.twilio`) as neutral call events and run
+by the one driver in a session the server's services open.
+
 When a Twilio auth token is configured, every request must carry a valid
 ``X-Twilio-Signature`` computed over the configured public URL (not the Host header,
 which proxies rewrite); anything else gets 403 before any work is done.
@@ -8,22 +12,23 @@ which proxies rewrite); anything else gets 403 before any work is done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from starlette.datastructures import FormData
 
-from voicefsm.core.signature import is_valid_signature_any, webhook_url
-from voicefsm.core.twilio_media import Start
-from voicefsm.core.twiml import busy_twiml, stream_twiml
-from voicefsm.runtime.call import Call
-from voicefsm.runtime.media_loop import run_call, wait_for_start
-from voicefsm.server.registry import StreamRejected
+from voicefsm.core.events import CallStarted
+from voicefsm.runtime.driver import run_call, wait_for_start
+from voicefsm.runtime.session import CallSession
+from voicefsm.server.registry import Admission, StreamRejected
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
-from voicefsm.transports.twilio import TwilioMediaStream
+from voicefsm.telephony.twilio.signature import is_valid_signature_any, webhook_url
+from voicefsm.telephony.twilio.stream import TwilioMediaStream
+from voicefsm.telephony.twilio.twiml import busy_twiml, stream_twiml
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def _websocket_signature_ok(state: ServerState, websocket: WebSocket) -> bool:
 
 @router.websocket("/stream")
 async def media_stream(websocket: WebSocket) -> None:
-    """One Twilio Media Stream = one Call, from ``start`` until the last of its tasks is awaited."""
+    """One Twilio Media Stream (or browser phone) = one call, run by the driver from start to teardown."""
     state = _state(websocket)
     if not _websocket_signature_ok(state, websocket):
         state.metrics.request_rejected()
@@ -127,54 +132,42 @@ async def media_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1013)
         return
     await websocket.accept()
-    transport = TwilioMediaStream(websocket)
+    far_end = TwilioMediaStream(websocket)
     limits = state.services.limits
-    start = await wait_for_start(transport, limits.start_timeout_s)
-    if start is None:
-        await transport.close("no start")
+    started = await wait_for_start(far_end, limits.start_timeout_s)
+    if started is None:
+        await far_end.close("no start")
         return
     try:
-        admission = state.registry.admit(start)
+        admission = state.registry.admit(started)
     except StreamRejected as exc:
         state.metrics.request_rejected()
         log.warning("refused a media stream: %s", exc)
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1008, reason="stream refused")
+        await far_end.refuse("stream refused")
         return
-    await _serve(state, transport, start, admission.caller)
+    await run_call(
+        far_end, lambda admitted: _session(state, admitted), limits, started=_admitted(started, admission)
+    )
 
 
-async def _serve(state: ServerState, transport: TwilioMediaStream, start: Start, caller: str | None) -> None:
-    services = state.services
-    tap = None
-    if services.tap_factory is not None:
-        try:
-            tap = await services.tap_factory(start.call_sid)
-        except Exception:  # a full disk must cost the recording, not the call
-            log.exception("could not start recording call %s; the call goes on unrecorded", start.call_sid)
-    call = Call(call_sid=start.call_sid, tap=tap)
-    call.caller = caller or start.custom_parameters.get("caller")
-    call.stt_factory = services.stt_factory
-    call.stt_secondary_factory = services.stt_secondary_factory
-    state.registry.add(call)
+def _admitted(started: CallStarted, admission: Admission) -> CallStarted:
+    """The start as the call sees it: the signed webhook's caller first, the stream token gone."""
+    parameters = {key: value for key, value in started.parameters.items() if key != "token"}
+    return dataclasses.replace(started, caller=admission.caller or started.caller, parameters=parameters)
+
+
+@contextlib.asynccontextmanager
+async def _session(state: ServerState, started: CallStarted) -> AsyncIterator[CallSession]:
+    """The services' session for an admitted call, counted and registered while it is open."""
+    call = None
     state.metrics.call_started()
-    reason = "ended"
     try:
-        if services.on_call_started is not None:
-            await services.on_call_started(call)
-        reason = await run_call(
-            call, transport, start, services.handler, limits=services.limits, caller=caller
-        )
+        async with state.services.session(started) as session:
+            call = session.call
+            state.registry.add(call)
+            yield session
     finally:
-        state.metrics.call_ended(reason)
-        if services.on_call_ended is not None:
-            try:
-                await services.on_call_ended(call)
-            except Exception:
-                log.exception("the call-ended hook failed")
-        stop = getattr(tap, "stop", None)
-        if stop is not None:
-            with contextlib.suppress(Exception):
-                await stop()
         # Last, so that a server waiting for its calls to end also waits for their records and recordings.
-        state.registry.remove(call)
+        if call is not None:
+            state.registry.remove(call)
+        state.metrics.call_ended(call.disconnect_reason or "ended" if call is not None else "no session")

@@ -1,6 +1,6 @@
 """TelephonyActions that only writes down what was asked: for tests and ``voicefsm chat``.
 
-Hangup follows exactly the rules of :class:`~voicefsm.telephony.twilio_rest.TwilioRest`: at most
+Hangup follows exactly the rules of :class:`~voicefsm.telephony.twilio.rest.TwilioRest`: at most
 once per call, a no-op after a transfer, an (injected) HTTP 404 counts as "already ended", and a
 failed attempt may be retried. Failures are injected per action with :meth:`RecordingActions.fail_next`.
 """
@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from voicefsm.core.actions import OutboundCall
 from voicefsm.errors import TelephonyError
-from voicefsm.telephony.twilio_rest import HangupLedger, check_twiml
+from voicefsm.telephony.twilio.rest import HangupLedger, check_twiml
 
 ActionName = Literal["place_call", "transfer", "hangup", "send_sms"]
 

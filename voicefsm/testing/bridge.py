@@ -15,8 +15,9 @@ has finished a question and waits for the answer.
 
 Two ways to run it:
 
-- :func:`bridge_flows`, in-process: two :class:`FlowRuntime` on two :class:`Call`, scripted
-  providers, one shared :class:`VirtualClock` (no-input timers cost no real time).
+- :func:`bridge_flows`, in-process: two calls, each run by the one driver (``run_call``) over an
+  in-process far end, scripted providers, one shared :class:`VirtualClock` (no-input timers
+  cost no real time).
 - :func:`bridge_servers`, over loopback between two running ``voicefsm serve`` (dev mode,
   scripted providers): for each server a fake Twilio (``POST /twilio/voice``, then the media
   stream with the webhook's token) that echoes marks, each side's words read from the call's
@@ -35,7 +36,7 @@ import datetime as dt
 import json
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,16 +44,20 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voicefsm.core.events import WsConnected
+from voicefsm.core.events import CallStarted
+from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
-from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, Turn
-from voicefsm.testing.line import play_like_a_phone
-from voicefsm.transports.twilio_client import TwilioStreamClient
+from voicefsm.runtime.driver import run_call
+from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, Turn
+from voicefsm.runtime.session import CallSession, FlowRun
+from voicefsm.telephony.twilio.client import TwilioStreamClient
+from voicefsm.testing.line import LINE_LIMITS
+from voicefsm.transports.memory import MemoryFarEnd
 
 __all__ = [
     "BridgeLine",
@@ -203,6 +208,10 @@ class BridgeStuckError(VoiceFsmError, AssertionError):
         )
 
 
+def _unheard(item: OutboundItem) -> None:
+    """Audio sent down an in-process leg: the driver's playout times it; nobody keeps it."""
+
+
 def _not_on_line(flow: str, call_sid: str) -> BridgeSide:
     """A side whose flow never ran: the agent ended the call before it asked anything."""
     return BridgeSide(flow, call_sid, None, None, (), {}, ())
@@ -212,7 +221,7 @@ def _not_on_line(flow: str, call_sid: str) -> BridgeSide:
 
 
 class _Leg(FlowListener):
-    """One side of the in-process line: a Call, a FlowRuntime and the phone that plays its audio."""
+    """One side of the in-process line: a call driven by ``run_call`` over an in-process far end."""
 
     def __init__(
         self,
@@ -229,7 +238,9 @@ class _Leg(FlowListener):
         self.today = today
         self.number = number
         self.conversation = conversation
-        self.call = Call(call_sid="CA" + secrets.token_hex(16))
+        self.call_sid = "CA" + secrets.token_hex(16)
+        self.call: Call | None = None
+        self.far_end = MemoryFarEnd(on_intent=_unheard)  # the other side hears words, not audio
         self.stt = ScriptedSpeechToText()
         self.tts = ScriptedTextToSpeech()
         self.peer: _Leg | _ScriptLeg | None = None
@@ -237,8 +248,8 @@ class _Leg(FlowListener):
         self.transcript: list[BridgeLine] = []
         self.errors: list[str] = []
         self.listened = asyncio.Event()
-        self.run_task: asyncio.Task[FlowResult] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.run_task: asyncio.Task[FlowResult | None] | None = None
+        self._run: FlowRun | None = None
 
     @property
     def state(self) -> str | None:
@@ -246,41 +257,43 @@ class _Leg(FlowListener):
 
     async def start(self) -> None:
         """Answer the call and start the flow on it."""
-        self.call.signal_ws_connected(
-            WsConnected(self.call.call_sid or "", "MZ" + secrets.token_hex(16), self.number, {})
+        self.far_end.start(self.call_sid, self.number)
+        self.run_task = asyncio.create_task(self._run_call(), name=f"bridge-{self.role}-flow")
+        self.run_task.add_done_callback(lambda _: self.listened.set())  # nothing more to wait for
+
+    @contextlib.asynccontextmanager
+    async def _session(self, started: CallStarted) -> AsyncIterator[CallSession]:
+        self.call = Call(
+            call_sid=started.call_id,
+            caller=started.caller,
+            stt_factory=(lambda: self.stt) if self.flow.uses_stt else None,
         )
-        if self.flow.uses_stt:
-            self.call.stt_factory = lambda: self.stt
-            await self.call.start_stt()
-        runtime = FlowRuntime(
-            self.flow,
+        self._run = FlowRun(
             self.call,
+            self.flow,
             self.tts,
             clock=self.clock,
             listeners=[self],
             today=lambda: self.today,
             resources=fakes_for(self.flow),  # in process: the flow's declared fakes
         )
-        self._tasks = [
-            asyncio.create_task(self._play(), name=f"bridge-{self.role}-play"),
-            asyncio.create_task(self._hangup_watch(), name=f"bridge-{self.role}-hangup"),
-        ]
-        self.run_task = asyncio.create_task(runtime.run(), name=f"bridge-{self.role}-flow")
-        self.run_task.add_done_callback(lambda _: self.listened.set())  # nothing more to wait for
+        yield CallSession(self.call, self._run, self.clock)
+
+    async def _run_call(self) -> FlowResult | None:
+        await run_call(self.far_end, self._session, LINE_LIMITS)
+        if self.call is not None and self.call.hangup_reason is not None and self.peer is not None:
+            self.peer.line_dead(f"the {self.role} hung up")
+        return self._run.result if self._run is not None else None
 
     async def close(self) -> None:
-        """Cancel and await this side's tasks; stop its recognizer."""
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *([self.run_task] if self.run_task else [])]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await self.call.stop_stt()
-        await self.tts.aclose()
+        """Hang up this side if it still runs and await its end."""
+        if self.run_task is not None:
+            self.run_task.cancel()
+            await asyncio.wait([self.run_task])
 
     def hear(self, text: str) -> None:
         """The other side said ``text``: recognise it, when this side is on the line."""
-        if self.run_task is None or self.call.is_disconnected:
+        if self.run_task is None or self.call is None or self.call.is_disconnected:
             return
         self.stt.say(text)
 
@@ -289,16 +302,7 @@ class _Leg(FlowListener):
 
     def line_dead(self, reason: str) -> None:
         """The other side hung up."""
-        self.call.signal_disconnected(reason)
-
-    async def _play(self) -> None:
-        await play_like_a_phone(self.call, self.clock)
-
-    async def _hangup_watch(self) -> None:
-        await self.call.hangup_requested.wait()
-        self.call.signal_disconnected(f"hangup requested ({self.call.hangup_reason})")
-        if self.peer is not None:
-            self.peer.line_dead(f"the {self.role} hung up")
+        self.far_end.hang_up(reason)
 
     # -- FlowListener ------------------------------------------------------------------------
 
@@ -322,12 +326,13 @@ class _Leg(FlowListener):
         self.errors.append(f"{kind}: {message}")
 
     def side(self) -> BridgeSide:
-        result = self.run_task.result() if self.run_task is not None and self.run_task.done() else None
+        done = self.run_task is not None and self.run_task.done() and not self.run_task.cancelled()
+        result = self.run_task.result() if self.run_task is not None and done else None
         if result is None:
-            return _not_on_line(self.flow.__name__, self.call.call_sid or "")
+            return _not_on_line(self.flow.__name__, self.call_sid)
         return BridgeSide(
             flow=result.flow,
-            call_sid=self.call.call_sid or "",
+            call_sid=self.call_sid,
             outcome=result.outcome,
             final_state=result.final_state,
             path=tuple(self.path),

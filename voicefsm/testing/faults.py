@@ -453,20 +453,28 @@ async def judge_call(
 
 #: What a task of the line still running after the call ended means: a queue nobody closed.
 _OWN_ENDING = {
-    "line-play": "the outbound queue was never closed (the transport still waits for agent audio)",
     "scripted-stt-reader": "the recognizer's audio queue was never closed (it still waits for caller audio)",
 }
+_OUTBOUND_OPEN = "the outbound queue was never closed (the transport still waits for agent audio)"
 SETTLE_REAL_S = 0.25
 
 
 async def _not_closed(line: FlowLine, before: set[asyncio.Task[Any]]) -> list[str]:
-    """Once the flow has ended and the line is down, every task of the call must end on its own.
+    """Once the flow has ended and the line is down, the call's queues must be closed.
 
-    The transport's pump ends when the outbound queue closes and the recognizer's reader when the
-    inbound queue does; both close on disconnect. Waits at most :data:`SETTLE_REAL_S` real seconds
-    (no time at all when everything has ended). Tasks the flow itself started are left to the
-    leak check after the line is closed.
+    The driver's send pump ends when the outbound queue closes (it is cancelled at teardown
+    anyway, so that is asked of the call directly) and the recognizer's reader when the inbound
+    queue does; both close on disconnect. Waits at most :data:`SETTLE_REAL_S` real seconds (no
+    time at all when everything has ended). Tasks the flow itself started are left to the leak
+    check after the line is closed.
     """
+    problems = []
+    try:
+        async with asyncio.timeout(SETTLE_REAL_S):
+            if await line.call.next_outbound() is not None:
+                problems.append(_OUTBOUND_OPEN)
+    except TimeoutError:
+        problems.append(_OUTBOUND_OPEN)
     ending = [
         task
         for task in asyncio.all_tasks() - before
@@ -474,7 +482,7 @@ async def _not_closed(line: FlowLine, before: set[asyncio.Task[Any]]) -> list[st
     ]
     if ending:
         await asyncio.wait(ending, timeout=SETTLE_REAL_S)
-    return [_OWN_ENDING[task.get_name()] for task in ending if not task.done()]
+    return problems + [_OWN_ENDING[task.get_name()] for task in ending if not task.done()]
 
 
 def _blocking(line: FlowLine) -> str | None:

@@ -1,11 +1,13 @@
-"""An in-process phone line for flow tests: a real Call and FlowRuntime, no socket, simulated time.
+"""An in-process phone line for flow tests: a real Call and flow run, no socket, simulated time.
 
-A transport task plays the far end: it "plays" outbound audio on the virtual clock (8000 mu-law
-bytes a second), echoes each mark once the audio before it has played, forgets audio on a clear,
-and ends the call when a hang-up is requested. The caller is scripted: :meth:`FlowLine.say` goes
-through :class:`ScriptedSpeechToText` (partials, then the final), :meth:`FlowLine.press` delivers
-keys, and silence costs nothing: the virtual clock jumps to the next timer whenever the loop is
-idle, so a 6 s no-input timeout fires at once and in the same order every run.
+The call runs through the same driver as a served call (:func:`voicefsm.runtime.driver.run_call`)
+over an in-process far end (:class:`~voicefsm.transports.memory.MemoryFarEnd`). The driver's
+playout clock "plays" outbound audio on the virtual clock (8000 mu-law bytes a second) and
+confirms each mark once the audio before it has played; a clear forgets what was still to play.
+The caller is scripted: :meth:`FlowLine.say` goes through :class:`ScriptedSpeechToText`
+(partials, then the final), :meth:`FlowLine.press` sends keys down the line, and silence costs
+nothing: the virtual clock jumps to the next timer whenever the loop is idle, so a 6 s no-input
+timeout fires at once and in the same order every run.
 
 Every wait is bounded by a real-time timeout, so a flow that hangs fails the test (naming what
 was awaited and the path so far) instead of hanging it.
@@ -14,53 +16,31 @@ was awaited and the path so far) instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any
 
-from voicefsm.core.events import Dtmf, WsConnected
-from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
+from voicefsm.core.events import CallStarted
+from voicefsm.core.intents import ClearBuffer, OutboundItem, PlayAudio
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
+from voicefsm.runtime.driver import CallLimits, run_call
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits, Turn
+from voicefsm.runtime.session import CallSession, FlowRun
 from voicefsm.telephony.recording import RecordingActions
+from voicefsm.transports.memory import MemoryFarEnd
 
 MONDAY = dt.date(2024, 6, 3)
 CALLER = "+15550001234"
-ULAW_BYTES_PER_S = 8000
+CALL_ID = "CA" + "0" * 32
 WAIT_S = 5.0  # real seconds; simulated waits take none, so only a hang gets near this
-
-
-async def play_like_a_phone(
-    call: Call,
-    clock: VirtualClock,
-    *,
-    echo_marks: bool = True,
-    heard: Callable[[OutboundItem], None] | None = None,
-) -> None:
-    """Play ``call``'s outbound audio as a phone does, on ``clock``, until the call ends.
-
-    Audio takes its length (8000 mu-law bytes a second); a mark comes back once the audio queued
-    before it has played; a clear drops what was still to play. ``heard`` sees every item.
-    """
-    playing_until = clock.now()
-    while (item := await call.next_outbound()) is not None:
-        now = clock.now()
-        if heard is not None:
-            heard(item)
-        if isinstance(item, PlayAudio):
-            playing_until = max(playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
-        elif isinstance(item, PlaceMark):
-            if echo_marks:
-                await clock.sleep(playing_until - now)
-                call.mark_echoed(item.name)
-        elif isinstance(item, ClearBuffer):
-            playing_until = now
+#: The test line's driver: it never idles out (its far end sends no audio) and starts at once.
+LINE_LIMITS = CallLimits(start_timeout_s=WAIT_S, idle_timeout_s=None)
 
 
 class FlowLine(FlowListener):
@@ -87,7 +67,7 @@ class FlowLine(FlowListener):
         wait_s: float = WAIT_S,
         clock: VirtualClock | None = None,
         resources: Mapping[str, object] | None = None,
-        stubs: dict[str, Any] | None = None,
+        stubs: dict[str, object] | None = None,
     ) -> None:
         self.flow = flow
         #: Resources by name over the flow's declared fakes; step stubs by state id or method (mutable).
@@ -115,39 +95,74 @@ class FlowLine(FlowListener):
         self._cursor_listens = 0
         self._barged = 0
         self._listen_moves: list[int] = []  # transitions taken before each listen
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.far_end = MemoryFarEnd(echoes_marks=not echo_marks, on_intent=self._heard_item)
+        self._run: FlowRun | None = None
+        self._opened = asyncio.Event()
+        self._go = asyncio.Event()  # the flow starts once the test has the line in hand
 
     # -- setup and teardown -----------------------------------------------------------------------
 
     async def __aenter__(self) -> FlowLine:
         self._before = asyncio.all_tasks()
-        self.call = Call(call_sid="CA" + "0" * 32)
-        self.call.signal_ws_connected(WsConnected(self.call.call_sid or "", "MZ" + "0" * 32, self.caller, {}))
-        flow_cls = self.flow if isinstance(self.flow, type) else type(self.flow)
         if isinstance(self.flow, VoiceFlow) and self.flow.caller is None:
             self.flow.caller = self.caller
-        if flow_cls.uses_stt:
-            self.call.stt_factory = lambda: self.stt
-            await self.call.start_stt()
-        self.runtime = FlowRuntime(
-            self.flow,
+        self.far_end.start(CALL_ID, self.caller)
+        self.run_task = asyncio.create_task(self._run_call(), name="line-flow")
+        self.run_task.add_done_callback(lambda _: self._changed.set())
+        opened = asyncio.create_task(self._opened.wait(), name="line-open")
+        await asyncio.wait([opened, self.run_task], timeout=self.wait_s, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()
+        await asyncio.wait([opened])
+        if not self._opened.is_set():
+            await self.close()
+            raise AssertionError(f"the test line did not open within {self.wait_s:g} s")
+        self._go.set()
+        return self
+
+    @contextlib.asynccontextmanager
+    async def _session(self, started: CallStarted) -> AsyncIterator[CallSession]:
+        flow_cls = self.flow if isinstance(self.flow, type) else type(self.flow)
+        self.call = Call(
+            call_sid=started.call_id,
+            caller=started.caller,
+            parameters=started.parameters,
+            stt_factory=(lambda: self.stt) if flow_cls.uses_stt else None,
+        )
+        self._run = FlowRun(
             self.call,
+            self.flow,
             self.tts,
             actions=self.actions,
             clock=self.clock,
             listeners=[self],
             today=lambda: self.today,
             limits=self.limits,
-            resources=fakes_for(flow_cls, given=self.resources),
+            resources=fakes_for(
+                self.flow if isinstance(self.flow, type) else type(self.flow), given=self.resources
+            ),
             stubs=self.stubs,
         )
-        self._tasks = [
-            asyncio.create_task(self._play(), name="line-play"),
-            asyncio.create_task(self._hangup_watch(), name="line-hangup"),
-        ]
-        self.run_task = asyncio.create_task(self.runtime.run(), name="line-flow")
-        self.run_task.add_done_callback(lambda _: self._changed.set())
-        return self
+        self._opened.set()
+        await self._go.wait()
+        yield CallSession(self.call, self._run, self.clock)
+
+    async def _run_call(self) -> FlowResult:
+        reason = await run_call(self.far_end, self._session, LINE_LIMITS)
+        if reason.startswith("internal error"):  # the driver itself broke: nothing the flow did
+            raise AssertionError(f"the test line's driver failed: {reason}; {self.describe()}")
+        run = self._run
+        if run is not None and run.error is not None:
+            raise run.error
+        if run is None or run.result is None:
+            raise AssertionError(f"the flow never ran on the test line; {self.describe()}")
+        return run.result
+
+    @property
+    def runtime(self) -> FlowRuntime:
+        """The flow's runtime, once the line is open."""
+        if self._run is None:
+            raise RuntimeError("the line is not open yet: use it as `async with FlowLine(flow) as line:`")
+        return self._run.runtime
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -158,13 +173,10 @@ class FlowLine(FlowListener):
             assert not left, f"tasks left behind by the call: {left}"
 
     async def close(self) -> None:
-        """End the line: cancel and await its tasks, stop the recognizer, release the clock."""
-        tasks = [*self._tasks, self.run_task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
-        await self.call.stop_stt()
-        await self.tts.aclose()
+        """End the line: hang it up if the call still runs, await its end, release the clock."""
+        if not self.run_task.done():
+            self.run_task.cancel()
+        await asyncio.wait([self.run_task])
         if self._owns_clock:
             self.clock.close()
 
@@ -182,19 +194,12 @@ class FlowLine(FlowListener):
 
     # -- the far end ------------------------------------------------------------------------------
 
-    async def _play(self) -> None:
-        await play_like_a_phone(self.call, self.clock, echo_marks=self.echo_marks, heard=self._heard_item)
-
     def _heard_item(self, item: OutboundItem) -> None:
         if isinstance(item, PlayAudio):
             self.audio_bytes += len(item.ulaw)
             self._changed.set()
         elif isinstance(item, ClearBuffer):
             self.clears += 1
-
-    async def _hangup_watch(self) -> None:
-        await self.call.hangup_requested.wait()
-        self.call.signal_disconnected(f"hangup requested ({self.call.hangup_reason})")
 
     # -- the caller: immediate --------------------------------------------------------------------
 
@@ -204,12 +209,11 @@ class FlowLine(FlowListener):
 
     def press(self, keys: str) -> None:
         """The caller presses ``keys`` now, one digit after another without a pause."""
-        for key in keys:
-            self.call.emit(Dtmf(key))
+        self.far_end.press(keys)
 
     def hang_up(self) -> None:
         """The caller hangs up."""
-        self.call.signal_disconnected("caller hung up")
+        self.far_end.hang_up("caller hung up")
 
     # -- the caller: in turn ----------------------------------------------------------------------
 
@@ -259,18 +263,12 @@ class FlowLine(FlowListener):
         try:
             async with asyncio.timeout(self.wait_s):
                 while not predicate():
-                    self._raise_if_the_line_broke()
                     if self.run_task.done() and not predicate():
                         raise AssertionError(f"the call ended while waiting for {what}; {self.describe()}")
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
             raise AssertionError(f"gave up waiting for {what}; {self.describe()}") from None
-
-    def _raise_if_the_line_broke(self) -> None:
-        for task in self._tasks:  # the far end's own tasks: if one failed, nothing will ever happen
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise AssertionError(f"the line's {task.get_name()} failed: {task.exception()}")
 
     async def next_listen(self) -> str:
         """Wait until the agent listens again, still in the state it listens in.

@@ -1,33 +1,41 @@
-"""The seam between a wire protocol and a call.
+"""The seam between a wire and a call: a far end speaks the neutral events of :mod:`voicefsm.core.events`.
 
-A transport turns a connection into the Media Streams messages of
-:mod:`voicefsm.core.twilio_media` (Twilio, the browser phone and the bridge all speak
-that protocol) and carries out what the call asks of it.
+A far end turns its wire into :data:`~voicefsm.core.events.FarEndEvent` values and carries
+out the call's intents (:data:`~voicefsm.core.intents.OutboundItem`). The Twilio adapter
+(``voicefsm.telephony.twilio``, which the browser phone speaks too) and the in-process line
+(:mod:`voicefsm.transports.memory`) are the two there are; ``run_call`` drives either.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from voicefsm.core.events import FarEndEvent
 from voicefsm.core.intents import OutboundItem
-from voicefsm.core.twilio_media import InboundMessage
+from voicefsm.errors import TransportClosed
+
+__all__ = ["FarEnd", "TransportClosed"]
 
 
-class TransportClosed(Exception):
-    """The connection is gone; nothing more can be sent or received."""
+class FarEnd(Protocol):
+    """One call's far end. ``receive`` never raises for bad input: it drops it and reads on.
 
+    ``echoes_marks`` says whether the far end reports :class:`~voicefsm.core.events.MarkReached`
+    itself once the audio before a mark has played (a phone does); when it does not, the driver
+    confirms marks from a playout clock.
+    """
 
-class MediaTransport(Protocol):
-    """One media connection. ``receive`` never raises for bad input: it drops it and reads on."""
+    @property
+    def echoes_marks(self) -> bool: ...
 
-    async def receive(self) -> InboundMessage | None:
-        """The next well-formed message, or None once the connection has closed."""
+    async def receive(self) -> FarEndEvent | None:
+        """The next event, or None once the far end has gone."""
         ...
 
     async def send(self, item: OutboundItem) -> None:
-        """Send audio, a mark or a clear. Raises TransportClosed when the connection is gone."""
+        """Send audio, a mark or a clear. Raises TransportClosed when the far end is gone."""
         ...
 
     async def close(self, reason: str) -> None:
-        """Close the connection (ending the call); idempotent and never raises."""
+        """Hang up (idempotent, never raises)."""
         ...

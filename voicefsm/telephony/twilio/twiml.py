@@ -106,3 +106,10 @@ def hangup_twiml(say: str | None = None) -> str:
 def busy_twiml(message: str = BUSY_MESSAGE) -> str:
     """A polite refusal, for when the server is draining or at capacity: say ``message``, hang up."""
     return hangup_twiml(message)
+
+
+def redirect_twiml(url: str) -> str:
+    """Send the call to ``url`` (POST): an outbound call placed by ``voicefsm call`` joins the served flow."""
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return str(response)

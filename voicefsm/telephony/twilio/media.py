@@ -1,5 +1,8 @@
 """Twilio Media Streams messages: parse every frame into a frozen value, build every frame as JSON text.
 
+:func:`neutral_event` translates a parsed message into the call events of
+:mod:`voicefsm.core.events`; nothing outside this package sees Twilio's message types.
+
 Parsing is total. Whatever arrives (a binary frame, 1 MB of text, JSON that is not an object,
 an unknown event, bad base64) comes back as a :class:`MalformedMessage` value rather than an
 exception, so one bad frame can never end a call. Sizes are checked before JSON is parsed.
@@ -22,10 +25,19 @@ from typing import Any, Final
 
 from pydantic_core import from_json
 
+from voicefsm.core.events import (
+    KEYPAD_DIGITS,
+    AudioIn,
+    CallStarted,
+    FarEndEvent,
+    FarEndHungUp,
+    KeyPressed,
+    MarkReached,
+)
+
 MAX_MESSAGE_BYTES: Final = 65536
 """Frames larger than this (UTF-8 bytes) are refused unparsed; real Twilio frames are a few hundred bytes."""
 
-DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 PLACEHOLDER_ACCOUNT_SID: Final = "AC" + "0" * 32
 EXCERPT_CHARS: Final = 80
 
@@ -111,6 +123,29 @@ class Stop:
 
 
 InboundMessage = Connected | Start | Media | Dtmf | Mark | Stop
+
+
+def neutral_event(message: InboundMessage) -> FarEndEvent | None:
+    """The call event a Twilio message means; None for ``connected`` (only ``start`` opens a call).
+
+    ``start`` keeps every ``<Parameter>`` (the server's stream token among them); the caller is
+    the ``caller`` or ``callerNumber`` parameter when one is set. ``stop`` is not necessarily a
+    hang-up: Twilio also stops the stream when the call is redirected.
+    """
+    if isinstance(message, Media):
+        return AudioIn(message.payload)
+    if isinstance(message, Mark):
+        return MarkReached(message.name)
+    if isinstance(message, Dtmf):
+        return KeyPressed(message.digit)
+    if isinstance(message, Start):
+        parameters = dict(message.custom_parameters)
+        return CallStarted(
+            message.call_sid, parameters.get("caller") or parameters.get("callerNumber"), parameters
+        )
+    if isinstance(message, Stop):
+        return FarEndHungUp("stream stopped")
+    return None
 
 
 # -- outbound messages (server -> Twilio), as a fake Twilio or the browser phone sees them --------
@@ -332,7 +367,7 @@ def _parse_media(data: dict[str, Any]) -> Media:
 def _parse_dtmf(data: dict[str, Any]) -> Dtmf:
     dtmf = _object(data, "dtmf")
     digit = _str(dtmf, "digit", "dtmf.")
-    if digit not in DTMF_DIGITS:
+    if digit not in KEYPAD_DIGITS:
         raise _Invalid(MalformedKind.BAD_DIGIT, f"{_describe(digit)}; keys are 0-9, *, # and A-D")
     track = _str(dtmf, "track", "dtmf.")
     return Dtmf(_str(data, "streamSid"), track, digit, _optional_int(data, "sequenceNumber"))

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voicefsm.core.audio import FRAME_BYTES, ULAW_SILENCE
-from voicefsm.core.twilio_media import (
+from voicefsm.telephony.twilio.media import (
     MalformedMessage,
     OutboundClear,
     OutboundMark,

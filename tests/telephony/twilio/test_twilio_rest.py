@@ -18,7 +18,7 @@ from twilio.http.response import Response
 from voicefsm.core.actions import OutboundCall, TelephonyActions
 from voicefsm.errors import TelephonyError
 from voicefsm.settings import Settings
-from voicefsm.telephony.twilio_rest import TwilioRest, mask_number
+from voicefsm.telephony.twilio.rest import TwilioRest, mask_number
 
 FROM = "+15551230002"
 TO = "+15551230001"

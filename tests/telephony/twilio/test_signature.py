@@ -8,7 +8,7 @@ import io
 import pytest
 from starlette.datastructures import FormData, UploadFile
 
-from voicefsm.core.signature import (
+from voicefsm.telephony.twilio.signature import (
     compute_signature,
     is_valid_signature,
     is_valid_signature_any,

@@ -41,7 +41,7 @@ def compute_signature(auth_token: str, url: str, params: Params) -> str:
     pairs = _pairs(params)
     if pairs is None:
         raise TypeError("Twilio signs text parameters only; a value in params is not a str")
-    return RequestValidator(auth_token).compute_signature(url, _Form(pairs))
+    return str(RequestValidator(auth_token).compute_signature(url, _Form(pairs)))
 
 
 def is_valid_signature(auth_token: str, url: str, params: Params, signature: str | None) -> bool:

@@ -4,12 +4,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from voicefsm.core.twiml import (
+from voicefsm.telephony.twilio.twiml import (
     BUSY_MESSAGE,
     StreamUrlError,
     busy_twiml,
     dial_twiml,
     hangup_twiml,
+    redirect_twiml,
     stream_twiml,
 )
 
@@ -135,3 +136,12 @@ def test_busy_twiml_is_a_polite_say_then_hangup() -> None:
     assert (say.tag, say.text, hangup.tag) == ("Say", BUSY_MESSAGE, "Hangup")
     say, _ = parse(busy_twiml("We are closing for maintenance."))
     assert say.text == "We are closing for maintenance."
+
+
+def test_redirect_twiml_sends_an_answered_outbound_call_to_the_voice_webhook() -> None:
+    [redirect] = parse(redirect_twiml("https://voice.example.com/twilio/voice?x=1&y=2"))
+    assert (redirect.tag, redirect.attrib, redirect.text) == (
+        "Redirect",
+        {"method": "POST"},
+        "https://voice.example.com/twilio/voice?x=1&y=2",
+    )

@@ -1,7 +1,11 @@
-"""Twilio Media Streams over a server-side WebSocket (Starlette/FastAPI).
+"""Twilio Media Streams over a server-side WebSocket (Starlette/FastAPI), as a neutral far end.
 
-The receive loop is total: every malformed frame becomes a :class:`MalformedMessage`
-that is logged once per kind and dropped, so no input can end a call.
+Each frame is parsed by :mod:`voicefsm.telephony.twilio.media` and handed on as the call
+event it means (``start`` -> CallStarted, ``media`` -> AudioIn, ``mark`` -> MarkReached,
+``dtmf`` -> KeyPressed, ``stop`` -> FarEndHungUp); the call's intents go out as Twilio frames.
+The receive loop is total: every malformed frame becomes a :class:`MalformedMessage` that is
+logged once per kind and dropped, so no input can end a call. The browser phone speaks this
+same protocol, so it comes through here too.
 """
 
 from __future__ import annotations
@@ -12,23 +16,27 @@ from collections import Counter
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from voicefsm.core.events import FarEndEvent
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
-from voicefsm.core.twilio_media import (
-    InboundMessage,
+from voicefsm.errors import TransportClosed
+from voicefsm.telephony.twilio.media import (
     MalformedMessage,
     Start,
     clear_message,
     mark_message,
     media_message,
+    neutral_event,
     parse_message,
 )
-from voicefsm.transports.base import TransportClosed
 
 log = logging.getLogger(__name__)
 
 
 class TwilioMediaStream:
-    """A :class:`~voicefsm.transports.base.MediaTransport` over an accepted Starlette WebSocket."""
+    """A :class:`~voicefsm.transports.base.FarEnd` over an accepted Starlette WebSocket."""
+
+    #: Twilio echoes each mark once the audio before it has played (or was cleared).
+    echoes_marks = True
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -41,7 +49,7 @@ class TwilioMediaStream:
         """A ``start`` message has arrived."""
         return self.stream_sid is not None
 
-    async def receive(self) -> InboundMessage | None:
+    async def receive(self) -> FarEndEvent | None:
         while not self._closed:
             try:
                 message = await self.websocket.receive()
@@ -63,7 +71,9 @@ class TwilioMediaStream:
                     log.warning("stream %s sent a second start; ignored", self.stream_sid)
                     continue
                 self.stream_sid = parsed.stream_sid
-            return parsed
+            event = neutral_event(parsed)
+            if event is not None:
+                return event
         return None
 
     def _drop(self, malformed: MalformedMessage) -> None:
@@ -88,6 +98,13 @@ class TwilioMediaStream:
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             self._closed = True
             raise TransportClosed(str(exc) or type(exc).__name__) from exc
+
+    async def refuse(self, reason: str) -> None:
+        """Close the stream as refused (WebSocket code 1008, policy violation)."""
+        self._closed = True
+        with contextlib.suppress(Exception):
+            if self.websocket.application_state != WebSocketState.DISCONNECTED:
+                await self.websocket.close(code=1008, reason=reason[:120])
 
     async def close(self, reason: str) -> None:
         if self._closed and self.websocket.application_state == WebSocketState.DISCONNECTED:

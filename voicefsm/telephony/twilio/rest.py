@@ -77,7 +77,7 @@ def _dial_twiml(number: str, *, say: str | None = None) -> str:
     return str(response.to_xml(xml_declaration=False))
 
 
-class _RebasedHttpClient(TwilioHttpClient):
+class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # the Twilio SDK is untyped
     """Sends every request, whatever its Twilio domain, to ``base`` (scheme, host, optional path prefix)."""
 
     def __init__(self, base: str, *, timeout: float) -> None:
@@ -328,7 +328,7 @@ class TwilioRest:
 
     def _unreachable(self, error: requests.RequestException) -> str:
         url = error.request.url if error.request is not None and error.request.url else None
-        parts = urlsplit(url) if url else None
+        parts = urlsplit(str(url)) if url else None
         where = f"{parts.scheme}://{parts.netloc}" if parts else "Twilio"
         hint = "check TWILIO_API_BASE" if self.api_base else "check the network connection"
         return f"could not connect to {where} ({type(error).__name__}); {hint}"

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicefsm.core import twilio_media
-from voicefsm.core.twilio_media import (
+from voicefsm.core.events import AudioIn, CallStarted, FarEndHungUp, KeyPressed, MarkReached
+from voicefsm.telephony.twilio import media as twilio_media
+from voicefsm.telephony.twilio.media import (
     MAX_MESSAGE_BYTES,
     Connected,
     Dtmf,
@@ -30,6 +31,7 @@ from voicefsm.core.twilio_media import (
     mark_echo_message,
     mark_message,
     media_message,
+    neutral_event,
     parse_message,
     parse_outbound,
     start_message,
@@ -107,7 +109,8 @@ def test_dtmf_mark_and_stop() -> None:
     )
     mark = '{"event":"mark","sequenceNumber":"103","streamSid":"MZ1","mark":{"name":"prompt-1"}}'
     stop = (
-        '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
+        '{"event":"stop","sequenceNumber":"500","streamSid":"MZ1",'
+        '"stop":{"accountSid":"AC1","callSid":"CA1"}}'
     )
     assert parse_message(dtmf) == Dtmf("MZ1", "inbound_track", "5", 7)
     assert parse_message(mark) == Mark("MZ1", "prompt-1", 103)
@@ -527,3 +530,33 @@ def test_builders_round_trip_any_values(sid: str, audio: bytes, number: int, par
     )
     assert parse_outbound(media_message(sid, audio)) == OutboundMedia(audio, sid)
     assert parse_outbound(mark_message(sid, sid)) == OutboundMark(sid, sid)
+
+
+# -- the neutral call events each message means ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "event"),
+    [
+        (
+            start_message(SID, CALL, custom_parameters={"token": "t0k", "caller": "+15550001111"}),
+            CallStarted(CALL, "+15550001111", {"token": "t0k", "caller": "+15550001111"}),
+        ),
+        (start_message(SID, CALL, custom_parameters={"callerNumber": "+1555"}), None),
+        (
+            inbound_media_message(SID, b"\x7f" * 160, chunk=1, timestamp_ms=0, sequence_number=2),
+            AudioIn(b"\x7f" * 160),
+        ),
+        (mark_echo_message(SID, "greet#1", sequence_number=3), MarkReached("greet#1")),
+        (dtmf_message(SID, "#", sequence_number=4), KeyPressed("#")),
+        (stop_message(SID, CALL, sequence_number=5), FarEndHungUp("stream stopped")),
+        (connected_message(), None),
+    ],
+    ids=["start", "start-callerNumber", "media", "mark", "dtmf", "stop", "connected"],
+)
+def test_each_message_translates_to_the_neutral_event_it_means(frame: str, event: object) -> None:
+    parsed = parse_message(frame)
+    assert not isinstance(parsed, MalformedMessage)
+    if event is None and isinstance(parsed, Start):
+        event = CallStarted(CALL, "+1555", {"callerNumber": "+1555"})
+    assert neutral_event(parsed) == event
