@@ -370,9 +370,7 @@ def _met(ok: bool | None) -> str:
 
 def targets(results: dict[str, Any]) -> list[str]:
     """The issue's targets, each with the number that decides it."""
-    steps = {
-        run["variant"]: {step["calls"]: step for step in run["steps"]} for run in results["capacity"]
-    }
+    steps = {run["variant"]: {step["calls"]: step for step in run["steps"]} for run in results["capacity"]}
     at_100 = steps.get("voicefsm", {}).get(100)
     ratio = results.get("capacity_ratio")
     book = results.get("booking") or {}

@@ -16,6 +16,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+# Types (strict, with the pydantic plugin: [tool.mypy] in pyproject.toml) and formatting, then the suite.
+.venv/bin/mypy voicefsm
+.venv/bin/ruff format --check .
 # The browser tests skip where Chromium is missing; as root it was just installed, so they must run.
 if [ "$(id -u)" = "0" ]; then export VOICEFSM_REQUIRE_BROWSER=1; fi
 .venv/bin/python -m pytest -q "$@"

@@ -39,8 +39,17 @@ TICKS_PER_BYTE = 1250  # 100 ns ticks per byte of 8 kHz 8-bit audio
 #: ``mute``: accept the upgrade, read everything, send nothing. ``close_1011``: close with 1011
 #: mid-turn (STT: after the first hypothesis of the next utterance; TTS: after the first audio chunk).
 #: ``truncate`` (TTS): send half the audio, then drop the TCP connection without a close frame.
-FAULTS = ("reject_401", "reject_403", "reject_429", "reject_500", "reject_503",
-          "silent", "mute", "close_1011", "truncate")
+FAULTS = (
+    "reject_401",
+    "reject_403",
+    "reject_429",
+    "reject_500",
+    "reject_503",
+    "silent",
+    "mute",
+    "close_1011",
+    "truncate",
+)
 
 
 def default_tts_audio(frames: int = 25) -> bytes:
@@ -107,8 +116,10 @@ def _tag() -> str:
 
 def text_message(path: str, request_id: str, body: dict[str, Any]) -> str:
     """A USP text message as the service sends it."""
-    return (f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
-            f"Path:{path}\r\n\r\n{json.dumps(body)}")
+    return (
+        f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
+        f"Path:{path}\r\n\r\n{json.dumps(body)}"
+    )
 
 
 def audio_message(request_id: str, payload: bytes) -> bytes:
@@ -186,8 +197,11 @@ class FakeAzureSpeech:
 
     async def _stt(self, ws: ServerConnection, query: str) -> None:
         assert ws.request is not None
-        session = SttSession(query, {k.lower(): v for k, v in ws.request.headers.raw_items()},
-                             self.stt_faults.popleft() if self.stt_faults else None)
+        session = SttSession(
+            query,
+            {k.lower(): v for k, v in ws.request.headers.raw_items()},
+            self.stt_faults.popleft() if self.stt_faults else None,
+        )
         self.stt_sessions.append(session)
         turn: str | None = None
         heard_at = turn_at = 0  # audio bytes received when the last utterance / the turn began
@@ -208,9 +222,17 @@ class FakeAzureSpeech:
                     await ws.send(text_message("turn.start", turn, {"context": {"serviceTag": _tag()}}))
                 if not payload:  # an empty audio message ends the stream: acknowledge all of it
                     session.end_of_stream = True
-                    await ws.send(text_message("speech.phrase", turn, {
-                        "RecognitionStatus": "EndOfDictation",
-                        "Offset": (session.audio_bytes - turn_at) * TICKS_PER_BYTE, "Duration": 0}))
+                    await ws.send(
+                        text_message(
+                            "speech.phrase",
+                            turn,
+                            {
+                                "RecognitionStatus": "EndOfDictation",
+                                "Offset": (session.audio_bytes - turn_at) * TICKS_PER_BYTE,
+                                "Duration": 0,
+                            },
+                        )
+                    )
                     await ws.send(text_message("turn.end", turn, {}))
                     continue
                 if payload.startswith(b"RIFF"):
@@ -221,8 +243,9 @@ class FakeAzureSpeech:
                     continue
                 heard_at = session.audio_bytes
                 if self.utterances:
-                    await self._recognise(ws, session, turn, session.audio_bytes - turn_at,
-                                          self.utterances.popleft())
+                    await self._recognise(
+                        ws, session, turn, session.audio_bytes - turn_at, self.utterances.popleft()
+                    )
                 if session.fault == "close_1011":
                     await ws.close(1011, "Internal server error")
                     return
@@ -235,19 +258,36 @@ class FakeAzureSpeech:
         end = turn_bytes * TICKS_PER_BYTE  # offsets count from the start of the turn
         start = max(0, end - self.bytes_per_utterance * TICKS_PER_BYTE)
         if said.status != "Success":
-            await ws.send(text_message("speech.phrase", turn, {
-                "RecognitionStatus": said.status, "Offset": start, "Duration": end - start}))
+            await ws.send(
+                text_message(
+                    "speech.phrase",
+                    turn,
+                    {"RecognitionStatus": said.status, "Offset": start, "Duration": end - start},
+                )
+            )
         else:
             await ws.send(text_message("speech.startDetected", turn, {"Offset": start}))
             for partial in said.partials:
-                await ws.send(text_message("speech.hypothesis", turn, {
-                    "Text": partial, "Offset": start, "Duration": end - start}))
+                await ws.send(
+                    text_message(
+                        "speech.hypothesis", turn, {"Text": partial, "Offset": start, "Duration": end - start}
+                    )
+                )
                 if session.fault == "close_1011":
                     return  # the socket closes mid-utterance
             await ws.send(text_message("speech.endDetected", turn, {"Offset": end}))
-            await ws.send(text_message("speech.phrase", turn, {
-                "RecognitionStatus": "Success", "DisplayText": said.text, "Offset": start,
-                "Duration": end - start}))
+            await ws.send(
+                text_message(
+                    "speech.phrase",
+                    turn,
+                    {
+                        "RecognitionStatus": "Success",
+                        "DisplayText": said.text,
+                        "Offset": start,
+                        "Duration": end - start,
+                    },
+                )
+            )
         async with self.heard:
             self.heard.notify_all()
 
@@ -297,8 +337,16 @@ class FakeAzureSpeech:
 async def serve_azure_fake(fake: FakeAzureSpeech | None = None) -> AsyncIterator[FakeAzureSpeech]:
     """Run a fake Azure Speech service on 127.0.0.1 (an ephemeral port) in this event loop."""
     fake = fake or FakeAzureSpeech()
-    server = await serve(fake._handler, "127.0.0.1", 0, process_request=fake._process_request,
-                         subprotocols=None, open_timeout=None, ping_interval=None, close_timeout=1)
+    server = await serve(
+        fake._handler,
+        "127.0.0.1",
+        0,
+        process_request=fake._process_request,
+        subprotocols=None,
+        open_timeout=None,
+        ping_interval=None,
+        close_timeout=1,
+    )
     port = next(iter(server.sockets)).getsockname()[1]
     fake.host = f"ws://127.0.0.1:{port}"
     try:

@@ -65,8 +65,13 @@ async def make_stt(fake: FakeAzureSpeech) -> AsyncIterator[Callable[..., AzureSp
     built: list[AzureSpeechToText] = []
 
     def make(**options: Any) -> AzureSpeechToText:
-        options = {"key": API_KEY, "host": fake.host, "connect_timeout_s": 1.0, "stop_timeout_s": 1.0,
-                   **options}
+        options = {
+            "key": API_KEY,
+            "host": fake.host,
+            "connect_timeout_s": 1.0,
+            "stop_timeout_s": 1.0,
+            **options,
+        }
         stt = AzureSpeechToText(**options)
         built.append(stt)
         return stt
@@ -130,8 +135,15 @@ async def test_partials_and_finals_reach_the_callbacks_on_the_loop_thread(
     await stt.start(audio)
     await heard.until(lambda: len(heard.finals) == 2)
     assert heard.finals == ["Book a table for two.", "Yes please."]  # the NoMatch in between is ignored
-    assert heard.partials == ["book", "book a", "book a table", "book a table for", "book a table for two",
-                              "yes", "yes please"]
+    assert heard.partials == [
+        "book",
+        "book a",
+        "book a table",
+        "book a table for",
+        "book a table for two",
+        "yes",
+        "yes please",
+    ]
     assert heard.threads == {threading.get_ident()}
     assert heard.errors == []
 
@@ -337,8 +349,13 @@ async def make_tts(fake: FakeAzureSpeech) -> AsyncIterator[Callable[..., AzureTe
     built: list[AzureTextToSpeech] = []
 
     def make(**options: Any) -> AzureTextToSpeech:
-        options = {"key": API_KEY, "host": fake.host, "first_chunk_timeout_s": 1.0, "stop_timeout_s": 1.0,
-                   **options}
+        options = {
+            "key": API_KEY,
+            "host": fake.host,
+            "first_chunk_timeout_s": 1.0,
+            "stop_timeout_s": 1.0,
+            **options,
+        }
         tts = AzureTextToSpeech(**options)
         built.append(tts)
         return tts

@@ -111,17 +111,21 @@ async def _feed_and_wait(
 async def worst_loop_lag(work: Callable[[], Awaitable[None]]) -> float:
     """Run ``work`` while a 5 ms ticker measures how late the loop gets to it."""
     lags: list[float] = []
+    due = time.perf_counter()
 
     async def tick() -> None:
+        nonlocal due
         while True:
-            started = time.perf_counter()
+            due = time.perf_counter() + 0.005
             await asyncio.sleep(0.005)
-            lags.append(time.perf_counter() - started - 0.005)
+            lags.append(time.perf_counter() - due)
 
     ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)  # the ticker starts timing its first tick before the work starts
     try:
         await work()
     finally:
+        lags.append(max(0.0, time.perf_counter() - due))  # the tick still pending is late too
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
     return max(lags)
@@ -194,18 +198,22 @@ async def test_digits_may_repeat() -> None:
 
 async def test_speech_is_synthesized_off_the_loop_as_phone_frames() -> None:
     tts = EspeakTextToSpeech()
-    text = "Thanks for calling. " * 12
+    text = "Thanks for calling. " * 48
     chunks: list[bytes] = []
 
     async def speak() -> None:
         chunks.extend([chunk async for chunk in tts.synthesize(text)])
 
+    started = time.perf_counter()
     lag = await worst_loop_lag(speak)
+    took = time.perf_counter() - started
     audio = b"".join(chunks)
     assert len(audio) % FRAME_BYTES == 0 or len(chunks[-1]) < len(chunks[0])
-    assert 10 < len(audio) / 8000 < 40  # seconds of speech
+    assert 40 < len(audio) / 8000 < 160  # seconds of speech
     assert np.abs(np.frombuffer(ulaw_decode(audio), np.int16)).max() > 3000  # not silence
-    assert lag < 0.05
+    # On the loop, synthesis would stall it for about as long as it takes; off the loop only scheduling
+    # noise is left. Relative, so a machine busy with other work slows both sides alike.
+    assert lag < took / 3, f"the loop stalled {lag * 1000:.0f} ms of the {took * 1000:.0f} ms synthesis"
 
 
 async def test_the_silence_that_ends_an_utterance_comes_from_the_settings() -> None:

@@ -7,6 +7,7 @@ Twilio Media Streams carry 8 kHz mu-law in 160-byte frames (20 ms).
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 SAMPLE_RATE_HZ = 8000
@@ -39,8 +40,11 @@ def _build_decode_table() -> np.ndarray:
 _ENCODE = _build_encode_table()
 _DECODE = _build_decode_table()
 # Every pair of mu-law bytes (a << 8 | b) -> their clipped 16-bit sum: mixing is one table lookup.
-_MIX = np.clip(_DECODE.astype(np.int32)[:, None] + _DECODE.astype(np.int32)[None, :], -32768, 32767)
-_MIX = _MIX.astype(_PCM16).ravel()
+_MIX: npt.NDArray[np.int16] = (
+    np.clip(_DECODE.astype(np.int32)[:, None] + _DECODE.astype(np.int32)[None, :], -32768, 32767)
+    .astype(_PCM16)
+    .ravel()
+)
 _SILENCE_BYTE = bytes([ULAW_SILENCE])
 
 
@@ -137,7 +141,7 @@ class Resampler:
         samples = _samples(pcm16, "Resampler.process")
         if self._stream is None:
             return bytes(pcm16)
-        out = self._stream.resample_chunk(samples.astype(np.float32), last=last)
+        out: npt.NDArray[np.float32] = self._stream.resample_chunk(samples.astype(np.float32), last=last)
         if last:
             self._stream.clear()  # soxr refuses input after last=True; start over for the next signal
         return np.clip(np.rint(out), -32768, 32767).astype(_PCM16).tobytes()
@@ -154,7 +158,8 @@ def mix_to_pcm16(a: bytes, b: bytes) -> bytes:
         width = max(len(a), len(b))
         a, b = a.ljust(width, _SILENCE_BYTE), b.ljust(width, _SILENCE_BYTE)
     pair = (np.frombuffer(a, dtype=np.uint8).astype(np.uint16) << 8) | np.frombuffer(b, dtype=np.uint8)
-    return _MIX[pair].tobytes()
+    mixed: npt.NDArray[np.int16] = _MIX[pair]
+    return mixed.tobytes()
 
 
 def mix_frames(a: bytes, b: bytes) -> bytes:

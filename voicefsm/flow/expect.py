@@ -124,7 +124,7 @@ def expectation_for_field(model: type[Any], field: str) -> Expectation:
     info = fields[field]
     annotation = info.annotation
     if info.metadata:
-        return expectation_for_type(Annotated[(annotation, *info.metadata)])  # type: ignore[valid-type]
+        return expectation_for_type(Annotated[(annotation, *info.metadata)])
     return expectation_for_type(annotation)
 
 

@@ -246,8 +246,8 @@ def _calendar_date(tokens: Sequence[str], i: int, today: date) -> Iterator[tuple
     token = tokens[i]
     iso = _ISO_DATE.fullmatch(token)
     if iso:
-        year, month, day = (int(part) for part in iso.groups())
-        yield i + 1, _DayHit(calendar=True, day=_make_date(year, month, day, today))
+        iso_year, iso_month, iso_day = (int(part) for part in iso.groups())
+        yield i + 1, _DayHit(calendar=True, day=_make_date(iso_year, iso_month, iso_day, today))
         return
     if token in MONTHS:  # "december 1st", "december the first", "dec 1 2026"
         j = i + 2 if i + 1 < len(tokens) and tokens[i + 1] == "the" else i + 1

@@ -19,19 +19,22 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from voicefsm.errors import ProviderError, ProviderUnavailable
 
 if TYPE_CHECKING:
     from voicefsm.providers.azure_stt import AzureSpeechToText
     from voicefsm.providers.azure_tts import AzureTextToSpeech
+    from voicefsm.settings import Settings
 
 __all__ = [
     "INSTALL_HINT",
+    "AzureAccount",
     "AzureSpeechError",
     "AzureSpeechToText",
     "AzureTextToSpeech",
+    "account_from_settings",
     "cancellation_error",
     "import_sdk",
     "run_blocking",
@@ -66,8 +69,9 @@ ERROR_HELP: dict[str, tuple[bool, str]] = {
 class AzureSpeechError(ProviderError):
     """Azure cancelled recognition or synthesis; ``error_code`` names the SDK's ``CancellationErrorCode``."""
 
-    def __init__(self, provider: str, reason: str, *, error_code: str, details: str = "",
-                 retryable: bool = False) -> None:
+    def __init__(
+        self, provider: str, reason: str, *, error_code: str, details: str = "", retryable: bool = False
+    ) -> None:
         super().__init__(provider, reason, retryable=retryable)
         self.error_code = error_code
         self.details = details
@@ -78,8 +82,13 @@ def cancellation_error(provider: str, error_code: str, details: str) -> AzureSpe
     retryable, help_text = ERROR_HELP.get(error_code, (True, "the service cancelled the request"))
     details = " ".join(details.split())[:MAX_DETAILS_CHARS]
     said = f" (service said: {details})" if details else ""
-    return AzureSpeechError(provider, f"{error_code}: {help_text}{said}", error_code=error_code,
-                            details=details, retryable=retryable)
+    return AzureSpeechError(
+        provider,
+        f"{error_code}: {help_text}{said}",
+        error_code=error_code,
+        details=details,
+        retryable=retryable,
+    )
 
 
 def import_sdk(provider: str) -> Any:
@@ -91,6 +100,26 @@ def import_sdk(provider: str) -> Any:
             provider, f"the Azure Speech SDK is not installed or cannot load ({exc}): {INSTALL_HINT}"
         ) from exc
     return speechsdk
+
+
+class AzureAccount(TypedDict):
+    """The key, and where the service is: what both providers take from the settings."""
+
+    key: str
+    region: str | None
+    host: str | None
+    endpoint: str | None
+
+
+def account_from_settings(settings: Settings) -> AzureAccount:
+    """``AZURE_SPEECH_KEY``, ``AZURE_SPEECH_REGION``, ``AZURE_SPEECH_HOST`` and ``AZURE_SPEECH_ENDPOINT``."""
+    key = settings.azure_speech_key
+    return AzureAccount(
+        key=key.get_secret_value() if key is not None else "",
+        region=settings.azure_speech_region,
+        host=settings.azure_speech_host,
+        endpoint=settings.azure_speech_endpoint,
+    )
 
 
 def speech_config(

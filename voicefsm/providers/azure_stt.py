@@ -17,9 +17,8 @@ one, is reported as an error. Optionally (``result_timeout_s``) a connected serv
 nothing at all (no speech start, partial, final or NoMatch) for that long is reported too; it
 is off by default because a real service may stay quiet while the caller is.
 
-Echo discard: while the agent speaks (``set_speaking(True)``) and for ``echo_window_s`` after,
-final transcripts are dropped, since on a speakerphone they are the agent's own voice.
-Partials always pass (the first one lets the caller barge in) unless ``discard_partials_while_speaking``.
+Echo discard, the one-start rule and the idempotent stop come from
+:class:`~voicefsm.providers.streaming.StreamingRecognizer`.
 
 Hints become the recognizer's phrase list: it biases recognition towards the expected phrases
 but cannot restrict it, so ``open_vocabulary=False`` is honoured by the flow's parser, not here.
@@ -39,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 from voicefsm.errors import ProviderError
 from voicefsm.providers.azure import (
     AzureSpeechError,
+    account_from_settings,
     cancellation_error,
     import_sdk,
     run_blocking,
     speech_config,
 )
-from voicefsm.providers.base import RecognitionHints, TextCallback
-from voicefsm.providers.echo import EchoWindow
+from voicefsm.providers.base import RecognitionHints
+from voicefsm.providers.streaming import StreamingRecognizer
 
 if TYPE_CHECKING:
     from voicefsm.settings import Settings
@@ -57,10 +57,11 @@ SAMPLE_RATE = 8000
 MAX_PHRASES = 500  # the service's phrase-list limit
 
 
-class AzureSpeechToText:
+class AzureSpeechToText(StreamingRecognizer):
     """A SpeechToText on Azure continuous recognition, with a connection watchdog and echo discard."""
 
     name = "azure"
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -80,6 +81,11 @@ class AzureSpeechToText:
         stop_timeout_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(
+            echo_window_s=echo_window_s,
+            discard_partials_while_speaking=discard_partials_while_speaking,
+            clock=clock,
+        )
         self._sdk = import_sdk(PROVIDER)
         self._config = speech_config(
             self._sdk, PROVIDER, key=key, region=region, host=host, endpoint=endpoint
@@ -93,64 +99,39 @@ class AzureSpeechToText:
         self._config.set_property_by_name(
             "SPEECH-StopRecognitionTimeoutInSeconds", str(max(1, math.ceil(stop_timeout_s)))
         )
-        self.on_committed: TextCallback | None = None
-        self.on_recognizing: TextCallback | None = None
-        self.on_error: TextCallback | None = None
-        #: Optional: called with each final transcript dropped as echo (for logs and records).
-        self.on_discarded: TextCallback | None = None
         self.language = language
         self.silence_timeout_ms = silence_timeout_ms
         self.phrases = tuple(phrases)
-        self.discard_partials_while_speaking = discard_partials_while_speaking
         self.connect_timeout_s = connect_timeout_s
         self.result_timeout_s = result_timeout_s
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self._clock = clock
 
-        self.error: ProviderError | None = None
-        #: Set when recognition has ended for good: a failure, the end of the audio, or stop().
-        self.finished = asyncio.Event()
         self.connected = False
         self.connections = 0  # how many times the SDK (re)connected
         self.frames_sent = 0
-        self.discarded = 0
 
         self._hints = RecognitionHints()
-        self._echo = EchoWindow(echo_window_s, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recognizer: Any = None
         self._push: Any = None
         self._connection: Any = None
         self._phrase_list: Any = None
-        self._started = False
-        self._stopping = False
         self._audio_ended = False
-        self._stopped = asyncio.Event()
         self._changed = asyncio.Event()  # wakes the watchdog
         self._lost_at = 0.0  # when the connection was last missing (start or disconnect)
         self._heard_at = 0.0  # when the service last said anything
-        self._feeder: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureSpeechToText:
         """Build from ``AZURE_SPEECH_*``, ``AZURE_STT_LANGUAGE`` and ``AZURE_SILENCE_TIMEOUT_MS``."""
-        key = settings.azure_speech_key
         return cls(
-            key=key.get_secret_value() if key is not None else "",
-            region=settings.azure_speech_region,
-            host=settings.azure_speech_host,
-            endpoint=settings.azure_speech_endpoint,
+            **account_from_settings(settings),
             language=settings.azure_stt_language,
             silence_timeout_ms=settings.azure_silence_timeout_ms,
         )
 
     # -- the SpeechToText protocol --------------------------------------------------------
-
-    def set_speaking(self, speaking: bool) -> None:
-        """The agent starts or stops talking; finals are dropped until ``echo_window_s`` after."""
-        self._echo.set_speaking(speaking)
 
     def set_hints(self, hints: RecognitionHints) -> None:
         """Bias recognition towards ``hints.phrases`` (the service applies them from its next turn)."""
@@ -160,9 +141,7 @@ class AzureSpeechToText:
 
     async def start(self, audio: asyncio.Queue[bytes | None]) -> None:
         """Start continuous recognition and the feeder; raises ProviderError if the SDK cannot start."""
-        if self._started or self._stopping:
-            raise RuntimeError("AzureSpeechToText.start() was called twice; build one recognizer per call")
-        self._started = True
+        self._begin()
         self._loop = asyncio.get_running_loop()
         try:
             self._build()
@@ -170,7 +149,7 @@ class AzureSpeechToText:
             await self.stop()
             raise ProviderError(PROVIDER, f"the Speech SDK could not build a recognizer: {exc}") from exc
         self._lost_at = self._heard_at = self._clock()
-        self._watchdog = asyncio.create_task(self._watch(), name="azure-stt-watchdog")
+        self._spawn(self._watch(), name="azure-stt-watchdog")
         recognizer = self._recognizer
         try:
             started = await run_blocking(
@@ -188,28 +167,12 @@ class AzureSpeechToText:
             )
         if self._stopping:  # stop() ran while the SDK was starting: it must not find a new task after
             return
-        self._feeder = asyncio.create_task(self._feed(audio), name="azure-stt-feeder")
+        self._spawn(self._feed(audio), name="azure-stt-feeder")
 
-    async def stop(self) -> None:
-        """Cancel both tasks, close the audio, stop recognition within ``stop_timeout_s``; idempotent."""
-        if self._stopping:
-            await self._stopped.wait()
-            return
-        self._stopping = True
-        try:
-            tasks = {task for task in (self._feeder, self._watchdog) if task is not None}
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-            for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("Azure recognizer task failed", exc_info=task.exception())
-            self._close_push()
-            await self._shutdown_sdk()
-        finally:
-            self.finished.set()
-            self._stopped.set()
+    async def _release(self) -> None:
+        """After the tasks: close the audio, stop recognition within ``stop_timeout_s``."""
+        self._close_push()
+        await self._shutdown_sdk()
 
     # -- properties for tests and metrics --------------------------------------------------
 
@@ -287,9 +250,15 @@ class AzureSpeechToText:
                 with contextlib.suppress(RuntimeError):  # already closed by the service
                     connection.close()
             finally:
-                for signal in (recognizer.recognizing, recognizer.recognized, recognizer.canceled,
-                               recognizer.speech_start_detected, recognizer.session_stopped,
-                               connection.connected, connection.disconnected):
+                for signal in (
+                    recognizer.recognizing,
+                    recognizer.recognized,
+                    recognizer.canceled,
+                    recognizer.speech_start_detected,
+                    recognizer.session_stopped,
+                    connection.connected,
+                    connection.disconnected,
+                ):
                     signal.disconnect_all()
 
         try:
@@ -318,25 +287,29 @@ class AzureSpeechToText:
                 remaining = self._lost_at + self.connect_timeout_s - now
                 if remaining <= 0:
                     what = "no connection to" if self.connections == 0 else "lost the connection to"
-                    self._fail(AzureSpeechError(
-                        PROVIDER,
-                        f"ServiceTimeout: {what} the service for {self.connect_timeout_s:g} s "
-                        "(the SDK itself would keep trying for about a minute); check AZURE_SPEECH_REGION, "
-                        "AZURE_SPEECH_HOST or AZURE_SPEECH_ENDPOINT and the network",
-                        error_code="ServiceTimeout",
-                        retryable=True,
-                    ))
+                    self._fail(
+                        AzureSpeechError(
+                            PROVIDER,
+                            f"ServiceTimeout: {what} the service for {self.connect_timeout_s:g} s "
+                            "(the SDK itself would keep trying for about a minute); check "
+                            "AZURE_SPEECH_REGION, AZURE_SPEECH_HOST or AZURE_SPEECH_ENDPOINT and the network",
+                            error_code="ServiceTimeout",
+                            retryable=True,
+                        )
+                    )
                     return
             elif self.result_timeout_s is not None:
                 remaining = self._heard_at + self.result_timeout_s - now
                 if remaining <= 0:
-                    self._fail(AzureSpeechError(
-                        PROVIDER,
-                        "ServiceTimeout: connected, but the service sent nothing for "
-                        f"{self.result_timeout_s:g} s",
-                        error_code="ServiceTimeout",
-                        retryable=True,
-                    ))
+                    self._fail(
+                        AzureSpeechError(
+                            PROVIDER,
+                            "ServiceTimeout: connected, but the service sent nothing for "
+                            f"{self.result_timeout_s:g} s",
+                            error_code="ServiceTimeout",
+                            retryable=True,
+                        )
+                    )
                     return
             else:
                 remaining = None
@@ -381,9 +354,6 @@ class AzureSpeechToText:
 
     # -- the same events, on the loop --------------------------------------------------------
 
-    def _ignoring(self) -> bool:
-        return self._stopping or self.error is not None
-
     def _on_activity(self) -> None:
         self._heard_at = self._clock()
         self._changed.set()
@@ -399,23 +369,11 @@ class AzureSpeechToText:
 
     def _on_partial(self, text: str) -> None:
         self._on_activity()
-        if self._ignoring() or not text.strip():
-            return
-        if self.discard_partials_while_speaking and self._echo.open:
-            self.discarded += 1
-            return
-        self._deliver(self.on_recognizing, text)
+        self._heard_partial(text)
 
     def _on_final(self, text: str) -> None:
         self._on_activity()
-        if self._ignoring() or not text.strip():
-            return
-        if self._echo.open:
-            self.discarded += 1
-            log.debug("discarded a transcript heard while the agent spoke (echo)")
-            self._deliver(self.on_discarded, text)
-            return
-        self._deliver(self.on_committed, text)
+        self._heard_final(text)
 
     def _on_canceled(self, reason: str, code: str, details: str) -> None:
         if reason == "Error" and not self._audio_ended:
@@ -429,18 +387,5 @@ class AzureSpeechToText:
             self.finished.set()
 
     def _fail(self, error: ProviderError) -> None:
-        if self._ignoring():
-            return
-        self.error = error
-        self.finished.set()
-        self._changed.set()
-        log.warning("speech recognition stopped: %s", error)
-        self._deliver(self.on_error, str(error))
-
-    def _deliver(self, callback: TextCallback | None, text: str) -> None:
-        if callback is None:
-            return
-        try:
-            callback(text)
-        except Exception:
-            log.exception("a recognizer callback raised")
+        super()._fail(error)
+        self._changed.set()  # the watchdog has nothing left to watch

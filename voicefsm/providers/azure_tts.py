@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from voicefsm.errors import ProviderError
 from voicefsm.providers.azure import (
     AzureSpeechError,
+    account_from_settings,
     cancellation_error,
     import_sdk,
     locale_of,
@@ -89,6 +90,7 @@ class _Channel:
     def _sdk_canceled(self, event: Any) -> None:
         details = event.result.cancellation_details
         reason, code = details.reason.name, details.error_code.name
+        error: ProviderError
         if reason == "Error":
             error = cancellation_error(PROVIDER, code, details.error_details or "")
         else:
@@ -112,8 +114,11 @@ class _Channel:
             with contextlib.suppress(RuntimeError):  # already closed
                 self.connection.close()
         finally:
-            for signal in (self.synthesizer.synthesizing, self.synthesizer.synthesis_completed,
-                           self.synthesizer.synthesis_canceled):
+            for signal in (
+                self.synthesizer.synthesizing,
+                self.synthesizer.synthesis_completed,
+                self.synthesizer.synthesis_canceled,
+            ):
                 signal.disconnect_all()
 
 
@@ -165,14 +170,7 @@ class AzureTextToSpeech:
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureTextToSpeech:
         """Build from ``AZURE_SPEECH_*`` and ``AZURE_TTS_VOICE``; ProviderUnavailable without key or SDK."""
-        key = settings.azure_speech_key
-        return cls(
-            key=key.get_secret_value() if key is not None else "",
-            region=settings.azure_speech_region,
-            host=settings.azure_speech_host,
-            endpoint=settings.azure_speech_endpoint,
-            voice=settings.azure_tts_voice,
-        )
+        return cls(**account_from_settings(settings), voice=settings.azure_tts_voice)
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law chunks of ``text`` as the service sends them; raises ProviderError on any failure."""
@@ -215,8 +213,9 @@ class AzureTextToSpeech:
         if channel is not None:
             busy = channel.request is not None
             try:
-                await run_blocking(lambda: channel.release(busy), timeout_s=self.stop_timeout_s,
-                                   what="synthesizer release")
+                await run_blocking(
+                    lambda: channel.release(busy), timeout_s=self.stop_timeout_s, what="synthesizer release"
+                )
             except Exception as exc:
                 log.warning("Azure synthesizer did not close cleanly: %s: %s", type(exc).__name__, exc)
 
@@ -249,8 +248,11 @@ class AzureTextToSpeech:
     async def _abort(self, channel: _Channel, request: _Request) -> None:
         """Stop the prompt and wait for the SDK to confirm; otherwise never reuse this synthesizer."""
         try:
-            await run_blocking(lambda: channel.synthesizer.stop_speaking_async().get(),
-                               timeout_s=self.stop_timeout_s, what="synthesis stop")
+            await run_blocking(
+                lambda: channel.synthesizer.stop_speaking_async().get(),
+                timeout_s=self.stop_timeout_s,
+                what="synthesis stop",
+            )
             async with asyncio.timeout(self.stop_timeout_s):
                 await request.done.wait()
         except Exception as exc:  # a stop that failed or timed out: handled below
@@ -264,8 +266,9 @@ class AzureTextToSpeech:
             self._channel = None
         channel.retired = True
         # Fire and forget: a daemon thread that ends when the SDK lets go (its own timeouts bound it).
-        threading.Thread(target=_release_quietly, args=(channel,), name="voicefsm-azure-tts-release",
-                         daemon=True).start()
+        threading.Thread(
+            target=_release_quietly, args=(channel,), name="voicefsm-azure-tts-release", daemon=True
+        ).start()
 
 
 def _release_quietly(channel: _Channel) -> None:

@@ -15,9 +15,8 @@ error or timeout, ``transcriber_error``, ``queue_overflow``, ``resource_exhauste
 ``stable_session_s``, resets that budget. Terminal ones (bad key, quota, rate limit, rejected
 settings or audio) end recognition at once. Either way ``on_error`` hears about the end once.
 
-Echo discard: while the agent speaks (``set_speaking(True)``) and for ``echo_window_s`` after,
-committed transcripts are dropped, since on a speakerphone they are the agent's own voice.
-Partials always pass (the first one lets the caller barge in) unless ``discard_partials_while_speaking=True``.
+Echo discard, the one-start rule and the idempotent stop come from
+:class:`~voicefsm.providers.streaming.StreamingRecognizer`.
 
 Keyterms come from :meth:`set_hints`; Scribe takes them when a socket opens, so new hints
 apply from the next connection on (the socket is not replaced just to change them).
@@ -39,12 +38,12 @@ import httpx
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 
 from voicefsm.errors import ProviderError, ProviderUnavailable
-from voicefsm.providers.base import RecognitionHints, TextCallback
-from voicefsm.providers.echo import EchoWindow
+from voicefsm.providers.base import RecognitionHints
+from voicefsm.providers.streaming import StreamingRecognizer
 
 if TYPE_CHECKING:
     from elevenlabs.client import AsyncElevenLabs
-    from elevenlabs.realtime import RealtimeConnection
+    from elevenlabs.realtime import RealtimeAudioOptions, RealtimeConnection
 
     from voicefsm.settings import Settings
 
@@ -99,10 +98,11 @@ class _Outcome:
     terminal: bool
 
 
-class ElevenLabsSpeechToText:
+class ElevenLabsSpeechToText(StreamingRecognizer):
     """A SpeechToText on ElevenLabs' realtime Scribe socket, with VAD commits, reconnects and echo discard."""
 
     name = "elevenlabs"
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -129,27 +129,27 @@ class ElevenLabsSpeechToText:
         if not api_key:
             raise ProviderUnavailable(PROVIDER, "no API key: set ELEVENLABS_API_KEY or pass api_key=")
         client_class, realtime = _import_sdk()
-        self.on_committed: TextCallback | None = None
-        self.on_recognizing: TextCallback | None = None
-        self.on_error: TextCallback | None = None
-        #: Optional: called with each committed transcript dropped as echo (for logs and records).
-        self.on_discarded: TextCallback | None = None
+        super().__init__(
+            echo_window_s=echo_window_s,
+            discard_partials_while_speaking=discard_partials_while_speaking,
+            clock=clock,
+        )
         self.base_url = base_url
         self.model_id = model_id
         self.language_code = language_code
         self.vad_silence_threshold_s = vad_silence_threshold_s
         self.vad_threshold = vad_threshold
         self.keyterms = tuple(keyterms)
-        self.discard_partials_while_speaking = discard_partials_while_speaking
         self.connect_timeout_s = connect_timeout_s
         self.close_timeout_s = close_timeout_s
+        # The SDK's close() swallows one CancelledError; stop() cancels again rather than wait forever.
+        self.recancel_after_s = max(close_timeout_s, 0.5) * 2
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.stable_session_s = stable_session_s
         self.buffer_frames = buffer_frames
         self.batch_frames = max(1, batch_frames)
-        self._clock = clock
         self._realtime_sdk = realtime
         # Our own (unused for STT) httpx client so stop() can close everything the SDK client holds.
         self._http: httpx.AsyncClient = httpx.AsyncClient()
@@ -159,25 +159,16 @@ class ElevenLabsSpeechToText:
         )
         self._random = random.Random()
 
-        self.error: ProviderError | None = None
-        #: Set when recognition has ended for good: a failure, the end of the audio, or stop().
-        self.finished = asyncio.Event()
         self.sessions_opened = 0
         self.reconnects = 0
         self.frames_sent = 0
         self.frames_dropped = 0
-        self.discarded = 0
 
         self._hints = RecognitionHints()
-        self._echo = EchoWindow(echo_window_s, clock)
         self._pending: collections.deque[bytes] = collections.deque()
         self._uncommitted: collections.deque[bytes] = collections.deque()  # sent since the last commit
         self._frames_ready = asyncio.Event()
         self._audio_ended = False
-        self._started = False
-        self._stopping = False
-        self._stopped = asyncio.Event()
-        self._feeder: asyncio.Task[None] | None = None
         self._sessions: asyncio.Task[None] | None = None
         self._conn: RealtimeConnection | None = None
 
@@ -199,47 +190,21 @@ class ElevenLabsSpeechToText:
 
     # -- the SpeechToText protocol --------------------------------------------------------
 
-    def set_speaking(self, speaking: bool) -> None:
-        """The agent starts or stops talking; transcripts are dropped until ``echo_window_s`` after."""
-        self._echo.set_speaking(speaking)
-
     def set_hints(self, hints: RecognitionHints) -> None:
         """Remember the phrases to send as keyterms when the next socket opens."""
         self._hints = hints
 
     async def start(self, audio: asyncio.Queue[bytes | None]) -> None:
         """Start the feeder and the session task; connection failures are reported through ``on_error``."""
-        if self._started or self._stopping:
-            raise RuntimeError(
-                "ElevenLabsSpeechToText.start() was called twice; build one recognizer per call"
-            )
-        self._started = True
-        self._feeder = asyncio.create_task(self._feed(audio), name="elevenlabs-stt-feeder")
-        self._sessions = asyncio.create_task(self._run_sessions(), name="elevenlabs-stt-session")
+        self._begin()
+        self._spawn(self._feed(audio), name="elevenlabs-stt-feeder")
+        self._sessions = self._spawn(self._run_sessions(), name="elevenlabs-stt-session")
 
-    async def stop(self) -> None:
-        """Cancel and await both tasks, close the socket and the HTTP client; idempotent."""
-        if self._stopping:
-            await self._stopped.wait()
-            return
-        self._stopping = True
-        try:
-            pending = {task for task in (self._sessions, self._feeder) if task is not None}
-            while pending:
-                for task in pending:
-                    task.cancel()
-                # The SDK's close() swallows one CancelledError; the session task then sees
-                # _stopping and returns, but cancel again rather than wait on it forever.
-                _, pending = await asyncio.wait(pending, timeout=max(self.close_timeout_s, 0.5) * 2)
-            for task in (self._sessions, self._feeder):
-                if task is not None and not task.cancelled() and task.exception() is not None:
-                    log.error("ElevenLabs recognizer task failed", exc_info=task.exception())
-            if self._conn is not None:
-                await self._close_connection(self._conn)
-            await self._http.aclose()
-        finally:
-            self.finished.set()
-            self._stopped.set()
+    async def _release(self) -> None:
+        """After the tasks: close the socket still open, if any, and the HTTP client."""
+        if self._conn is not None:
+            await self._close_connection(self._conn)
+        await self._http.aclose()
 
     # -- properties for tests and metrics --------------------------------------------------
 
@@ -248,10 +213,10 @@ class ElevenLabsSpeechToText:
         """True while the session task is alive (connected, connecting or backing off)."""
         return self._sessions is not None and not self._sessions.done()
 
-    def connect_options(self) -> dict[str, Any]:
+    def connect_options(self) -> RealtimeAudioOptions:
         """The options handed to ``speech_to_text.realtime.connect`` for the next socket."""
         rt = self._realtime_sdk
-        options: dict[str, Any] = {
+        options: RealtimeAudioOptions = {
             "model_id": self.model_id,
             "audio_format": rt.AudioFormat.ULAW_8000,
             "sample_rate": SAMPLE_RATE,
@@ -321,7 +286,7 @@ class ElevenLabsSpeechToText:
             await self._reconnect_loop()
         except Exception as exc:  # a bug here must still end the call's wait, not leave it listening
             log.exception("ElevenLabs STT session task failed")
-            self._fail(f"internal error in the recognizer: {type(exc).__name__}: {exc}")
+            self._give_up(f"internal error in the recognizer: {type(exc).__name__}: {exc}")
         finally:
             self.finished.set()
 
@@ -333,7 +298,7 @@ class ElevenLabsSpeechToText:
             if self._stopping:
                 return
             if outcome.terminal:
-                self._fail(outcome.reason)
+                self._give_up(outcome.reason)
                 return
             if self._audio_ended:
                 return  # the call's audio is over (and was committed): nothing left to recognise
@@ -342,7 +307,7 @@ class ElevenLabsSpeechToText:
             failures += 1
             if failures > self.max_retries:
                 tries = "once" if failures == 1 else f"{failures} times in a row"
-                self._fail(f"the realtime socket failed {tries}; gave up (last: {outcome.reason})")
+                self._give_up(f"the realtime socket failed {tries}; gave up (last: {outcome.reason})")
                 return
             delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (failures - 1))
             delay *= self._random.uniform(0.5, 1.0)
@@ -382,7 +347,7 @@ class ElevenLabsSpeechToText:
     async def _connect(self, session: _Session) -> RealtimeConnection:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                conn = await self._client.speech_to_text.realtime.connect(self.connect_options())  # type: ignore[call-overload]
+                conn = await self._client.speech_to_text.realtime.connect(self.connect_options())
         except TimeoutError:
             raise _ConnectFailed(
                 f"the realtime service did not complete the handshake within {self.connect_timeout_s:g} s",
@@ -442,50 +407,25 @@ class ElevenLabsSpeechToText:
         reason = f" {session.close_reason}" if session.close_reason else ""
         return _Outcome(f"the server closed the socket (code {session.close_code}{reason})", terminal=False)
 
-    def _fail(self, reason: str) -> None:
-        if self._stopping or self.error is not None:
-            return
-        self.error = ProviderError(PROVIDER, reason, retryable=False)
-        log.warning("speech recognition stopped: %s", self.error)
-        callback = self.on_error
-        if callback is not None:
-            try:
-                callback(str(self.error))
-            except Exception:
-                log.exception("on_error raised")
+    def _give_up(self, reason: str) -> None:
+        self._fail(ProviderError(PROVIDER, reason, retryable=False))
 
     # -- SDK handlers: called synchronously on the loop by the SDK's reader, so they stay tiny --
 
     def _on_partial(self, session: _Session, data: Any) -> None:
-        text = data.get("text") if isinstance(data, dict) else None
-        if self._stopping or not isinstance(text, str) or not text.strip():
+        text = _transcript(data)
+        if text is None or self._ignoring():
             return
         session.productive = True
-        if self.discard_partials_while_speaking and self._echo.open:
-            self.discarded += 1
-            return
-        self._deliver(self.on_recognizing, text)
+        self._heard_partial(text)
 
     def _on_committed(self, session: _Session, data: Any) -> None:
-        text = data.get("text") if isinstance(data, dict) else None
-        if self._stopping or not isinstance(text, str) or not text.strip():
+        text = _transcript(data)
+        if text is None or self._ignoring():
             return
         session.productive = True
         self._uncommitted.clear()  # the server has settled that audio: never replay it
-        if self._echo.open:
-            self.discarded += 1
-            log.debug("discarded a transcript heard while the agent spoke (echo)")
-            self._deliver(self.on_discarded, text)
-            return
-        self._deliver(self.on_committed, text)
-
-    def _deliver(self, callback: TextCallback | None, text: str) -> None:
-        if callback is None:
-            return
-        try:
-            callback(text)
-        except Exception:
-            log.exception("a transcript callback raised")
+        self._heard_final(text)
 
     def _on_error_message(self, session: _Session, data: Any) -> None:
         if not isinstance(data, dict):
@@ -505,6 +445,12 @@ class ElevenLabsSpeechToText:
             session.close_code = info.get("code")
             session.close_reason = info.get("reason") or None
         session.done.set()
+
+
+def _transcript(data: Any) -> str | None:
+    """The text of a transcript message, or None when it has none worth reporting."""
+    text = data.get("text") if isinstance(data, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
 
 
 class _ConnectFailed(Exception):

@@ -36,7 +36,8 @@ _BUILT_IN: dict[tuple[Kind, str], tuple[str, str]] = {
     ("tts", "local"): ("voicefsm.providers.local_tts", "EspeakTextToSpeech"),
 }
 
-_EXTRAS = {"elevenlabs": "elevenlabs", "azure": "azure", "local": "local"}
+#: Built-in providers whose packages come with an extra; the others' come with voicefsm itself.
+_EXTRAS = {"elevenlabs": "elevenlabs", "azure": "azure"}
 
 
 def available(kind: Kind) -> list[str]:
@@ -71,12 +72,19 @@ def get_provider_class(kind: Kind, name: str) -> type[Any]:
             raise ProviderUnavailable(
                 f"{kind}.{name}", f"this voicefsm build has no {name} {kind.upper()}"
             ) from exc
-        extra = _EXTRAS.get(name, name)
-        raise ProviderUnavailable(
-            f"{kind}.{name}", f"needs the {exc.name} package: pip install 'voicefsm[{extra}]'"
-        ) from exc
+        raise ProviderUnavailable(f"{kind}.{name}", _install_hint(name, exc.name)) from exc
     provider_class: type[Any] = getattr(module, class_name)
     return provider_class
+
+
+def _install_hint(name: str, missing: str | None) -> str:
+    extra = _EXTRAS.get(name)
+    if extra is not None:
+        return f"needs the {missing} package: pip install 'voicefsm[{extra}]'"
+    return (
+        f"needs the {missing} package, which a plain install of voicefsm includes; "
+        "reinstall it: pip install --force-reinstall voicefsm"
+    )
 
 
 def get_stt_class(name: str) -> type[SpeechToText]:
