@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -364,6 +366,10 @@ def test_chat_piped_from_stdin_completes_a_booking(tmp_path: Path) -> None:
     done = run_cli("chat", str(FLOWS / "booking.py"), "--today", "2024-06-03", cwd=tmp_path, stdin=script)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == BOOKING_TRANSCRIPT  # no prompts, no colour codes: the same as in process
+    # The booking is a row of the calendar table in the records database (./voicefsm.db by default).
+    with contextlib.closing(sqlite3.connect(tmp_path / "voicefsm.db")) as db:
+        rows = db.execute("SELECT starts_at, name FROM calendar_bookings").fetchall()
+    assert [(starts[:16], name) for starts, name in rows] == [("2024-06-04 10:00", "Alex")]
 
 
 def test_chat_reads_a_script_file_with_windows_line_endings(tmp_path: Path) -> None:
