@@ -96,6 +96,8 @@ def pinned(argv: list[str], core: int | None) -> list[str]:
 def server_env(variant: str, workdir: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED}
     env["VOICEFSM_DB_URL"] = f"sqlite+aiosqlite:///{workdir / 'records.db'}"
+    # Every booking caller asks for the same time: each call gets its own fake calendar, so all book it.
+    env["VOICEFSM_FAKE_RESOURCES"] = "1"
     recording = variant != "voicefsm-norec"
     env["VOICEFSM_RECORDINGS_DIR"] = str(workdir / "recordings") if recording else ""
     env["VOICEFSM_DRAIN_TIMEOUT_S"] = "2"

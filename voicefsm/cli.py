@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import errno
 import ipaddress
 import json
 import logging
 import sys
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,7 +21,14 @@ from rich.markup import escape
 
 from voicefsm import __version__
 from voicefsm.errors import MissingStreamUrlError, ProviderUnavailable, TelephonyError, VoiceFsmError
-from voicefsm.flow import FlowDefinitionError, FlowLoadError, VoiceFlow
+from voicefsm.flow import (
+    FlowDefinitionError,
+    FlowLoadError,
+    ResourceError,
+    VoiceFlow,
+    fakes_for,
+    open_resources,
+)
 from voicefsm.flow.loader import load_flow
 from voicefsm.settings import Settings
 
@@ -154,7 +162,7 @@ def serve(
         )
     try:
         # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
-        check_configuration(settings, stt=stt, tts=tts, uses_stt=flow_class.uses_stt)
+        check_configuration(settings, stt=stt, tts=tts, uses_stt=bool(flow_class.uses_stt))
         from voicefsm.server.launch import plan
         from voicefsm.server.launch import serve as run_server
         from voicefsm.server.prompt_warmup import progress_printer
@@ -237,11 +245,26 @@ def chat(
     if interactive:
         out.print(f"[bold]voicefsm chat[/] with {flow_class.__name__} from {flow_file}")
         out.print(HELP, markup=False, style="dim")
+
+    async def opened_chat() -> FlowResult:
+        # The flow's resources (its calendar, its HTTP clients) are the real ones, as in `serve`,
+        # or its declared fakes with VOICEFSM_FAKE_RESOURCES=1.
+        settings = _settings()
+        opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
+            contextlib.nullcontext(fakes_for(flow_class))
+            if settings.fake_resources
+            else open_resources(flow_class, settings)
+        )
+        async with opened as resources:
+            return await chat_session(
+                flow_class, StdinLines(), out, today=day, interactive=interactive, resources=resources
+            )
+
     try:
-        result = asyncio.run(chat_session(flow_class, StdinLines(), out, today=day, interactive=interactive))
+        result = asyncio.run(opened_chat())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    except ChatStuckError as exc:
+    except (ChatStuckError, ResourceError) as exc:
         raise _fail(str(exc)) from exc
     if result.outcome == "error":
         raise typer.Exit(1)
@@ -255,13 +278,14 @@ async def chat_session(
     today: dt.date | None = None,
     interactive: bool = False,
     listeners: Sequence[FlowListener] = (),
+    resources: Mapping[str, object] | None = None,
 ) -> FlowResult:
     """One call to ``flow_class`` on the terminal line, fed by ``lines`` and shown on ``console``."""
     from voicefsm.runtime.chat import ChatLine
     from voicefsm.transports.terminal import TerminalView
 
     view = TerminalView(console, interactive=interactive)
-    line = ChatLine(flow_class, view, today=today, listeners=listeners)
+    line = ChatLine(flow_class, view, today=today, listeners=listeners, resources=resources)
     result = await line.run(lines)
     view.summary(
         outcome=result.outcome, final_state=result.final_state, slots=result.slots, ended_by=line.ended_by

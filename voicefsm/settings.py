@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     tts_fallback: str | None = Field(None, validation_alias=_env("VOICEFSM_TTS_FALLBACK"))
     tts_deadline_s: float = Field(8.0, gt=0, validation_alias=_env("VOICEFSM_TTS_DEADLINE_S"))
 
+    # Flow resources: serve with each call getting the flow's declared fakes (demos, load tests).
+    fake_resources: bool = Field(
+        False,
+        validation_alias=_env("VOICEFSM_FAKE_RESOURCES"),
+        description="serve and chat give each call the flow's declared fake resources, not the real ones",
+    )
+
     @field_validator("public_url", "voice_stream_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -16,7 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from voicefsm.cli import chat_session
-from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow
+from voicefsm.flow import Ask, Digits, Hangup, Say, VoiceFlow, fakes_for
 from voicefsm.flow.loader import load_flow
 from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.runtime.chat import CHAT_CALLER
@@ -58,7 +60,9 @@ caller: Alex
   -> confirm (filled)
 agent: Alex, that's Tuesday at 10:00. Shall I book it? Say yes or press 1, or no or press 2.
 caller: [presses 1]
-  -> booked (filled)
+  -> check (filled)
+  -> book (free)
+  -> booked (saved)
 agent: You're booked, Alex. See you on Tuesday. Goodbye!
 call ended: completed in booked; agent hung up
 slots: day=2024-06-04, time=10:00, name=Alex
@@ -140,7 +144,13 @@ async def chat(
     console = Console(file=screen, width=100, highlight=False, soft_wrap=True, force_terminal=False)
     async with asyncio.timeout(10):
         result = await chat_session(
-            flow_class, lines_of(lines), console, today=MONDAY, interactive=interactive, listeners=listeners
+            flow_class,
+            lines_of(lines),
+            console,
+            today=MONDAY,
+            interactive=interactive,
+            listeners=listeners,
+            resources=fakes_for(flow_class),  # in process: the flow's declared fakes
         )
     return screen.getvalue(), result
 
@@ -232,7 +242,12 @@ async def test_a_typed_booking_completes_with_a_readable_transcript() -> None:
     screen, result = await chat("booking.py", BOOKING_SCRIPT)
     assert screen == BOOKING_TRANSCRIPT
     assert result.outcome == "completed" and result.final_state == "booked"
-    assert result.slots == {"day": MONDAY + dt.timedelta(days=1), "time": dt.time(10), "name": "Alex"}
+    assert result.slots == {
+        "day": MONDAY + dt.timedelta(days=1),
+        "time": dt.time(10),
+        "name": "Alex",
+        "offered": None,
+    }
 
 
 async def test_agent_audio_takes_its_length_and_silence_takes_the_no_input_time() -> None:
@@ -351,6 +366,10 @@ def test_chat_piped_from_stdin_completes_a_booking(tmp_path: Path) -> None:
     done = run_cli("chat", str(FLOWS / "booking.py"), "--today", "2024-06-03", cwd=tmp_path, stdin=script)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == BOOKING_TRANSCRIPT  # no prompts, no colour codes: the same as in process
+    # The booking is a row of the calendar table in the records database (./voicefsm.db by default).
+    with contextlib.closing(sqlite3.connect(tmp_path / "voicefsm.db")) as db:
+        rows = db.execute("SELECT starts_at, name FROM calendar_bookings").fetchall()
+    assert [(starts[:16], name) for starts, name in rows] == [("2024-06-04 10:00", "Alex")]
 
 
 def test_chat_reads_a_script_file_with_windows_line_endings(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from voicefsm import __version__
 from voicefsm.core.audio import FRAME_BYTES, ULAW_SILENCE
+from voicefsm.flow import load_flow
 from voicefsm.records import CallStore
 from voicefsm.telephony.twilio.client import TwilioStreamClient
 
@@ -51,8 +52,11 @@ BOOKING_ANSWERS: dict[str, dict[str, str]] = {
     "ask_time": {"text": "10 am"},
     "ask_name": {"text": "Alex"},
     "confirm": {"digits": "1"},
+    "offer": {"digits": "1"},  # the second caller wants the same time: take the nearest free one
 }
-BOOKING_PATH = ["greet", "ask_day", "ask_time", "ask_name", "confirm", "booked"]
+BOOKING_PATH = ["greet", "ask_day", "ask_time", "ask_name", "confirm", "check", "book", "booked"]
+#: The states of BOOKING_PATH that speak (the calendar steps are quick: no filler).
+BOOKING_PROMPTS = ["greet", "ask_day", "ask_time", "ask_name", "confirm", "booked"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -319,7 +323,7 @@ def check_booking_record(record: dict[str, Any]) -> None:
     agent = [turn["text"] for turn in record["transcript"] if turn["speaker"] == "agent"]
     assert agent[0] == "Hi, this is Bright Smile Dental."
     assert agent[-1].startswith("You're booked, Alex. See you on Tuesday")
-    assert len(agent) == len(BOOKING_PATH)
+    assert len(agent) == len(BOOKING_PROMPTS)
     for turn in record["transcript"]:
         assert turn["started_at"] <= turn["ended_at"]
     assert record["errors"] == []
@@ -340,7 +344,7 @@ async def test_serve_takes_a_twilio_call_to_a_booking_and_drains_on_sigterm(
         async with phone_call(served, http, first) as twilio, live_feed(served, first) as feed:
             await answer_booking(http, twilio, feed)
             assert await twilio.wait_closed(timeout_s=CALL_TIMEOUT_S) == 1000  # the agent hung up
-        assert [mark.split("#")[0] for mark in twilio.played_marks] == BOOKING_PATH  # each prompt heard
+        assert [mark.split("#")[0] for mark in twilio.played_marks] == BOOKING_PROMPTS  # each prompt heard
         assert len(twilio.agent_audio) > 8000  # seconds of synthesized speech, not a token
         check_booking_record(await read_call(http, first))
         metrics = (await http.get("/metrics")).text
@@ -378,6 +382,15 @@ async def test_serve_takes_a_twilio_call_to_a_booking_and_drains_on_sigterm(
     finally:
         await store.aclose()
     assert record is not None and (record.outcome, record.final_state) == ("completed", "booked")
+
+    # Both bookings are in the calendar table of the records database: the second got 09:30.
+    booking_module = sys.modules[load_flow(BOOKING).__module__]
+    calendar = await booking_module.SqlCalendar.open(f"sqlite+aiosqlite:///{tmp_path / 'voicefsm.db'}")
+    try:
+        booked = [(start.strftime("%A %H:%M"), name) for start, name in await calendar.all_bookings()]
+    finally:
+        await calendar.aclose()
+    assert booked == [("Tuesday 09:30", "Alex"), ("Tuesday 10:00", "Alex")]
 
 
 async def test_sigterm_ends_a_call_still_running_at_the_drain_deadline_and_exits_0(

@@ -35,17 +35,18 @@ def exits(flow: type[VoiceFlow], state: str) -> dict[str, str]:
 
 def test_default_exits_are_real_states_and_transitions() -> None:
     assert Confirm.hung_up.final and Confirm.failed.final
-    assert Confirm._default_states == {"hung_up", "failed"}
+    assert Confirm._default_states == {"hung_up", "failed", "limit"}
     assert exits(Confirm, "greet") == {
         "spoken": "ask",
         "disconnected": "hung_up",
         "error.execution": "failed",
+        "limit_reached": "limit",
         "tts_error": "failed",
     }
     assert exits(Confirm, "ask")["disconnected"] == "nope"
     assert exits(Confirm, "ask")["stt_error"] == "failed"
     defaults = [edge for edge in edges_of(Confirm) if edge.default]
-    assert {edge.target.id for edge in defaults} == {"hung_up", "failed"}
+    assert {edge.target.id for edge in defaults} == {"hung_up", "failed", "limit"}
     assert Confirm.failed.prompt == "Sorry, something went wrong on our side. Please call again later."
     assert Confirm.failed.outcome == "error"
     assert Confirm.hung_up.prompt is None

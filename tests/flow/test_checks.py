@@ -90,7 +90,7 @@ def test_a_template_naming_a_missing_slot_is_rejected_with_a_suggestion() -> Non
     assert problem.state == "greet"
     assert str(problem).endswith(
         "Broken.greet's prompt names {nmae}, which is neither a slot of Appointment (day and name) "
-        "nor a built-in ({caller} or {reason}). Fix: did you mean {name}?"
+        "nor a built-in ({caller}, {reason} or {error}). Fix: did you mean {name}?"
     )
 
 

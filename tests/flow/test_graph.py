@@ -16,7 +16,7 @@ Booking = load_flow("flows/booking.py")
 def test_mermaid_highlights_the_current_state_and_can_hide_the_default_exits() -> None:
     text = mermaid(Booking, current="confirm")
     assert text.startswith("stateDiagram-v2")
-    assert "confirm --> booked : Filled [yes]" in text
+    assert "confirm --> check : Filled [yes]" in text
     assert text.rstrip().endswith("confirm:::active")
     assert "hung_up" in text
     plain = mermaid(Booking, defaults=False)
@@ -35,7 +35,7 @@ def test_dot_shows_kinds_guards_and_defaults() -> None:
     text = render(Booking, "dot")
     assert isinstance(text, str)
     assert '"confirm" [label="confirm\\n«ask»"];' in text
-    assert '"confirm" -> "booked" [label="filled [yes]"];' in text
+    assert '"confirm" -> "check" [label="filled [yes]"];' in text
     assert (
         '"greet" -> "hung_up" [label="disconnected", color=gray50, fontcolor=gray40, style=dashed];' in text
     )

@@ -26,10 +26,15 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         ("ask_time", "ask"),
         ("ask_name", "ask"),
         ("confirm", "ask"),
+        ("check", "do"),
+        ("offer", "ask"),
+        ("book", "do"),
         ("booked", "hangup"),
+        ("unavailable", "hangup"),
         ("give_up", "hangup"),
         ("hung_up", "hangup"),
         ("failed", "hangup"),
+        ("limit", "hangup"),
     ]
     ask_day = spec.state("ask_day")
     assert ask_day.slot == "day"
@@ -44,6 +49,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         "stt_error",
         "disconnected",
         "error.execution",
+        "limit_reached",
     ]
     confirm = spec.state("confirm")
     assert confirm.expect is not None and confirm.expect.params == {"yes_key": "1", "no_key": "2"}
@@ -51,7 +57,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
     assert spec.state("give_up").outcome == "gave_up"
     assert spec.state("failed").default and not spec.state("booked").default
     assert (
-        TransitionSpec(source="confirm", target="booked", events=["filled"], guards=["yes"])
+        TransitionSpec(source="confirm", target="check", events=["filled"], guards=["yes"])
         in spec.transitions
     )
     assert (
@@ -59,8 +65,14 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         in spec.transitions
     )
     assert spec.slots_schema["properties"]["day"]["anyOf"][0] == {"format": "date", "type": "string"}
-    assert spec.events == ["disconnected", "error.execution", "filled", "no_input", "no_match", "spoken",
-                           "stt_error", "tts_error"]  # fmt: skip
+    assert spec.events == ["disconnected", "error.execution", "failure", "filled", "free", "limit_reached",
+                           "no_input", "no_match", "saved", "spoken", "stt_error", "taken", "timed_out",
+                           "tts_error"]  # fmt: skip
+    assert spec.limits == {
+        "max_duration_s": Booking.max_duration_s,
+        "max_state_entries": Booking.max_state_entries,
+        "max_same_state": Booking.max_same_state,
+    }
 
 
 def test_the_spec_round_trips_through_json_and_has_a_schema() -> None:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 BOOKING_FILE = REPO / "flows" / "booking.py"
 PATIENT_FILE = REPO / "flows" / "patient.py"
 MONDAY = dt.date(2024, 6, 3)
-BOOKED_PATH = ("greet", "ask_day", "ask_time", "ask_name", "confirm", "booked")
+BOOKED_PATH = ("greet", "ask_day", "ask_time", "ask_name", "confirm", "check", "book", "booked")
 PATIENT_PATH = ("ask_for_tuesday", "give_time", "give_name", "agree", "thank")
 READY = re.compile(r"voicefsm serving \w+ from .* on (http://127\.0\.0\.1:\d+)")
 STARTUP_S = 30  # start-up is mostly imports: seconds on a busy machine
@@ -72,7 +72,12 @@ async def test_the_patient_books_in_process_as_it_said() -> None:
 
     assert (result.agent.outcome, result.agent.final_state) == ("completed", "booked")
     assert result.agent.path == BOOKED_PATH
-    assert result.agent.slots == {"day": dt.date(2024, 6, 4), "time": dt.time(10, 30), "name": "Alex Morgan"}
+    assert result.agent.slots == {
+        "day": dt.date(2024, 6, 4),
+        "time": dt.time(10, 30),
+        "name": "Alex Morgan",
+        "offered": None,
+    }
     assert result.caller.path == PATIENT_PATH and result.caller.outcome == "completed"
     # Each side heard the other's words, in turn: the caller joined once asked, after the greeting.
     assert result.conversation[:3] == (
@@ -116,6 +121,7 @@ async def test_a_script_caller_books_in_process() -> None:
         "day": dt.date(2024, 6, 11),
         "time": dt.time(10, 30),
         "name": "Ada Lovelace",
+        "offered": None,
     }
     assert [line.text for line in result.conversation if line.speaker == "caller"] == list(
         BOOKING_SCRIPT.lines

@@ -10,6 +10,7 @@ from voicefsm.flow.loader import load_flow
 from voicefsm.testing import ScenarioFileError, load_scenarios, run_scenario_file, scenarios_path_for
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
+LOOKUP = Path(__file__).resolve().parent / "flows" / "lookup.py"
 SHIPPED = sorted(path for path in FLOWS.glob("*.py") if scenarios_path_for(path).exists())
 
 
@@ -111,3 +112,21 @@ scenarios:
     assert passes.passed
     assert report.coverage.transitions.covered < report.coverage.transitions.total
     assert "ask_time -filled-> ask_name" in report.coverage.transitions.uncovered
+
+
+async def test_scenarios_stub_a_steps_result_failure_and_delay_and_coverage_counts_step_outcomes() -> None:
+    path = scenarios_path_for(LOOKUP)
+    report = await run_scenario_file(load_flow(LOOKUP), load_scenarios(path), path)
+    assert [(r.name, r.problems) for r in report.results if not r.passed] == []
+    slow = next(r for r in report.results if r.name.startswith("a slow order system"))
+    assert slow.path[-2:] == ["find", "failed"]  # timed out at 5 s, after the filler (the stub takes 12)
+    assert report.coverage.steps.total == 4  # found, missing, failure, timed_out
+    assert report.coverage.steps.uncovered == ()
+
+
+async def test_a_stub_for_a_step_the_flow_does_not_have_names_the_steps_it_has(tmp_path: Path) -> None:
+    path = write(tmp_path, "scenarios:\n  - name: typo\n    steps:\n      - step: {fnd: found}\n")
+    report = await run_scenario_file(load_flow(LOOKUP), load_scenarios(path), path)
+    [result] = report.results
+    assert result.problems == ["Lookup has no step 'fnd'; its steps (Do states) are find (find_order)"]
+    assert result.failed_step == "step 1 (step: fnd -> returns 'found')"

@@ -26,7 +26,7 @@ async def test_a_booking_through_the_fixture(flow_line) -> None:  # type: ignore
         assert await line.keys("1") == "confirm"
         result = await line.ended()
     assert result.outcome == "completed"
-    assert line.path == ["greet", "ask_day", "ask_time", "ask_name", "confirm", "booked"]
+    assert line.path == ["greet", "ask_day", "ask_time", "ask_name", "confirm", "check", "book", "booked"]
     assert str(line.slots["day"]) == "2024-06-11"
 
 
@@ -72,7 +72,7 @@ async def test_the_assertions_pass_on_a_booking_and_read_like_help_when_wrong() 
         await line.ended()
     line.assert_outcome("completed")
     line.assert_state("booked")
-    line.assert_path("greet", "ask_day", "ask_time", "ask_name", "confirm", "booked")
+    line.assert_path("greet", "ask_day", "ask_time", "ask_name", "confirm", "check", "book", "booked")
     line.assert_slots(day="2024-06-11", time="10:30", name="Ada Lovelace")
     assert line.assert_said(re.compile(r"Tuesday at 10:30")).startswith("Ada Lovelace, that's")
     line.assert_said("what time on tuesday")

@@ -16,15 +16,17 @@ from voicefsm.flow.errors import (
     UnknownEventError,
 )
 from voicefsm.flow.expect import Choice, Day, Digits, FreeText, Number, Time, YesNo
+from voicefsm.flow.kinds import Ask, Do, Echo, Hangup, Result, Say, SendSms, StateKind, StepStub, Transfer
 from voicefsm.flow.loader import load_flow
+from voicefsm.flow.resources import Resource, ResourceError, Resources, fakes_for, open_resources, resource
 from voicefsm.flow.spec import FlowSpec
-from voicefsm.flow.states import Ask, Echo, Hangup, Say, SendSms, Transfer
 
 __all__ = [
     "Ask",
     "Choice",
     "Day",
     "Digits",
+    "Do",
     "Echo",
     "FlowDefinitionError",
     "FlowError",
@@ -34,15 +36,24 @@ __all__ = [
     "FreeText",
     "Hangup",
     "Number",
+    "Resource",
+    "ResourceError",
+    "Resources",
+    "Result",
     "Say",
     "SendSms",
     "State",
+    "StateKind",
     "Step",
+    "StepStub",
     "Time",
     "Transfer",
     "UnknownEventError",
     "VoiceFlow",
     "YesNo",
     "check_flow",
+    "fakes_for",
     "load_flow",
+    "open_resources",
+    "resource",
 ]

@@ -17,8 +17,11 @@ use the python-statemachine DSL, and what it collects lives in ``slots_model``::
 Before python-statemachine builds the class, the metaclass adds the exits every flow needs
 and most never write, as real states and transitions (so the diagram, the spec and coverage
 show them): ``disconnected`` from every state that is not final to a silent final state
-``hung_up``; ``tts_error``, ``stt_error`` and ``error.execution`` to ``failed``, a Hangup that
-apologises. A flow that declares its own transition for a state and event keeps it. Then the
+``hung_up``; ``tts_error``, ``stt_error``, a step's ``failure`` and ``timed_out``, and
+``error.execution`` to ``failed``, a Hangup that apologises; ``limit_reached`` (a call limit:
+``max_duration_s``, ``max_state_entries``, ``max_same_state``) to ``limit``, a polite goodbye.
+Which events get a default exit is each state kind's to say (``StateKind.default_exits``).
+A flow that declares its own transition for a state and event keeps it. Then the
 static checks (:mod:`voicefsm.flow.checks`) run, and a flow that could strand a caller is
 rejected with :class:`~voicefsm.flow.errors.FlowDefinitionError`.
 
@@ -29,8 +32,9 @@ traceback and sends ``error.execution``, which by default apologises and hangs u
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,29 +43,20 @@ from statemachine import State, StateChart
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
 from statemachine.factory import StateMachineMetaclass
+from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 from statemachine.transition_list import TransitionList
 
 from voicefsm.flow.checks import check_flow
 from voicefsm.flow.errors import FlowDefinitionError, FlowProblem, UnknownEventError
-from voicefsm.flow.expect import UnsupportedSlotTypeError, expectation_for_field
+from voicefsm.flow.kinds import DISCONNECTED, ERROR_EXECUTION, LIMIT_REACHED, Hangup, kind_for
+from voicefsm.flow.kinds.base import FAILED, HUNG_UP, LIMIT
 from voicefsm.flow.slots import NoSlots
-from voicefsm.flow.states import (
-    DISCONNECTED,
-    ERROR_EXECUTION,
-    STT_ERROR,
-    TTS_ERROR,
-    Ask,
-    Echo,
-    Hangup,
-    VoiceState,
-)
 
 APOLOGY = "Sorry, something went wrong on our side. Please call again later."
-#: The state a hang-up leads to, unless the flow handles ``disconnected`` itself.
-HUNG_UP = "hung_up"
-#: The state a failure (tts_error, stt_error, error.execution) leads to, unless handled.
-FAILED = "failed"
+LIMIT_GOODBYE = "I'm sorry, we have to end this call now. Please call again. Goodbye!"
+#: The default exit of the events every state that is not final receives.
+_ALWAYS_EXITS: dict[str, str] = {DISCONNECTED: HUNG_UP, ERROR_EXECUTION: FAILED, LIMIT_REACHED: LIMIT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +114,9 @@ class VoiceFlowMeta(StateMachineMetaclass):
 
         attrs = dict(attrs)
         apology = attrs.get("apology", getattr(cls, "apology", APOLOGY))
-        defaults, added_states = _add_default_exits(attrs, apology, path, frame_line)
+        goodbye = attrs.get("limit_goodbye", getattr(cls, "limit_goodbye", LIMIT_GOODBYE))
+        endings = {HUNG_UP: (None, "hung_up"), FAILED: (apology, "error"), LIMIT: (goodbye, "limit")}
+        defaults, added_states = _add_default_exits(attrs, endings, path, frame_line)
         try:
             super().__init__(name, bases, attrs)
         except InvalidDefinition as exc:
@@ -135,14 +132,91 @@ class VoiceFlowMeta(StateMachineMetaclass):
         cls._default_transitions = frozenset(defaults)
         cls._default_states = frozenset(added_states)
         cls._event_ids = frozenset(event.id for event in cls._events)
-        if cls.uses_stt is None:
-            cls.uses_stt = not any(isinstance(s, Echo) for s in cls.states)
-        problems += _resolve_expectations(cls, path)
+        if cls.__dict__.get("uses_stt", getattr(cls, "uses_stt", None)) is None:
+            cls.uses_stt = not any(kind_for(s).needs_raw_audio for s in cls.states)
+        problems += _resolve_kinds(cls, path)
         problems += check_flow(cls)  # type: ignore[arg-type]
         if not problems:
             problems += _callback_problems(cls, path, frame_line)
         if problems:
             raise FlowDefinitionError(sorted(problems, key=lambda p: (p.line, p.state or "")))
+
+
+#: ``await runner(label, where, function, args, kwargs)``: how the runtime runs user sync callbacks.
+CallbackRunner = Callable[[str, str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+_FRAMEWORK_MODULES = ("voicefsm.", "statemachine")
+
+
+def _user_function(cls: type, name: str) -> Callable[..., Any] | None:
+    """The function a flow class's user code defines as ``name``, or None."""
+    value = inspect.getattr_static(cls, name, None)
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if not inspect.isfunction(value):
+        return None
+    module = getattr(value, "__module__", "") or ""
+    return None if module.startswith(_FRAMEWORK_MODULES) else value
+
+
+def _user_callback(cls: type, meta: Any) -> tuple[str, str] | None:
+    """(label, file:line) when the callback ``meta`` describes is user-written flow code."""
+    function: Any = None
+    if callable(meta.func) and not isinstance(meta.func, str):
+        module = getattr(meta.func, "__module__", "") or ""
+        if inspect.isfunction(meta.func) and not module.startswith(_FRAMEWORK_MODULES):
+            function = meta.func
+    else:
+        name = str(meta.attr_name or meta.func or "")
+        names = (
+            names_in_boolean_expr(name) if getattr(meta, "may_contain_boolean_expression", False) else {name}
+        )
+        for candidate in sorted(names):
+            function = _user_function(cls, candidate) or function
+    if function is None:
+        return None
+    code = function.__code__
+    return str(meta.attr_name or function.__name__), f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _route_user_callbacks(flow: VoiceFlow) -> None:
+    """Send every user-written guard, action and hook through the runtime's callback runner
+    (which runs sync ones off the loop and names every one for the watchdog).
+
+    voicefsm's own callbacks (``yes``, ``no``, the step recorder) stay inline. Without a runner
+    (a flow used outside the runtime) everything runs inline, as python-statemachine would.
+    """
+    registry: Any = getattr(flow, "_callbacks", None)
+    for executor in getattr(registry, "_registry", {}).values():
+        for wrapper in executor:
+            if getattr(wrapper, "_voicefsm_routed", False):
+                continue
+            found = _user_callback(type(flow), wrapper.meta)
+            if found is not None:
+                wrapper._callback = _routed(flow, wrapper._callback, *found)
+                wrapper._voicefsm_routed = True
+
+
+def _routed(flow: VoiceFlow, original: Callable[..., Any], label: str, where: str) -> Callable[..., Any]:
+    async def routed(*args: Any, **kwargs: Any) -> Any:
+        runner = flow._callback_runner
+        value = (
+            original(*args, **kwargs)
+            if runner is None
+            else await runner(label, where, original, args, kwargs)
+        )
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return routed
+
+
+def _resources_for(flow_cls: type, given: Mapping[str, object] | None) -> Any:
+    """The flow's resources container (:class:`voicefsm.flow.resources.Resources`) over ``given``."""
+    from voicefsm.flow.resources import Resources
+
+    return Resources.for_flow(flow_cls, given)
 
 
 def _callback_problems(cls: Any, path: str, line: int) -> list[FlowProblem]:
@@ -192,68 +266,54 @@ def _handles(transition: Transition, extra_ids: set[str], event: str) -> bool:
 
 
 def _add_default_exits(
-    attrs: dict[str, Any], apology: str, path: str, line: int
+    attrs: dict[str, Any], endings: Mapping[str, tuple[str | None, str]], path: str, line: int
 ) -> tuple[list[Transition], list[str]]:
-    """Add hung_up/failed and the transitions to them that the flow did not declare.
+    """Add the default final states and the transitions to them that the flow did not declare.
 
-    Returns the transitions and the names of the states added.
+    Which events get a default exit, and to which state, is each state's kind's
+    ``default_exits`` (plus disconnected -> hung_up and error.execution -> failed for all).
+    ``endings`` maps each default state's name to its (prompt, outcome). Returns the transitions
+    and the names of the states added.
     """
     handled = _handled_events(attrs)
     states = [(key, value) for key, value in attrs.items() if isinstance(value, State)]
-    needs: list[tuple[State, str]] = []
+    needs: list[tuple[State, str, str]] = []
     for _, state in states:
         if state.final:
             continue
-        events = [DISCONNECTED, ERROR_EXECUTION]
-        if isinstance(state, VoiceState):
-            events += [e for e in (TTS_ERROR, STT_ERROR) if e in state.waits_for]
-        for event in events:
+        exits = {**_ALWAYS_EXITS, **kind_for(state).default_exits}
+        for event, exit_to in exits.items():
             if not any(_handles(t, handled.get(id(t), set()), event) for t in state.transitions):
-                needs.append((state, event))
+                needs.append((state, event, exit_to))
 
     targets: dict[str, State] = {}
     added_states: list[str] = []
-    for key, prompt, outcome in ((HUNG_UP, None, "hung_up"), (FAILED, apology, "error")):
-        wanted = any((event == DISCONNECTED) == (key == HUNG_UP) for _, event in needs)
+    for key, (prompt, outcome) in endings.items():
+        wanted = any(target_name == key for _, _, target_name in needs)
         existing = attrs.get(key)
         if isinstance(existing, State) and existing.final:
             targets[key] = existing
         elif wanted and existing is None:
-            state = Hangup(prompt, outcome=outcome)
-            state.path, state.line = path, line
-            attrs[key] = targets[key] = state
+            ending = Hangup(prompt, outcome=outcome)
+            ending.path, ending.line = path, line
+            attrs[key] = targets[key] = ending
             added_states.append(key)
     added: list[Transition] = []
-    for state, event in needs:
-        target = targets.get(HUNG_UP if event == DISCONNECTED else FAILED)
+    for source, event, key in needs:
+        target = targets.get(key)
         if target is None:
             continue  # the name is taken by something else; the checks report the missing exit
-        added.extend(state.to(target, event=event))
+        added.extend(source.to(target, event=event))
     return added, added_states
 
 
-def _resolve_expectations(cls: Any, path: str) -> list[FlowProblem]:
+def _resolve_kinds(cls: Any, path: str) -> list[FlowProblem]:
+    """Let each state finish its setup against the built class (an Ask resolves its slot's expectation)."""
     problems: list[FlowProblem] = []
-    model = cls.slots_model
     for state in cls.states:
-        if not isinstance(state, Ask) or state.expect is not None or state.slot is None:
-            continue
-        if state.slot not in getattr(model, "model_fields", {}):
-            continue  # reported by the checks, with the names that do exist
-        try:
-            state.expectation = expectation_for_field(model, state.slot)
-        except UnsupportedSlotTypeError as exc:
-            problems.append(
-                FlowProblem(
-                    path,
-                    state.line,
-                    cls.__name__,
-                    state.id,
-                    None,
-                    f"cannot listen for slot {state.slot!r}: {exc}",
-                    "",
-                )
-            )
+        for message in kind_for(state).resolve(cls):
+            line = getattr(state, "line", 0)
+            problems.append(FlowProblem(path, line, cls.__name__, state.id, None, message, ""))
     return problems
 
 
@@ -261,8 +321,9 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     """Base class of every flow. Subclass it and declare states, transitions and ``slots_model``.
 
     Instances are per call: ``slots`` (an instance of ``slots_model``), ``caller`` (the caller's
-    number, when known), ``parameters`` (the call's custom parameters) and ``steps`` (every
-    transition taken so far) are there for guards and actions to read.
+    number, when known), ``parameters`` (the call's custom parameters), ``resources`` (what the
+    flow's steps use, by name: ``self.resources.calendar``) and ``steps`` (every transition taken
+    so far) are there for guards, actions and steps to read.
 
     Guards and actions receive the event's payload by parameter name: ``filled(value, slot, text,
     via)`` (via is "speech" or "dtmf"), ``no_match(reason, text)``, ``no_input(reason)``,
@@ -279,15 +340,26 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     #: What the default ``failed`` state says before hanging up.
     apology: ClassVar[str] = APOLOGY
 
+    #: Call limits (None: no limit). Reaching one sends ``limit_reached`` (payload ``reason``), which
+    #: by default goes to ``limit``, a final state that says ``limit_goodbye`` (outcome "limit").
+    #: The longest a call may last, in seconds on the runtime's clock.
+    max_duration_s: ClassVar[float | None] = 600.0
+    #: The most states a call may enter (a loop guard, like Twilio Studio's 1,000 steps).
+    max_state_entries: ClassVar[int | None] = 1000
+    #: The most times in a row the same state may be entered (re-entered from itself).
+    max_same_state: ClassVar[int | None] = 10
+    #: What the default ``limit`` state says before hanging up.
+    limit_goodbye: ClassVar[str] = LIMIT_GOODBYE
+
     #: Flow code that raises (a guard, an action, an entry callback) makes ``send`` raise and the
     #: transition not happen; the runtime logs it and sends ``error.execution``. (python-statemachine's
     #: default would count a raising guard as false and take the next transition, losing the error.)
     catch_errors_as_events: ClassVar[bool] = False  # type: ignore[misc]
 
     # voicefsm's checks replace these three, with messages that name the state and the fix.
-    validate_disconnected_states: ClassVar[bool] = False  # type: ignore[misc]
-    validate_trap_states: ClassVar[bool] = False  # type: ignore[misc]
-    validate_final_reachability: ClassVar[bool] = False  # type: ignore[misc]
+    validate_disconnected_states: ClassVar[bool] = False
+    validate_trap_states: ClassVar[bool] = False
+    validate_final_reachability: ClassVar[bool] = False
 
     _voice_source: ClassVar[tuple[str, int]] = ("<unknown>", 0)
     _default_transitions: ClassVar[frozenset[Transition]] = frozenset()
@@ -301,13 +373,18 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
         caller: str | None = None,
         parameters: Mapping[str, str] | None = None,
         listeners: Sequence[object] | None = None,
+        resources: Mapping[str, object] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.resources = _resources_for(type(self), resources)
         self.slots = slots if slots is not None else self.slots_model()
         self.caller = caller
         self.parameters = dict(parameters or {})
         self.steps: list[Step] = []
+        #: Set by the runtime: runs a user-written sync callback off the event loop (None: inline).
+        self._callback_runner: CallbackRunner | None = None
         super().__init__(listeners=[_StepRecorder(self), *(listeners or ())], **kwargs)
+        _route_user_callbacks(self)
 
     # -- guards every flow can use ----------------------------------------------------------
 
@@ -330,7 +407,8 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
     @property
     def current(self) -> State:
         """The (class-level) state the flow is in."""
-        (active,) = [s for s in self.configuration if s.is_atomic] or [self.initial_state]
+        atomic = [s for s in self.configuration if s.is_atomic]
+        (active,) = atomic or [s for s in (self.initial_state,) if s is not None]
         state: State = type(self).states_map[active.value]
         return state
 

@@ -29,31 +29,39 @@ from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 
 from voicefsm.flow.errors import FlowProblem
-from voicefsm.flow.slots import BUILTINS, slot_names, slots_model_problem, template_fields, template_names
-from voicefsm.flow.states import (
+from voicefsm.flow.kinds import (
     DISCONNECTED,
     ERROR_EXECUTION,
-    FILLED,
+    FAILURE,
+    LIMIT_REACHED,
     NO_INPUT,
     NO_MATCH,
     RUNTIME_EVENTS,
-    SPOKEN,
-    STT_ERROR,
-    TTS_ERROR,
-    Ask,
-    Echo,
-    VoiceState,
+    TIMED_OUT,
     events_received,
+    kind_for,
     kind_of,
 )
+from voicefsm.flow.slots import (
+    BUILTINS,
+    computed_names,
+    computed_problem,
+    slots_model_problem,
+    template_fields,
+    template_names,
+)
 
-#: Events that end a call from outside the conversation: they do not count as the flow finishing.
-_ABORTING = frozenset({DISCONNECTED, TTS_ERROR, STT_ERROR, ERROR_EXECUTION})
-#: Events that carry no caller input: a loop made only of these never ends by itself.
-_NO_PROGRESS = frozenset({SPOKEN, NO_INPUT, NO_MATCH, TTS_ERROR, STT_ERROR, ERROR_EXECUTION})
+#: Events that end a call from outside the conversation (with the kinds' own aborting events,
+#: e.g. tts_error): they do not count as the flow finishing.
+_ABORTING = frozenset({DISCONNECTED, ERROR_EXECUTION, LIMIT_REACHED})
+#: Events that carry no caller input (with the kinds' quiet events): a loop made only of these
+#: never ends by itself.
+_NO_PROGRESS = frozenset({ERROR_EXECUTION})
+#: Events whose exit, in a suggested fix, is an ending rather than the next state.
+_TROUBLE = frozenset({NO_INPUT, NO_MATCH, DISCONNECTED, FAILURE, TIMED_OUT, ERROR_EXECUTION, LIMIT_REACHED})
 _FLOW_ATTRIBUTES = frozenset(
     {"slots", "caller", "parameters", "steps", "log", "current", "yes", "no", "slots_model", "uses_stt",
-     "apology"}
+     "apology", "resources", "max_duration_s", "max_state_entries", "max_same_state", "limit_goodbye"}
 )  # fmt: skip
 _RESERVED = _FLOW_ATTRIBUTES | {name for name in dir(StateChart) if not name.startswith("_")}
 
@@ -91,9 +99,9 @@ def guard_names(transition: Transition) -> tuple[str, ...]:
     return tuple(names)
 
 
-def edges_of(flow: type[StateChart]) -> list[Edge]:
+def edges_of(flow: type[StateChart[Any]]) -> list[Edge]:
     """Every transition of a flow (initial pseudo-transitions excluded), in declaration order."""
-    defaults = getattr(flow, "_default_transitions", frozenset())
+    defaults: frozenset[Transition] = getattr(flow, "_default_transitions", frozenset())
     edges = []
     for state in flow.states:
         for transition in state.transitions:
@@ -126,11 +134,17 @@ class _Checker:
         self.defaults: frozenset[str] = getattr(flow, "_default_states", frozenset())
         self.problems: list[FlowProblem] = []
         self.waiting_problem: set[str] = set()
+        kinds = [kind_for(state) for state in self.states]
+        self.aborting = _ABORTING.union(*(kind.aborting_events for kind in kinds))
+        self.quiet = _NO_PROGRESS.union(*(kind.quiet_events for kind in kinds))
+        self.known_events = tuple(
+            dict.fromkeys([*RUNTIME_EVENTS, *(e for kind in kinds for e in kind.events_received())])
+        )
 
     def add(self, state: State | None, message: str, fix: str = "", event: str | None = None) -> None:
         line = self.line
-        if isinstance(state, VoiceState) and state.path == self.path:
-            line = state.line
+        if state is not None and getattr(state, "path", None) == self.path:
+            line = getattr(state, "line", line)
         sid = state.id if state is not None else None
         self.problems.append(FlowProblem(self.path, line, self.flow.__name__, sid, event, message, fix))
 
@@ -145,6 +159,7 @@ class _Checker:
 
     def run(self) -> list[FlowProblem]:
         self.check_slots_and_arguments()
+        self.check_limits()
         self.check_names()
         self.check_callback_names()
         self.check_templates()
@@ -160,35 +175,22 @@ class _Checker:
         model_problem = slots_model_problem(model)
         if model_problem:
             self.add(None, model_problem, "give every field a default, e.g. `day: date | None = None`")
-        names = () if model_problem else slot_names(model)
         for state in self.states:
-            if isinstance(state, VoiceState):
-                for message, fix in state.argument_problems():
-                    self.add(state, message, fix)
-            if (
-                isinstance(state, Ask)
-                and state.slot is not None
-                and not model_problem
-                and state.slot not in names
-            ):
+            kind = kind_for(state)
+            for message, fix in [*kind.argument_problems(), *kind.flow_problems(self.flow)]:
+                self.add(state, message, fix)
+
+    def check_limits(self) -> None:
+        for name in ("max_duration_s", "max_state_entries", "max_same_state"):
+            value = getattr(self.flow, name, None)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                example = {"max_duration_s": "600", "max_state_entries": "1000", "max_same_state": "10"}[name]
                 self.add(
-                    state,
-                    f"listens for slot {state.slot!r}, which {model.__name__} does not have "
-                    f"({_listing(names) or 'it has no fields'})",
-                    _did_you_mean(state.slot, names) or f"add a `{state.slot}` field to {model.__name__}",
-                )
-            if isinstance(state, Ask) and self.flow.uses_stt is False and not state.keypad:
-                self.add(
-                    state,
-                    "can never hear an answer: the flow runs without speech recognition "
-                    "(uses_stt = False) and keypad=False",
-                    "allow the keypad, or drop uses_stt = False",
-                )
-            if isinstance(state, Echo) and self.flow.uses_stt:
-                self.add(
-                    state,
-                    "needs the caller's audio, but the flow sets uses_stt = True",
-                    "remove `uses_stt = True`: a flow with an Echo state runs without speech recognition",
+                    None,
+                    f"sets {name} = {value!r}, which is not a positive number",
+                    f"use a positive number (the default is {example}), or None for no limit",
                 )
 
     def check_names(self) -> None:
@@ -230,11 +232,10 @@ class _Checker:
     def check_templates(self) -> None:
         model = self.flow.slots_model
         names = template_names(model) if slots_model_problem(model) is None else ()
-        known = (*names, *BUILTINS)
+        computed = computed_names(self.flow)
+        known = (*names, *BUILTINS, *computed)
         for state in self.states:
-            if not isinstance(state, VoiceState):
-                continue
-            for label, template in state.templates().items():
+            for label, template in kind_for(state).templates().items():
                 try:
                     fields = template_fields(template)
                 except ValueError as exc:
@@ -243,15 +244,22 @@ class _Checker:
                     )
                     continue
                 for field in fields:
-                    if field not in known:
-                        self.add(
-                            state,
-                            f"'s {label} names {{{field}}}, which is neither a slot of "
-                            f"{getattr(model, '__name__', model)} ({_listing(names) or 'none'}) "
-                            f"nor a built-in ({_listing(('{' + b + '}' for b in BUILTINS), 'or')})",
-                            _did_you_mean(field, known, braces=True)
-                            or f"use one of those names, or add a `{field}` field to the slots model",
-                        )
+                    if field in known:
+                        continue
+                    unusable = computed_problem(self.flow, field)
+                    if unusable is not None:
+                        self.add(state, f"'s {label} names {{{field}}}, which {unusable[0]}", unusable[1])
+                        continue
+                    members = f", nor a property of the flow ({_listing(computed)})" if computed else ""
+                    self.add(
+                        state,
+                        f"'s {label} names {{{field}}}, which is neither a slot of "
+                        f"{getattr(model, '__name__', model)} ({_listing(names) or 'none'}) "
+                        f"nor a built-in ({_listing(('{' + b + '}' for b in BUILTINS), 'or')}){members}",
+                        _did_you_mean(field, known, braces=True)
+                        or f"use one of those names, add a `{field}` field to the slots model, "
+                        "or a property to the flow",
+                    )
 
     def check_events(self) -> None:
         for edge in self.edges:
@@ -265,9 +273,9 @@ class _Checker:
                 state = edge.source
                 if state.final:
                     continue  # python-statemachine already refuses transitions out of final states
-                if any(_matches(name, event) for event in RUNTIME_EVENTS):
+                if any(_matches(name, event) for event in self.known_events):
                     kind = kind_of(state)
-                    waits = getattr(state, "waits_for", (DISCONNECTED,))
+                    waits = kind_for(state).waits_for
                     self.add(
                         state,
                         f"never receives {name!r}: a {kind} state only gets {_listing(waits, 'or')}",
@@ -278,7 +286,8 @@ class _Checker:
                     self.add(
                         state,
                         f"has a transition on {name!r}, an event nothing sends",
-                        _did_you_mean(name, received) or f"the runtime sends only {_listing(RUNTIME_EVENTS)}",
+                        _did_you_mean(name, received)
+                        or f"the runtime sends only {_listing(self.known_events)}",
                         event=name,
                     )
 
@@ -286,7 +295,8 @@ class _Checker:
         for state in self.states:
             if state.final:
                 continue
-            if not isinstance(state, VoiceState):
+            kind = kind_for(state)
+            if kind.eventless:
                 eventless = [edge for edge in self.out(state) if not edge.events]
                 if not any(not edge.guarded for edge in eventless):
                     self.waiting_problem.add(state.id)
@@ -297,7 +307,7 @@ class _Checker:
                         "on a line of its own (after any guarded ones)",
                     )
                 continue
-            for event in state.waits_for:
+            for event in kind.waits_for:
                 handling = [edge for edge in self.out(state) if event in edge.events]
                 if not handling:
                     self.waiting_problem.add(state.id)
@@ -329,9 +339,9 @@ class _Checker:
                     )
 
     def _exit_for(self, state: State, event: str) -> str:
-        if event in (FILLED, SPOKEN):
-            return "next_state"
-        return self.ending_name()
+        if event in _TROUBLE or event in kind_for(state).aborting_events:
+            return self.ending_name()
+        return "next_state"
 
     def check_reachable(self) -> set[str]:
         initial = self.flow.initial_state
@@ -355,13 +365,13 @@ class _Checker:
             if state.final or state.id not in reachable or state.id in reported:
                 continue
             seen = _reach(
-                state, self.edges, lambda edge: bool(set(edge.events) - _ABORTING) or not edge.events
+                state, self.edges, lambda edge: bool(set(edge.events) - self.aborting) or not edge.events
             )
             if seen & finals:
                 continue
             region = [s for s in self.states if s.id in seen]
             reported.update(seen)
-            asks = [s for s in region if isinstance(s, Ask)]
+            asks = [s for s in region if NO_MATCH in events_received(s)]
             example = f"no_match = {asks[0].id}" if asks else f"spoken = {region[0].id}"
             self.add(
                 state,
@@ -372,7 +382,7 @@ class _Checker:
 
     def check_loops(self) -> None:
         def stuck(edge: Edge) -> bool:
-            quiet = not edge.events or set(edge.events) <= _NO_PROGRESS
+            quiet = not edge.events or set(edge.events) <= self.quiet
             return quiet and not edge.guarded and edge.target is not None and not edge.default
 
         loop_edges = [edge for edge in self.edges if stuck(edge)]
@@ -435,20 +445,26 @@ def _find_cycle(start: State, edges: Sequence[Edge]) -> list[Edge] | None:
     return path if walk(start) else None
 
 
-def _listing(items: Iterable[str], last: str = "and") -> str:
+def listing(items: Iterable[str], last: str = "and") -> str:
+    """``a, b and c``."""
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
     return f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
-def _did_you_mean(name: str, candidates: Iterable[str], *, braces: bool = False) -> str:
+def did_you_mean(name: str, candidates: Iterable[str], *, braces: bool = False) -> str:
+    """``did you mean 'x'?`` for the closest of ``candidates``, or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     if not close:
         return ""
     return f"did you mean {{{close[0]}}}?" if braces else f"did you mean {close[0]!r}?"
 
 
-def check_flow(flow: type[StateChart]) -> list[FlowProblem]:
+_listing = listing
+_did_you_mean = did_you_mean
+
+
+def check_flow(flow: type[StateChart[Any]]) -> list[FlowProblem]:
     """Every problem with a built flow class (empty when it is sound)."""
     return _Checker(flow).run()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from statemachine.contrib.diagram import GraphvizNotFoundError, formatter, run_graphviz
+from statemachine.contrib.diagram import GraphvizNotFoundError, formatter
 from statemachine.contrib.diagram.extract import extract
+from statemachine.contrib.diagram.graphviz import run_graphviz
 from statemachine.contrib.diagram.model import DiagramGraph, DiagramState
 from statemachine.contrib.diagram.renderers.mermaid import MermaidRenderer
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.checks import edges_of
 from voicefsm.flow.errors import GraphUnavailableError
-from voicefsm.flow.states import kind_of
+from voicefsm.flow.kinds import kind_for
 
 GraphFormat = Literal["mermaid", "md", "dot", "svg", "png"]
 FORMATS: tuple[GraphFormat, ...] = ("mermaid", "md", "dot", "svg", "png")
@@ -75,7 +76,10 @@ def dot(flow: type[VoiceFlow] | VoiceFlow, *, current: str | None = None, defaul
     for state in cls.states:
         if state.id in hidden:
             continue
-        attrs = [f'label="{state.id}\\n«{kind_of(state)}»"']
+        kind = kind_for(state)
+        attrs = [f'label="{state.id}\\n«{kind.kind}»"']
+        if kind.graph_shape:
+            attrs.append(kind.graph_shape)
         if state.final:
             attrs.append("peripheries=2")
         if state.id == active:

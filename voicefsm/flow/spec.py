@@ -8,15 +8,17 @@ exports it; ``FlowSpec.model_json_schema()`` describes it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.checks import edges_of, normalize_event
-from voicefsm.flow.states import Ask, Echo, Ending, SendSms, Transfer, VoiceState, events_received, kind_of
+from voicefsm.flow.kinds import kind_for
 
-StateKind = Literal["say", "ask", "hangup", "transfer", "send_sms", "echo", "state", "final"]
+#: The built-in kinds; a kind of one's own has its own name.
+BUILTIN_KINDS = ("say", "ask", "do", "hangup", "transfer", "send_sms", "echo", "state", "final")
+StateKind = str
 
 
 class _Spec(BaseModel):
@@ -56,7 +58,21 @@ class StateSpec(_Spec):
     sms_body: str | None = None
     sms_to: str | None = None
     max_s: float | None = None
+    method: str | None = Field(None, description="a Do step's flow method")
+    results: list[str] | None = Field(
+        None, description="a Do step's outcome events besides failure/timed_out"
+    )
+    result_slot: str | None = Field(None, description="the slot a Do step stores a plain return value in")
+    timeout_s: float | None = None
+    filler: str | None = None
+    filler_after_s: float | None = None
+    filler_min_s: float | None = None
+    on_hangup: str | None = None
+    finish_s: float | None = None
     receives: list[str] = Field(default_factory=list, description="events this state can be sent")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="fields of a kind defined outside voicefsm, by name"
+    )
 
 
 class TransitionSpec(_Spec):
@@ -83,6 +99,10 @@ class FlowSpec(_Spec):
     states: list[StateSpec]
     transitions: list[TransitionSpec]
     events: list[str]
+    limits: dict[str, int | float | None] = Field(
+        default_factory=dict,
+        description="call limits: max_duration_s, max_state_entries, max_same_state (None: no limit)",
+    )
 
     @classmethod
     def of(cls, flow: type[VoiceFlow]) -> FlowSpec:
@@ -110,6 +130,10 @@ class FlowSpec(_Spec):
                 for edge in edges_of(flow)
             ],
             events=sorted({normalize_event(event.id) for event in flow._events}),
+            limits={
+                name: getattr(flow, name, None)
+                for name in ("max_duration_s", "max_state_entries", "max_same_state")
+            },
         )
 
     def state(self, state_id: str) -> StateSpec:
@@ -130,46 +154,26 @@ def _display_path(path: str) -> str:
 
 
 def _state_spec(flow: type[VoiceFlow], state: Any) -> StateSpec:
+    kind = kind_for(state)
     fields: dict[str, Any] = {
         "id": state.id,
-        "kind": kind_of(state),
+        "kind": kind.kind,
         "initial": bool(state.initial),
         "final": bool(state.final),
         "default": state.id in flow._default_states,
-        "receives": list(events_received(state)),
+        "receives": list(kind.events_received()),
     }
-    if isinstance(state, VoiceState):
-        fields.update(
-            line=state.line, prompt=state.prompt, barge_in=state.barge_in if not state.final else None
-        )
-    if isinstance(state, Ask):
-        expectation = state.expectation
-        expect = None
-        if expectation is not None:
-            spec = expectation.to_spec()
-            keypad = expectation.keypad()
-            expect = ExpectationSpec(
-                kind=str(spec.pop("kind", expectation.kind)),
-                describe=expectation.describe(),
-                params=spec,
-                keypad_max_digits=keypad.max_digits,
-                keypad_terminator=keypad.terminator,
-            )
-        fields.update(
-            slot=state.slot,
-            expect=expect,
-            no_input_s=state.no_input_s,
-            retries=state.retries,
-            reprompts=list(state.reprompts),
-            no_input_prompts=list(state.no_input_prompts),
-            keypad=state.keypad,
-        )
-    if isinstance(state, Ending):
-        fields["outcome"] = state.outcome
-    if isinstance(state, Transfer):
-        fields["transfer_to"] = state.number
-    if isinstance(state, SendSms):
-        fields.update(sms_body=state.body, sms_to=state.recipient)
-    if isinstance(state, Echo):
-        fields["max_s"] = state.max_s
+    extra: dict[str, Any] = {}
+    for name, value in kind.spec_fields().items():
+        if name in _FIXED:
+            continue
+        if name in StateSpec.model_fields:
+            fields[name] = ExpectationSpec(**value) if name == "expect" and value is not None else value
+        else:
+            extra[name] = value
+    if extra:
+        fields["extra"] = extra
     return StateSpec(**fields)
+
+
+_FIXED = frozenset({"id", "kind", "initial", "final", "default", "receives", "extra"})

@@ -8,20 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from voicefsm.flow.kinds.base import cancel_and_wait
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import Clock
 
-
-async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
-    """Cancel ``tasks`` and wait until they have finished (a cancellation of the caller still propagates)."""
-    pending = [task for task in tasks if task is not None]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure was reported where it happened
+__all__ = ["cancel_and_wait", "echo_caller", "wait_for_hangup"]
 
 
 async def echo_caller(call: Call, clock: Clock, max_s: float) -> None:

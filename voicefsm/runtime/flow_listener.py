@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from voicefsm.flow.chart import Step, VoiceFlow
-from voicefsm.flow.states import DISCONNECTED, Ending
+from voicefsm.flow.kinds import DISCONNECTED, outcome_of
 
 Speaker = Literal["agent", "caller"]
 Via = Literal["speech", "dtmf", "text"]
@@ -47,7 +47,14 @@ class FlowListener:
         """A slot was filled."""
 
     def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
-        """Something failed: ``kind`` is tts, stt, flow, action or runtime."""
+        """Something failed: ``kind`` is tts, stt, flow, action, step or runtime."""
+
+    def on_step(self, state: str, outcome: str, detail: str = "") -> None:
+        """A backend step (a Do state) ended with ``outcome`` (done, a result name, failure, timed_out,
+        or ``cancelled``/``finished`` after a hang-up); ``detail`` is the error text, if any."""
+
+    def on_limit(self, limit: str, detail: str) -> None:
+        """A call limit was reached (``max_duration_s``, ``max_state_entries``, ``max_same_state``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class FlowResult:
         elif flow.steps and flow.steps[-1].event == DISCONNECTED:
             outcome = "hung_up"
         else:
-            outcome = state.outcome if isinstance(state, Ending) else "completed"
+            outcome = outcome_of(state)
         return cls(
             flow=type(flow).__name__,
             final_state=state.id if state is not None else None,

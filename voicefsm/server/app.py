@@ -6,11 +6,12 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from voicefsm import __version__
 from voicefsm.records import CallStore, RecordWriter
+from voicefsm.runtime.step_pool import step_pool
 from voicefsm.server.api_routes import router as api_router
 from voicefsm.server.auth import install_access_control
 from voicefsm.server.campaign_routes import router as campaign_router
@@ -70,15 +71,18 @@ def create_app(
         """Past calls with transcript, path, slots and recording."""
         return FileResponse(f"{static_dir}/calls.html", media_type="text/html")
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, object]:
-        """Liveness and load: is the server taking calls, and how many are live."""
-        return {
-            "status": "draining" if state.draining else "ok",
+    @app.get("/healthz", response_model=None)
+    async def healthz() -> dict[str, object] | JSONResponse:
+        """Liveness and load: taking calls? how many live? 503 while sync flow code holds stuck threads."""
+        pool = step_pool()
+        body: dict[str, object] = {
+            "status": "draining" if state.draining else "ok" if pool.healthy else "unhealthy",
             "active_calls": len(state.registry.active),
             "dev_mode": settings.dev_mode,
             "version": __version__,
+            "step_pool": {"busy": pool.busy, "abandoned": pool.abandoned, "problem": pool.problem()},
         }
+        return body if pool.healthy else JSONResponse(body, status_code=503)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

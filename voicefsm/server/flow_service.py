@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 from voicefsm.core.actions import TelephonyActions
 from voicefsm.core.events import CallStarted
-from voicefsm.flow import VoiceFlow
+from voicefsm.flow import VoiceFlow, fakes_for
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.providers.base import TextToSpeech
 from voicefsm.records import RecordWriter
@@ -146,6 +146,10 @@ class FlowService:
     feeds: LiveFeeds = field(default_factory=LiveFeeds)
     metrics: Metrics = field(default_factory=Metrics)
     voice_monitor: bool = False
+    #: The flow's resources, opened once for the process (``open_resources``); handed to every call.
+    resources: Mapping[str, object] | None = None
+    #: Give each call the flow's declared fakes instead (``VOICEFSM_FAKE_RESOURCES``: demos, load tests).
+    fake_resources: bool = False
 
     def description(self) -> dict[str, Any]:
         """What ``GET /api/flow`` returns: states, transitions and slots for the diagram."""
@@ -182,6 +186,7 @@ class FlowService:
             self.tts_factory(),
             actions=self.actions,
             listeners=[CallObserver(sid, self.writer, self.metrics, feed)],
+            resources=fakes_for(self.flow) if self.fake_resources else self.resources,
         )
         try:
             yield CallSession(call, run)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from voicefsm.core.actions import TelephonyActions
-from voicefsm.flow import VoiceFlow
+from voicefsm.flow import VoiceFlow, open_resources
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
 from voicefsm.runtime.driver import CallLimits
+from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
@@ -115,32 +116,46 @@ def flow_service(
 async def flow_app(
     settings: Settings, chosen: Plan, *, progress: WarmProgress | None = None
 ) -> AsyncIterator[FastAPI]:
-    """A ready app for ``chosen`` with its records open and its fixed prompts cached; all closed on exit."""
+    """A ready app for ``chosen``: its records, the flow's resources and campaigns open, its fixed
+    prompts cached; all closed on exit. The loop-lag watchdog runs while the app does and counts
+    stalls in ``/metrics``.
+    """
     store = await CallStore.open(settings.db_url)
     try:
         recovered = await store.recover_abandoned()
         if recovered:
             log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
         public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
+        fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened
+        opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
+            contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
+        )
         async with (
             RecordWriter(store) as writer,
+            opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
         ):
             service = flow_service(settings, chosen, writer=writer, prompts=prompts)
-            app = create_app(
-                settings,
-                service.services(),
-                store=store,
-                writer=writer,
-                flow_description=service.description(),
-                feeds=service.feeds,
-                metrics=service.metrics,
-                campaigns=campaigns,
-            )
-            service.metrics.watch_prompt_cache(prompts.cache)
-            await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
-            yield app
+            service.resources, service.fake_resources = resources, fakes
+
+            def stalled(stall: Stall) -> None:
+                service.metrics.loop_stalled(stall.duration_s)
+
+            async with LoopWatchdog(on_stall=stalled):
+                app = create_app(
+                    settings,
+                    service.services(),
+                    store=store,
+                    writer=writer,
+                    flow_description=service.description(),
+                    feeds=service.feeds,
+                    metrics=service.metrics,
+                    campaigns=campaigns,
+                )
+                service.metrics.watch_prompt_cache(prompts.cache)
+                await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+                yield app
     finally:
         await store.aclose()
 

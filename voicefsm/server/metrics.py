@@ -38,6 +38,14 @@ class Metrics:
             "Requests refused (signature, token, capacity)",
             registry=self.registry,
         )
+        self.loop_stalls = Counter(
+            "voicefsm_loop_stalls",
+            "Event-loop stalls over the watchdog threshold (every call waited; see the log for the callback)",
+            registry=self.registry,
+        )
+        self.loop_stall_seconds = Counter(
+            "voicefsm_loop_stall_seconds", "Total time the event loop was blocked", registry=self.registry
+        )
         self.calls_started = 0
 
     def call_started(self) -> None:
@@ -58,6 +66,11 @@ class Metrics:
         """Expose the prompt cache's hits, misses and bytes (read when /metrics is scraped)."""
         if cache is not None:
             self.registry.register(_PromptCacheCollector(cache))
+
+    def loop_stalled(self, seconds: float) -> None:
+        """The loop-lag watchdog saw the event loop blocked for ``seconds``."""
+        self.loop_stalls.inc()
+        self.loop_stall_seconds.inc(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -48,6 +48,7 @@ from voicefsm.core.events import CallStarted
 from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
@@ -268,7 +269,13 @@ class _Leg(FlowListener):
             stt_factory=(lambda: self.stt) if self.flow.uses_stt else None,
         )
         self._run = FlowRun(
-            self.call, self.flow, self.tts, clock=self.clock, listeners=[self], today=lambda: self.today
+            self.call,
+            self.flow,
+            self.tts,
+            clock=self.clock,
+            listeners=[self],
+            today=lambda: self.today,
+            resources=fakes_for(self.flow),  # in process: the flow's declared fakes
         )
         yield CallSession(self.call, self._run, self.clock)
 

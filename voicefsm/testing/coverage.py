@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicefsm.flow.kinds import FAILURE, TIMED_OUT
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.runtime.flow_listener import Turn
 
@@ -121,13 +122,30 @@ class Coverage:
         missing = [pair for pair in declared if pair not in self.prompts_spoken]
         return Measure(len(declared) - len(missing), len(declared), tuple(f"{s}: {t!r}" for s, t in missing))
 
+    @property
+    def steps(self) -> Measure:
+        """Step outcomes seen: each result (or done), failure and timed_out of every Do state.
+
+        The default exits count here: a step's failure is the flow's to test, whichever state it leads to.
+        """
+        declared = [
+            (state.id, outcome)
+            for state in self.spec.states
+            if state.results is not None and not state.default
+            for outcome in (*state.results, FAILURE, TIMED_OUT)
+        ]
+        handled = {(source, event) for source, event, _ in self.transitions_taken}
+        missing = [pair for pair in declared if pair not in handled]
+        return Measure(len(declared) - len(missing), len(declared), tuple(f"{s}: {e}" for s, e in missing))
+
     def to_json(self) -> dict[str, Any]:
-        """The four measures by name."""
+        """The five measures by name."""
         return {
             "states": self.states.to_json(),
             "transitions": self.transitions.to_json(),
             "events": self.events.to_json(),
             "prompts": self.prompts.to_json(),
+            "steps": self.steps.to_json(),
         }
 
 

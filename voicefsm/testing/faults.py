@@ -35,23 +35,33 @@ from typing import Any, Literal
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.expect_base import Expectation, NoMatch
+from voicefsm.flow.kinds import DISCONNECTED, DONE, FAILURE, TIMED_OUT, StepStub, events_received, kind_for
 from voicefsm.flow.spec import FlowSpec
-from voicefsm.flow.states import Ask
 from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.line import MONDAY, FlowLine
 
-Fault = Literal["disconnected", "tts_error", "stt_error", "no_input", "garbage"]
-FAULTS: tuple[Fault, ...] = ("disconnected", "tts_error", "stt_error", "no_input", "garbage")
+Fault = Literal[
+    "disconnected", "tts_error", "stt_error", "no_input", "garbage", "step_fails", "step_times_out", "none"
+]  # fmt: skip
+#: Every fault; each state is attacked with the ones its kind lists (``StateKind.fault_attacks``).
+FAULTS: tuple[Fault, ...] = (
+    "disconnected", "tts_error", "stt_error", "no_input", "garbage", "step_fails", "step_times_out"
+)  # fmt: skip
 FAULT_DOES: dict[Fault, str] = {
     "disconnected": "the caller hangs up as the state is entered",
     "tts_error": "synthesis of the state's prompt fails",
     "stt_error": "the recognizer dies as the state is entered",
     "no_input": "the caller says nothing from then on",
     "garbage": "the caller answers only nonsense words and stray keys from then on",
+    "step_fails": "the state's step raises an error",
+    "step_times_out": "the state's step never returns (it times out)",
+    "none": "nothing was broken: the flow's own code did it",
 }
+_SEED_STRIDE = 5  # the seeds of the first five faults stay what they were before steps existed
 
 SILENCE = "\x00silence"  # an action: say nothing at this listen
 HANG_UP = "\x00hangup"  # an action: hang up at this listen
+FORCE = "\x00step:"  # an action's prefix: "\x00step:<state>=<outcome>": that step's first run ends so
 BARGE_IN = "!"  # an action's prefix: say the rest over the agent's next prompt
 GARBAGE_TEXT = (
     "zxq blorf wibble",
@@ -171,8 +181,36 @@ class FaultReport:
         return text
 
 
+def forced(state: str, outcome: str) -> Action:
+    """The action that makes the step in ``state`` end with ``outcome`` (a result, failure or timed_out)."""
+    return f"{FORCE}{state}={outcome}"
+
+
+def step_stub(outcome: str, why: str) -> StepStub:
+    """A stub that makes a step end with ``outcome``."""
+    if outcome == FAILURE:
+        return StepStub(error=why)
+    if outcome == TIMED_OUT:
+        return StepStub(hang=True)
+    return StepStub(result=None if outcome == DONE else outcome)
+
+
+def _split(actions: Sequence[Action]) -> tuple[list[Action], dict[str, StepStub]]:
+    """The caller's actions, and the stubs of forced step outcomes, by state."""
+    caller = [action for action in actions if not action.startswith(FORCE)]
+    stubs: dict[str, StepStub] = {}
+    for action in actions:
+        if action.startswith(FORCE):
+            state, _, outcome = action[len(FORCE) :].partition("=")
+            stubs[state] = step_stub(outcome, f"fault run: the step in {state} fails")
+    return caller, stubs
+
+
 def shown(action: Action) -> str:
     """A caller action as a person reads it."""
+    if action.startswith(FORCE):
+        state, _, outcome = action[len(FORCE) :].partition("=")
+        return f"(the step in {state} ends with {outcome})"
     if action == SILENCE:
         return "(silence)"
     if action == HANG_UP:
@@ -205,8 +243,10 @@ class _FaultLine(FlowLine):
         seed: int,
         wait_s: float,
     ) -> None:
-        super().__init__(flow, today=today, wait_s=wait_s)
-        self.script = list(actions)
+        script, stubs = _split(actions)
+        super().__init__(flow, today=today, wait_s=wait_s, stubs=stubs)
+        self.script = script
+        self.forced = set(stubs)
         self.fault_state = fault_state
         self.fault = fault
         self.rng = random.Random(seed)
@@ -217,6 +257,8 @@ class _FaultLine(FlowLine):
     def on_transition(self, source: str, event: str, target: str) -> None:
         super().on_transition(source, event, target)
         self.last_progress_s = self.clock.now()
+        if source in self.forced and source != self.fault_state:
+            self.stubs.pop(source, None)  # a forced step outcome holds for its first run only
         if target != self.fault_state or self.injected:
             return
         # This runs before the runtime starts the state's work, so the fault hits that work.
@@ -227,6 +269,10 @@ class _FaultLine(FlowLine):
             self.tts.fail_next(f"fault run: synthesis fails in {target}")
         elif self.fault == "stt_error":
             self.stt.fail(f"fault run: the recognizer dies in {target}")
+        elif self.fault == "step_fails":
+            self.stubs[target] = step_stub(FAILURE, f"fault run: the step fails in {target}")
+        elif self.fault == "step_times_out":
+            self.stubs[target] = step_stub(TIMED_OUT, "")
 
     def on_turn(self, turn: Any) -> None:
         super().on_turn(turn)
@@ -307,7 +353,8 @@ def _rejects(parse: Any, value: str, today: dt.date) -> bool:
 
 def _expectation(flow: type[VoiceFlow] | VoiceFlow, state: str) -> Expectation | None:
     found = next((s for s in flow.states if s.id == state), None)
-    return found.expectation if isinstance(found, Ask) else None
+    expectation = getattr(found, "expectation", None)
+    return expectation if isinstance(expectation, Expectation) else None
 
 
 @dataclass(slots=True)
@@ -320,6 +367,8 @@ class CallVerdict:
     simulated_s: float
     #: the chart's state when the call was judged (the one being entered, if flow code blocked)
     state: str | None = None
+    #: a callback of the flow that blocked the call past its budget (the suite stops at the first)
+    blocking: str | None = None
 
 
 async def judge_call(
@@ -349,6 +398,7 @@ async def judge_call(
     await line.__aenter__()  # not `async with`: its exit asserts, and a leak is a finding here
     caller = asyncio.create_task(line.play_caller(), name="voicefsm-fault-caller")
     watchdog = asyncio.create_task(line.clock.sleep(max_simulated_s), name="voicefsm-fault-watchdog")
+    blocking: str | None = None
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(real_s):
@@ -372,6 +422,9 @@ async def judge_call(
                     f"ended without reaching a final state (outcome {result.outcome}; the runtime gave "
                     f"up in {line.state})"
                 )
+            elif result.outcome == "limit":
+                chart_state = line.transitions[-1][0] if line.transitions else chart_state
+                problems.append(_limited(line, chart_state))
             if not line.call.is_disconnected:
                 problems.append("the flow finished but the line was never hung up")
             else:
@@ -387,7 +440,15 @@ async def judge_call(
         for task in left:
             task.cancel()
         await asyncio.wait(left, timeout=1.0)
-    return CallVerdict(line, result, "; ".join(problems) or None, simulated_s, chart_state)
+    blocked = _blocking(line)
+    if blocked is not None:
+        problems.insert(0, blocked.removesuffix(" (the test kit fails the call)"))
+        blocking = blocked
+        named = blocked.split(": ", 1)[0]  # "Flow.state: callback (file:line) blocked ..."
+        chart_state = named.split(".", 1)[1] if "." in named else chart_state
+    return CallVerdict(
+        line, result, "; ".join(dict.fromkeys(problems)) or None, simulated_s, chart_state, blocking
+    )
 
 
 #: What a task of the line still running after the call ended means: a queue nobody closed.
@@ -422,6 +483,24 @@ async def _not_closed(line: FlowLine, before: set[asyncio.Task[Any]]) -> list[st
     if ending:
         await asyncio.wait(ending, timeout=SETTLE_REAL_S)
     return problems + [_OWN_ENDING[task.get_name()] for task in ending if not task.done()]
+
+
+def _blocking(line: FlowLine) -> str | None:
+    """The first report of flow code that blocked the call past its budget, or None."""
+    return next((message for kind, message in line.errors if kind == "blocking"), None)
+
+
+def _limited(line: FlowLine, state: str | None) -> str:
+    """What a call that only a call limit ended says about the flow."""
+    reason = next((message for kind, message in line.errors if kind == "limit"), "a call limit")
+    steps = " -> ".join(line.path[-7:-1])
+    if "max_duration_s" in reason:
+        return (
+            f"still going after {line.clock.now():g} simulated seconds, in {state}, when the flow's "
+            f"max_duration_s ended it (last steps: {steps})"
+        )
+    reason = reason.removeprefix("limit reached: ")
+    return f"loops in {state}: only a call limit ended it ({reason}; last steps: {steps})"
 
 
 def _chart_state(line: FlowLine) -> str | None:
@@ -471,7 +550,12 @@ def answers_for(flow: type[VoiceFlow], state: str) -> list[Action]:
 
 
 async def find_paths(
-    flow: type[VoiceFlow], *, today: dt.date = MONDAY, max_runs: int = 400, max_simulated_s: float = 1800
+    flow: type[VoiceFlow],
+    *,
+    today: dt.date = MONDAY,
+    max_runs: int = 400,
+    max_simulated_s: float = 1800,
+    found_blocking: list[CallVerdict] | None = None,
 ) -> dict[str, list[Action]]:
     """For each state a caller can reach: the shortest list of actions found that enters it.
 
@@ -479,11 +563,15 @@ async def find_paths(
     its next answer would meet is given each of that state's answers as n + 1 answers to run.
     Every answer at a listen is run, but of the scripts that reach the same next listen by the
     same states only the first is extended, so a state that only some slot values lead to (a guard
-    on the value, deeper than one answer) can be missed: it is then reported as unreached.
+    on the value, deeper than one answer) can be missed: it is then reported as unreached. Every
+    outcome of every step met is tried too. A call whose flow code blocks past its budget stops the
+    search (appended to ``found_blocking``).
     """
     reached: dict[str, list[Action]] = {}
     queue: deque[list[Action]] = deque([[]])
     seen: set[tuple[str, ...]] = set()
+    steps_forced: set[tuple[str, str]] = set()
+    blocked = found_blocking if found_blocking is not None else []
     runs = 0
     wanted = {state.id for state in FlowSpec.of(flow).states if not state.default}
     while queue and runs < max_runs and not wanted <= reached.keys():
@@ -491,20 +579,38 @@ async def find_paths(
         verdict = await judge_call(flow, actions, today=today, max_simulated_s=max_simulated_s)
         runs += 1
         line = verdict.line
+        if verdict.blocking is not None:
+            blocked.append(verdict)
+            break
         assert isinstance(line, _FaultLine)
         for target in line.path:
             reached.setdefault(target, actions)
-        if len(line.listens) <= len(actions):
+        # Every outcome of every step the call ran is tried once, from the first script that got there.
+        for target in dict.fromkeys(line.path):
+            for outcome in step_outcomes(flow, target):
+                if (target, outcome) not in steps_forced:
+                    steps_forced.add((target, outcome))
+                    queue.append([*actions, forced(target, outcome)])
+        answered = len(line.script)
+        if len(line.listens) <= answered:
             continue  # the call ended before this script's next answer was wanted
         # Scripts that bring the call to the same listen by the same states continue alike (up to
         # slot values), so only the first is taken further: this keeps retries from multiplying.
-        state = line.listens[len(actions)]
-        key = (state, *line.paths_at_listens[len(actions)])
+        state = line.listens[answered]
+        key = (state, *line.paths_at_listens[answered], *sorted(a for a in actions if a.startswith(FORCE)))
         if key in seen:
             continue
         seen.add(key)
         queue.extend([*actions, answer] for answer in answers_for(flow, state))
     return reached
+
+
+def step_outcomes(flow: type[VoiceFlow], state: str) -> tuple[str, ...]:
+    """The outcome events of the step in ``state`` (none when it is not a step)."""
+    found = flow.states_map.get(state) if hasattr(flow, "states_map") else None
+    if found is None or FAILURE not in events_received(found):
+        return ()
+    return tuple(event for event in kind_for(found).waits_for if event != DISCONNECTED)
 
 
 def spec_path(spec: FlowSpec, target: str) -> list[str] | None:
@@ -544,8 +650,15 @@ async def run_fault_suite_async(
     started = time.perf_counter()
     day = today or MONDAY
     report = FaultReport(flow_class.__name__)
-    paths = await find_paths(flow_class, today=day, max_runs=max_path_runs, max_simulated_s=max_simulated_s)
+    blocked: list[CallVerdict] = []
+    paths = await find_paths(
+        flow_class, today=day, max_runs=max_path_runs, max_simulated_s=max_simulated_s, found_blocking=blocked
+    )
     spec = FlowSpec.of(flow_class)
+    if blocked:  # flow code that blocks is the finding: nothing else is worth the real time it costs
+        report.runs.append(_run_of(blocked[0], blocked[0].state or spec.initial, "none", []))
+        report.elapsed_s = time.perf_counter() - started
+        return report
     for index, state in enumerate(spec.states):
         if state.default:
             continue  # hung_up and failed: entered by the faults themselves
@@ -558,7 +671,8 @@ async def run_fault_suite_async(
                 else "no transition leads to it"
             )
             continue
-        for fault in faults:
+        attacks = kind_for(flow_class.states_map[state.id]).fault_attacks
+        for fault in [fault for fault in faults if fault in attacks]:
             verdict = await judge_call(
                 flow_class,
                 paths[state.id],
@@ -566,24 +680,29 @@ async def run_fault_suite_async(
                 state=state.id,
                 fault=fault,
                 max_simulated_s=max_simulated_s,
-                seed=index * len(FAULTS) + FAULTS.index(fault),
+                seed=index * _SEED_STRIDE + FAULTS.index(fault),
             )
-            result = verdict.result
-            report.runs.append(
-                FaultRun(
-                    state.id,
-                    fault,
-                    verdict.problem is None,
-                    result.outcome if result is not None else None,
-                    result.final_state if result is not None else None,
-                    verdict.simulated_s,
-                    tuple(verdict.line.path),
-                    verdict.problem,
-                    tuple(paths[state.id]),
-                )
-            )
+            report.runs.append(_run_of(verdict, state.id, fault, paths[state.id]))
+            if verdict.blocking is not None:
+                report.elapsed_s = time.perf_counter() - started
+                return report
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _run_of(verdict: CallVerdict, state: str, fault: Fault, actions: Sequence[Action]) -> FaultRun:
+    result = verdict.result
+    return FaultRun(
+        state,
+        fault,
+        verdict.problem is None,
+        result.outcome if result is not None else None,
+        result.final_state if result is not None else None,
+        verdict.simulated_s,
+        tuple(verdict.line.path),
+        verdict.problem,
+        tuple(actions),
+    )
 
 
 def run_fault_suite(

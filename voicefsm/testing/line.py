@@ -25,6 +25,7 @@ from types import TracebackType
 from voicefsm.core.events import CallStarted
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlayAudio
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.resources import fakes_for
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
@@ -66,11 +67,11 @@ class FlowLine(FlowListener):
         wait_s: float = WAIT_S,
         clock: VirtualClock | None = None,
         resources: Mapping[str, object] | None = None,
-        stubs: object | None = None,
+        stubs: Mapping[str, object] | None = None,
     ) -> None:
         self.flow = flow
-        self.resources = resources
-        self.stubs = stubs
+        #: Resources by name over the flow's declared fakes; step stubs by state id or method (mutable).
+        self.resources, self.stubs = resources, dict(stubs) if stubs is not None else {}
         self.caller = caller
         self.today = today
         self.echo_marks = echo_marks
@@ -136,7 +137,9 @@ class FlowLine(FlowListener):
             listeners=[self],
             today=lambda: self.today,
             limits=self.limits,
-            resources=self.resources,
+            resources=fakes_for(
+                self.flow if isinstance(self.flow, type) else type(self.flow), given=self.resources
+            ),
             stubs=self.stubs,
         )
         self._opened.set()

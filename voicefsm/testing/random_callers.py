@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicefsm.flow.chart import VoiceFlow
-from voicefsm.flow.states import Ask
+from voicefsm.flow.expect_base import Expectation
 from voicefsm.testing.faults import (
     BARGE_IN,
     GARBAGE_KEYS,
@@ -90,8 +90,8 @@ def caller_actions(flow: type[VoiceFlow]) -> list[Action]:
     """The named things a random caller may do at a listen of ``flow`` (silence first: it shrinks there)."""
     actions: list[Action] = [SILENCE, HANG_UP, *GARBAGE_TEXT[:2]]
     for state in flow.states:
-        if isinstance(state, Ask) and state.expectation is not None:
-            expectation = state.expectation
+        expectation = getattr(state, "expectation", None)
+        if isinstance(expectation, Expectation):
             actions += list(expectation.examples()) + list(expectation.counter_examples())
             actions += ["#" + keys for keys in expectation.dtmf_examples()]
             actions += [BARGE_IN + text for text in expectation.examples()[:2]]
@@ -141,9 +141,14 @@ def explore(
     )
     @given(st.lists(step, max_size=max_steps))
     def one_caller(script: list[Action]) -> None:
+        if "blocking" in failed:  # flow code that blocks: one finding is enough, and each costs real time
+            raise AssertionError(failed["problem"])
         report.examples += 1
         tried.update(repr(script).encode())
         verdict = asyncio.run(judge_call(flow_class, script, today=day, max_simulated_s=max_simulated_s))
+        if verdict.blocking is not None:
+            failed.update(script=script, problem=verdict.problem, state=verdict.state, blocking=True)
+            raise AssertionError(verdict.problem)
         if verdict.problem is not None:
             # Hypothesis replays the shrunk example last, so the last failure kept is the simplest.
             failed.update(script=script, problem=verdict.problem, state=verdict.state)

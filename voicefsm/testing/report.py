@@ -36,8 +36,10 @@ def print_scenarios(console: Console, report: ScenarioReport) -> None:
         ("states", coverage.states),
         ("events", coverage.events),
         ("prompts", coverage.prompts),
+        ("steps", coverage.steps),
     ):
-        _print_measure(console, name, measure)
+        if measure.total or name != "steps":
+            _print_measure(console, name, measure)
 
 
 def _print_measure(console: Console, name: str, measure: Measure) -> None:

@@ -18,6 +18,10 @@
           - stt_fails                  # the recognizer dies now
           - state: ask_time            # wait until the call is in this state
           - hangup                     # the caller hangs up
+          - step: {check: taken}       # from now on the step in state `check` (or method) returns "taken"
+          - step: {check: {fail: calendar down}}      # ... fails with that error
+          - step: {check: {delay: 12}}                # ... takes 12 s (on the virtual clock), then returns
+          - step: {check: {delay: 3, result: taken}}  # ... both
         expect:
           outcome: completed
           final_state: booked
@@ -43,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
+from voicefsm.flow.kinds import StepStub
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.coverage import Coverage
@@ -69,6 +74,37 @@ class Pattern(_Model):
         return self
 
 
+class StepOutcome(_Model):
+    """How a stubbed step ends: after ``delay`` seconds, with ``result``, or failing with ``fail``."""
+
+    result: Any = None
+    fail: str | None = None
+    delay: float = Field(0.0, ge=0)
+    hang: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_result(cls, data: Any) -> Any:
+        if data is None or isinstance(data, str | int | float | bool):
+            return {"result": data}
+        return data
+
+    def describe(self) -> str:
+        """The outcome as a person reads it."""
+        parts = [f"after {self.delay:g} s"] if self.delay else []
+        if self.hang:
+            parts.append("never returns")
+        elif self.fail is not None:
+            parts.append(f"fails: {self.fail}")
+        else:
+            parts.append(f"returns {self.result!r}")
+        return " ".join(parts)
+
+    def stub(self) -> StepStub:
+        """The test kit's stub for this outcome."""
+        return StepStub(result=self.result, error=self.fail, delay_s=self.delay, hang=self.hang)
+
+
 class Step(_Model):
     """One thing that happens on the line; exactly one field is set."""
 
@@ -81,6 +117,9 @@ class Step(_Model):
     stt_fails: bool | None = Field(None, description="the recognizer dies now")
     state: str | None = Field(None, description="wait until the call is in this state")
     hangup: bool | None = Field(None, description="the caller hangs up")
+    step: dict[str, StepOutcome] | None = Field(
+        None, description="stub a step (by Do state or method name) from now on: a result, a failure, a delay"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +162,9 @@ class Step(_Model):
             return self.kind
         if isinstance(value, Pattern):
             return f"{self.kind}: /{value.re}/"
+        if isinstance(value, dict):
+            shown = ", ".join(f"{name} -> {outcome.describe()}" for name, outcome in value.items())
+            return f"{self.kind}: {shown}"
         return f"{self.kind}: {value!r}"
 
 
@@ -143,7 +185,7 @@ class Scenario(_Model):
     today: dt.date | None = None
     caller: str | None = "+15550001234"
     steps: list[Step] = Field(default_factory=list)
-    expect: Expect = Field(default_factory=Expect)
+    expect: Expect = Field(default_factory=lambda: Expect())
 
 
 class ScenarioFile(_Model):
@@ -324,6 +366,19 @@ async def _perform(line: FlowLine, step: Step) -> None:
             await line.until(lambda: line.state == step.state, f"the call to be in {step.state}")
         case "hangup":
             line.hang_up()
+        case "step":
+            for name, outcome in (step.step or {}).items():
+                _known_step(line, name)
+                line.stubs[name] = outcome.stub()
+
+
+def _known_step(line: FlowLine, name: str) -> None:
+    flow = line.flow if isinstance(line.flow, type) else type(line.flow)
+    steps = {state.id: state for state in FlowSpec.of(flow).states if state.method is not None}
+    if name in steps or any(state.method == name for state in steps.values()):
+        return
+    known = ", ".join(f"{sid} ({state.method})" for sid, state in steps.items()) or "none"
+    raise AssertionError(f"{flow.__name__} has no step {name!r}; its steps (Do states) are {known}")
 
 
 def _check(expect: Expect, result: FlowResult, line: FlowLine) -> list[str]:

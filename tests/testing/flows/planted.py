@@ -11,6 +11,7 @@ they hide in guards and flow code, which only a run can see.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -88,8 +89,8 @@ class LeakyGreeting(VoiceFlow):
     no_input = menu.to(done)
     no_match = menu.to(done)
 
-    def on_enter_menu(self) -> None:
-        """Looks up the caller in the background, and forgets the task."""
+    async def on_enter_menu(self) -> None:
+        """Looks up the caller in the background, and forgets the task (async: sync hooks run off-loop)."""
         self.lookup = asyncio.get_running_loop().create_task(asyncio.sleep(3600), name="forgotten-lookup")
 
 
@@ -131,3 +132,20 @@ class HangsUpOnBilling(VoiceFlow):
     def still_there(self) -> bool:
         """Guard: the bug: always believes the caller will answer."""
         return True
+
+
+class SlowHook(VoiceFlow):
+    """Blocks the call for 3 s on entering the menu, as a `requests.get` would."""
+
+    greet = Say("Hello.", initial=True)
+    menu = Ask("Billing or support?", expect=MENU, retries=0)
+    done = Hangup("Bye.")
+
+    spoken = greet.to(menu)
+    filled = menu.to(done)
+    no_input = menu.to(done)
+    no_match = menu.to(done)
+
+    def on_enter_menu(self) -> None:
+        """A blocking lookup."""
+        time.sleep(3)
