@@ -385,3 +385,11 @@ def test_chat_rejects_a_malformed_date(tmp_path: Path) -> None:
     done = run_cli("chat", str(FLOWS / "booking.py"), "--today", "03/06/2024", cwd=tmp_path, stdin="")
     assert done.returncode == 2
     assert "--today '03/06/2024' is not a date; write it as YYYY-MM-DD" in done.stderr
+
+
+async def test_a_typed_turn_is_recorded_as_typed_and_keys_as_keys() -> None:
+    seen = Turns()
+    _, result = await chat("booking.py", ["tuesday", "10 am", "Ada", "/1"], listeners=(seen,))
+    assert result.outcome == "completed"
+    caller = [(turn.text, turn.via) for turn in seen.turns if turn.speaker == "caller"]
+    assert caller == [("tuesday", "text"), ("10 am", "text"), ("Ada", "text"), ("1", "dtmf")]

@@ -50,6 +50,7 @@ def test_every_spoken_template_without_fields_is_listed_as_the_runtime_will_say_
         FixedPrompt("ask_name", "no_input_prompt", "Are you there?"),
         FixedPrompt("transfer", "prompt", "Putting you through."),
         FixedPrompt("failed", "prompt", "Our system failed; {sorry}."),
+        FixedPrompt("limit", "prompt", Desk.limit_goodbye),  # the call limits' polite ending
         FixedPrompt("*", "apology", "Our   system  failed; {{sorry}}."),  # also said unrendered
     ]
 

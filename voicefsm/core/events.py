@@ -10,6 +10,7 @@ chart events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 KEYPAD_DIGITS = frozenset("0123456789*#ABCD")
 """The keys a phone can send: ``0-9 * #`` and the rarely seen ``A-D``."""
@@ -71,9 +72,10 @@ class MarkReceived:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """A final transcript of one caller utterance."""
+    """A final transcript of one caller utterance; ``via="text"`` when it was typed, not said."""
 
     text: str
+    via: Literal["speech", "text"] = "speech"
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,7 +227,7 @@ class ChatLine:
     def _act(self, typed: CallerInput) -> bool:
         """Do what the caller typed; True when the flow has something to answer."""
         if isinstance(typed, Speech) and self.call is not None:
-            self.call.emit(Committed(typed.text))
+            self.call.emit(Committed(typed.text, via="text"))
             return True
         if isinstance(typed, Keys):
             self.far_end.press(typed.digits)

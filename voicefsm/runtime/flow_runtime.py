@@ -262,9 +262,9 @@ class FlowRuntime:
             start, self._caller_started = self._caller_started or now, None
             if message.text.strip():
                 self._last_caller_end = now
-                turn = Turn("caller", message.text, start, now, "speech", False, activity.state.id)
+                turn = Turn("caller", message.text, start, now, message.via, False, activity.state.id)
                 self._notify("on_turn", turn)
-            message = CallerSaid(message.text)
+            message = CallerSaid(message.text, message.via)
         elif isinstance(message, KeyPressed):
             message = CallerKey(message.digit)
         await activity.handle(message)

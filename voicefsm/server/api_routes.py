@@ -96,7 +96,7 @@ async def inject_caller_input(request: Request, call_sid: str, body: CallerInput
     if call is None:
         raise HTTPException(404, f"no live call {call_sid}")
     if body.text is not None:
-        call.emit(Committed(body.text))
+        call.emit(Committed(body.text, via="text"))
     else:
         for digit in body.digits or "":
             call.emit(KeyPressed(digit))

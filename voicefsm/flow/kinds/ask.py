@@ -57,6 +57,9 @@ class Ask(StateKind):
     silence for ``no_input_s`` after the prompt has played is re-prompted with ``no_input_prompt``
     up to ``retries`` times before ``no_input`` is sent. A list of reprompts escalates: the n-th
     retry uses the n-th text (the last one repeats).
+
+    Entering the state again clears ``slot`` back to its default first, so a call that gives up
+    after "start again" does not report the answer from before; ``keep_slot=True`` keeps it.
     """
 
     kind = "ask"
@@ -77,6 +80,7 @@ class Ask(StateKind):
         no_input_prompt: str | Sequence[str] | None = None,
         barge_in: bool = True,
         keypad: bool = True,
+        keep_slot: bool = False,
         name: str = "",
         initial: bool = False,
         enter: Any = None,
@@ -90,6 +94,7 @@ class Ask(StateKind):
         self.reprompts = ladder(reprompt) or (f"{DEFAULT_NO_MATCH_PREFIX} {prompt}",)
         self.no_input_prompts = ladder(no_input_prompt) or (f"{DEFAULT_NO_INPUT_PREFIX} {prompt}",)
         self.keypad = keypad
+        self.keep_slot = keep_slot
         #: The resolved expectation (``expect``, or the slot type's); set when the flow class is built.
         self.expectation: Expectation | None = expect
 
@@ -214,6 +219,8 @@ class AskActivity(PromptActivity):
         self.keys_started: float | None = None
 
     async def enter(self) -> None:
+        if self.state.slot is not None and not self.state.keep_slot:
+            self._clear_slot(self.state.slot)
         if self.host.stt_failed is not None:
             await self.host.send(STT_ERROR, reason=self.host.stt_failed)
             return
@@ -228,6 +235,13 @@ class AskActivity(PromptActivity):
             self.start_prompt(text)
         else:
             self.listen()
+
+    def _clear_slot(self, slot: str) -> None:
+        """Put ``slot`` back to its default: this state asks for it afresh."""
+        slots = self.host.flow.slots
+        field = type(slots).model_fields.get(slot)
+        if field is not None:
+            setattr(slots, slot, field.get_default(call_default_factory=True))
 
     async def prompt_done(self, *, interrupted: bool) -> None:
         self.listen()
@@ -255,11 +269,11 @@ class AskActivity(PromptActivity):
             if await self.barge_in() and not self.digits:
                 self.arm(NO_INPUT, self.state.no_input_s)  # the caller is talking: not silent
         elif isinstance(message, CallerSaid):
-            await self.heard(message.text)
+            await self.heard(message.text, message.via)
         elif isinstance(message, CallerKey):
             await self.key(message.digit)
 
-    async def heard(self, text: str) -> None:
+    async def heard(self, text: str, via: str = "speech") -> None:
         """The caller said ``text`` (the runtime has recorded the turn)."""
         if not text.strip():  # noise the recognizer gave up on: not an answer, but not silence either
             if self.phase == "listening" and not self.digits:
@@ -270,7 +284,7 @@ class AskActivity(PromptActivity):
         self.disarm()
         assert self.state.expectation is not None
         parsed = self.state.expectation.parse_text(text, today=self.host.today())
-        await self.answer(parsed, "speech")
+        await self.answer(parsed, via)
 
     async def key(self, digit: str) -> None:
         """The caller pressed ``digit``."""

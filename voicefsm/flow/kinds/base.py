@@ -25,7 +25,7 @@ import datetime as dt
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from statemachine import State
 
@@ -101,9 +101,13 @@ class CallerSpeaking:
 
 @dataclass(frozen=True, slots=True)
 class CallerSaid:
-    """The caller said ``text`` (a final transcript; blank when the recognizer gave up on noise)."""
+    """The caller said ``text`` (a final transcript; blank when the recognizer gave up on noise).
+
+    ``via`` is ``"text"`` when it was typed (terminal chat, the browser's text box), not spoken.
+    """
 
     text: str
+    via: Literal["speech", "text"] = "speech"
 
 
 @dataclass(frozen=True, slots=True)
