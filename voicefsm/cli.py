@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
-import ipaddress
 import json
 import logging
 import sys
@@ -115,15 +114,6 @@ def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @app.command()
 def serve(
     flow_file: FlowArg,
@@ -154,12 +144,6 @@ def serve(
 
     settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
-    if settings.dev_mode and not _is_loopback(settings.host) and not settings.insecure:
-        raise _fail(
-            f"refusing to listen on {settings.host} without TWILIO_AUTH_TOKEN: nobody could verify that "
-            "requests come from Twilio. Set TWILIO_AUTH_TOKEN, or pass --insecure for a trusted network.",
-            2,
-        )
     try:
         # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
         check_configuration(settings, stt=stt, tts=tts, uses_stt=bool(flow_class.uses_stt))
