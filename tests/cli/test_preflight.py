@@ -124,3 +124,14 @@ def test_insecure_dev_mode_on_a_network_is_logged_loudly(caplog: pytest.LogCaptu
     check_dev_exposure(Settings.model_validate({"host": "0.0.0.0", "insecure": True}))
     assert "DEV MODE ON A NETWORK (--insecure)" in caplog.text
     assert caplog.records[-1].levelname == "WARNING"
+
+
+def test_a_loopback_public_url_may_be_plain_http_for_a_local_twilio_stand_in() -> None:
+    from voicefsm.server.preflight import ConfigurationError, check_signing
+    from voicefsm.settings import Settings
+
+    signed = {"twilio_auth_token": "secret"}
+    check_signing(Settings.model_validate({**signed, "public_url": "http://127.0.0.1:8080"}))
+    check_signing(Settings.model_validate({**signed, "public_url": "http://localhost:8080"}))
+    with pytest.raises(ConfigurationError, match="not https"):
+        check_signing(Settings.model_validate({**signed, "public_url": "http://voice.example.test"}))

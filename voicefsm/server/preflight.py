@@ -45,7 +45,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_signing(settings: Settings) -> None:
-    """With a Twilio auth token, Twilio must reach us over https and stream over wss."""
+    """With a Twilio auth token, Twilio must reach us over https and stream over wss.
+
+    A public URL on loopback is a local stand-in's (Twilio itself cannot reach it): plain http and
+    ws are allowed there, so signed calls can be tested end to end on one machine.
+    """
+    if settings.public_url and _is_loopback(urlsplit(settings.public_url).hostname or ""):
+        return
     if settings.public_url and urlsplit(settings.public_url).scheme != "https":
         raise ConfigurationError(
             f"VOICEFSM_PUBLIC_URL / --public-url is {settings.public_url!r}, which is not https: Twilio "

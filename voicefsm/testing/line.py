@@ -70,8 +70,10 @@ class FlowLine(FlowListener):
         stubs: Mapping[str, object] | None = None,
     ) -> None:
         self.flow = flow
-        #: Resources by name over the flow's declared fakes; step stubs by state id or method (mutable).
-        self.resources, self.stubs = resources, dict(stubs) if stubs is not None else {}
+        #: Resources by name over the flow's declared fakes.
+        self.resources = resources
+        #: Step stubs by state id or method (a dict given is kept, so it can change during the call).
+        self.stubs: dict[str, object] = stubs if isinstance(stubs, dict) else dict(stubs or {})
         self.caller = caller
         self.today = today
         self.echo_marks = echo_marks
