@@ -680,3 +680,19 @@ async def test_a_postgresql_database_that_does_not_exist_is_named_by_the_servers
         f'cannot open the call records at {url}: InvalidCatalogNameError: database "no_such_database" '
         "does not exist; check --db / VOICEFSM_DB_URL"
     )
+
+
+async def test_a_call_marked_abandoned_while_it_was_live_elsewhere_still_gets_its_real_end(
+    records_url: str,
+) -> None:
+    store = await CallStore.open(records_url)
+    try:
+        await store.call_started(CALL, flow="booking", caller=CALLER, started_at=T0)
+        assert await store.recover_abandoned(at(10)) == 1  # a second worker started on the shared database
+        assert await store.call_ended(CALL, outcome="completed", final_state="booked", ended_at=at(60))
+        assert not await store.call_ended(CALL, outcome="hung_up", ended_at=at(61))  # the first real end wins
+        record = await store.get_call(CALL)
+    finally:
+        await store.aclose()
+    assert record is not None
+    assert (record.outcome, record.final_state, record.ended_at) == ("completed", "booked", at(60))

@@ -112,3 +112,15 @@ async def test_the_pool_is_bounded() -> None:
 async def test_run_sync_uses_the_process_wide_pool() -> None:
     assert await run_sync(sum, [1, 2, 3]) == 6
     assert step_pool() is step_pool()
+
+
+@pytest.mark.parametrize("escape", [StopIteration, SystemExit])
+async def test_stop_iteration_or_system_exit_in_flow_code_reaches_the_caller_as_an_error(
+    escape: type[BaseException],
+) -> None:
+    def flow_code() -> None:
+        raise escape()  # e.g. next() on an empty generator in a guard, or sys.exit() in a step
+
+    async with asyncio.timeout(5):  # asyncio cannot carry StopIteration in a future: it would never resolve
+        with pytest.raises(RuntimeError, match=f"{escape.__name__} raised in flow code"):
+            await run_sync(flow_code)

@@ -190,6 +190,10 @@ async def test_login_sets_a_strict_session_and_the_pages_open(client: httpx.Asyn
         "/api/phone/ticket", json={"call_sid": SID}, headers={**cookie, "X-CSRF-Token": csrf.value}
     )
     assert ticket.status_code == 200 and len(ticket.json()["token"]) >= 20
+    again = await client.post(  # a call id that has a ticket (or a live call) is never handed out twice
+        "/api/phone/ticket", json={"call_sid": SID}, headers={**cookie, "X-CSRF-Token": csrf.value}
+    )
+    assert again.status_code == 409
     out = await client.post("/logout", headers={**cookie, "X-CSRF-Token": csrf.value})
     assert out.status_code == 204 and f'{SESSION_COOKIE}=""' in out.headers["set-cookie"]
     metrics = (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text

@@ -229,7 +229,9 @@ async def test_the_patient_books_over_loopback_between_two_servers(servers: Serv
         PATIENT_PATH,
     )
     assert result.duration_s < 5  # instant playback: the exchange itself takes about half a second
-    assert result.conversation[-1] == BridgeLine(
+    # The two servers' event feeds are read independently, so the agent's goodbye and the patient's
+    # "bye" (said over it) may reach the bridge in either order: the agent's last line is what is certain.
+    assert [line for line in result.conversation if line.speaker == "agent"][-1] == BridgeLine(
         "agent", f"You're booked, Alex Morgan. See you on {day:%A}. Goodbye!"
     )
 

@@ -333,12 +333,16 @@ class CallStore:
         final_state: str | None = None,
         ended_at: dt.datetime | None = None,
     ) -> bool:
-        """Finalise the call; the first end wins (teardown or status callback). False if ended or unknown."""
+        """Finalise the call; the first end wins (teardown or status callback). False if ended or unknown.
+
+        A call marked ``abandoned`` by a worker that started while it was live (another worker's call
+        on a shared database) still gets its real end: the guess gives way to what happened.
+        """
         if not outcome:
             raise InvalidRecordError("outcome", outcome, ("a non-empty word such as 'completed'",))
         async with self._sessions.begin() as session:
             call = await session.get(CallRow, call_sid)
-            if call is None or call.ended_at is not None:
+            if call is None or (call.ended_at is not None and call.outcome != ABANDONED):
                 return False
             call.ended_at = ended_at or utcnow()
             call.outcome = outcome

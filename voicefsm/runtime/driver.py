@@ -42,7 +42,9 @@ class CallLimits:
 
     start_timeout_s: float = 10.0
     idle_timeout_s: float | None = 20.0
-    handler_grace_s: float = 5.0
+    #: How long the flow may take to wind down after the call ends; longer than a step's longest
+    #: ``finish_s`` (flow/kinds/do.py MAX_FINISH_S), so a write that must finish after a hang-up can.
+    handler_grace_s: float = 10.0
     close_timeout_s: float = 5.0
 
 

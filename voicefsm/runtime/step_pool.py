@@ -168,6 +168,12 @@ class StepPool:
                     self._running += 1
                 try:
                     job.future.set_result(job.run())
+                except (StopIteration, SystemExit, KeyboardInterrupt) as exc:
+                    # A future cannot carry StopIteration (asyncio refuses it and the await would never
+                    # end), and SystemExit would end the event loop: hand over an ordinary error.
+                    error = RuntimeError(f"{type(exc).__name__} raised in flow code")
+                    error.__cause__ = exc
+                    job.future.set_exception(error)
                 except BaseException as exc:  # handed to the awaiting task, which decides
                     job.future.set_exception(exc)
                 finally:

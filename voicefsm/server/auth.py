@@ -461,6 +461,8 @@ async def stream_ticket(request: Request, body: StreamTicketRequest) -> dict[str
     state = request.app.state.voicefsm
     if state.draining:
         raise HTTPException(503, "the server is shutting down; try again in a minute")
+    if state.registry.is_taken(body.call_sid):  # never hand out another call's ticket
+        raise HTTPException(409, "that call id is in use; the browser phone makes a new one for each call")
     return {"token": state.registry.issue_token(body.call_sid, "browser")}
 
 

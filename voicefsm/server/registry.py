@@ -54,6 +54,11 @@ class CallRegistry:
             self._tickets[call_sid] = ticket
         return ticket.token
 
+    def is_taken(self, call_sid: str) -> bool:
+        """True when ``call_sid`` is live or has a token waiting for its stream (a webhook ran for it)."""
+        ticket = self._tickets.get(call_sid)
+        return call_sid in self.active or (ticket is not None and ticket.expires_at > self._clock())
+
     def admit(self, started: CallStarted) -> Admission:
         """Check a started call against its token and the live calls (StreamRejected if not)."""
         call_sid = started.call_id

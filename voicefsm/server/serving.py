@@ -79,6 +79,11 @@ async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = 5.0) 
     """
     state = app.state.voicefsm
     state.draining = True
+    # No new campaign calls while draining: the voice webhook now answers "busy", so a callee who
+    # picked up would hear that and the attempt would be spent. (An undialed number goes back to pending.)
+    campaigns = getattr(getattr(app.state, "voicefsm_campaigns", None), "opened", None)
+    if campaigns is not None:
+        await campaigns.stop_workers()
     registry = state.registry
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):

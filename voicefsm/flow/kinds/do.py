@@ -106,6 +106,10 @@ class StepFailedError(Exception):
     """A stubbed step failure, or a step whose method returned something its state cannot use."""
 
 
+#: The longest ``finish_s``: the driver gives a call's flow 10 s to wind down after a hang-up.
+MAX_FINISH_S = 8.0
+
+
 @dataclass(frozen=True, slots=True)
 class StepFinished:
     """The step's task ended: with ``value`` returned, or ``error`` raised."""
@@ -191,6 +195,13 @@ class Do(StateKind):
         doubles = sorted({r for r in self.results if self.results.count(r) > 1})
         if doubles:
             problems.append((f"names the result {doubles[0]!r} twice", "list each result once"))
+        if isinstance(self.finish_s, int | float) and self.finish_s > MAX_FINISH_S:
+            problems.append(
+                (
+                    f"has finish_s={self.finish_s!r}, but a call winds down within 10 s of the hang-up",
+                    f"use at most {MAX_FINISH_S:g} s, or make the write idempotent and queue it elsewhere",
+                )
+            )
         for label, value, low in (
             ("timeout_s", self.timeout_s, "a positive number of seconds, e.g. 10"),
             ("finish_s", self.finish_s, "a positive number of seconds, e.g. 5"),
@@ -324,7 +335,7 @@ class DoActivity(Activity):
             value = await self._call()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # flow code's sys.exit() fails its step, not the server
             self.last_finished = StepFinished(token, error=exc)
         else:
             self.last_finished = StepFinished(token, value=value)
@@ -472,12 +483,14 @@ class DoActivity(Activity):
         await self.host.send(event, **payload)
 
     async def stop(self, *, hung_up: bool = False) -> None:
-        if hung_up and self.outcome is None:
-            if self.state.on_hangup == "finish":
-                await self._finish_after_hangup()
-            elif self.running("step"):
-                self.host.notify("on_step", self.state.id, "cancelled", "the caller hung up")
-        await super().stop(hung_up=hung_up)
+        try:
+            if hung_up and self.outcome is None:
+                if self.state.on_hangup == "finish":
+                    await self._finish_after_hangup()
+                elif self.running("step"):
+                    self.host.notify("on_step", self.state.id, "cancelled", "the caller hung up")
+        finally:  # also when the wait above is cancelled (server shutdown): no task outlives the call
+            await super().stop(hung_up=hung_up)
 
     async def _finish_after_hangup(self) -> None:
         """Let the step finish within ``finish_s`` (nothing is spoken); store what it returns."""
@@ -492,8 +505,9 @@ class DoActivity(Activity):
         finally:
             limit.cancel()
             await asyncio.wait({limit})
+            if not task.done():
+                self._tasks["step"] = entry  # cancelled (and awaited) by stop(), even if this wait was
         if not task.done():
-            self._tasks["step"] = entry  # cancelled (and awaited) by stop()
             self.host.notify(
                 "on_step",
                 self.state.id,
