@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
-from cli.test_cli import Served, clean_env, http_for, stream_from_twiml, voicefsm_serve
+from cli.test_cli import Served, clean_env, http_for, live_feed, stream_from_twiml, voicefsm_serve
 
 from voicefsm.flow import load_flow
 from voicefsm.telephony.twilio.client import TwilioStreamClient
@@ -116,3 +116,28 @@ def test_voicefsm_test_faults_fails_the_blocking_flow_naming_the_hook_quickly(tm
     hook_line = inspect.getsourcelines(load_flow(FLOW).on_enter_ask)[1]
     assert f"{FLOW}:{hook_line}) blocked for more than 50 ms" in done.stdout
     assert took < 20, f"voicefsm test --faults took {took:.1f} s"
+
+
+async def test_serve_on_fake_resources_says_so_and_a_call_finds_a_demo_order(
+    tmp_path: Path, http_for: Callable[[Served], httpx.AsyncClient]
+) -> None:
+    order_status = FLOW.parents[3] / "flows" / "order_status.py"
+    async with voicefsm_serve(tmp_path, str(order_status), VOICEFSM_FAKE_RESOURCES="1") as served:
+        assert served.process.stdout is not None
+        async with asyncio.timeout(10):
+            warning = (await served.process.stdout.readline()).decode()
+        assert "fake resources" in warning and "shop" in warning, [*served.banner, warning]
+        http = http_for(served)
+        call_sid = "CA" + "4" * 32
+        async with (
+            started_call(served, http, call_sid, QUICK_CALLERS[0]) as (twilio, _),
+            live_feed(served, call_sid) as feed,
+        ):
+            await feed.until_state("ask_number")
+            await twilio.wait_until(lambda: any(m.startswith("ask_number#") for m in twilio.played_marks))
+            for digit in "412241":
+                await twilio.press(digit)
+            await feed.until_state("tell")
+            assert await twilio.wait_closed(timeout_s=CALL_TIMEOUT_S) == 1000
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.exit_code(timeout_s=CALL_TIMEOUT_S) == 0
