@@ -29,6 +29,7 @@ from voicefsm.flow import (
     open_resources,
 )
 from voicefsm.flow.loader import load_flow
+from voicefsm.flow.resources import declared_resources
 from voicefsm.settings import Settings
 
 if TYPE_CHECKING:
@@ -175,6 +176,12 @@ def serve(
         if settings.dev_mode:
             out.print(
                 "  [yellow]dev mode[/]: no TWILIO_AUTH_TOKEN, so signatures are not checked (loopback only)"
+            )
+        fakes = sorted(declared_resources(flow_class)) if settings.fake_resources else []
+        if fakes:
+            out.print(
+                f"  [yellow]fake resources[/]: {', '.join(fakes)} (VOICEFSM_FAKE_RESOURCES is set): "
+                "calls use the flow's declared fakes, nothing real is called"
             )
         sys.stdout.flush()
 

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import hashlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -104,6 +105,8 @@ def _start_worker() -> None:
     global _decoder
     from pocketsphinx import Decoder
 
+    _exit_with_the_server()
+
     # Decoding is batch work; the server's event loop paces live audio. On a busy machine the loop
     # must win the CPU, or every call's outgoing frames stutter while one caller's answer decodes.
     with contextlib.suppress(OSError):
@@ -113,6 +116,24 @@ def _start_worker() -> None:
     # phrases; lw 10 weighs the grammar a little more than the default 6.5. Measured on synthesized
     # answers to booking.py's questions: 16 of 26 exact with the defaults, 20 of 26 with these.
     _decoder = Decoder(samprate=16000, loglevel="FATAL", bestpath=False, lw=10.0)
+
+
+def _exit_with_the_server() -> None:
+    """End this worker when the server process dies, however it dies.
+
+    A pool worker holds both ends of its job queue's pipe, so a server killed with SIGKILL (or by
+    the OOM killer) leaves it waiting for jobs for ever, holding the server's stdout and stderr.
+    The parent's sentinel becomes readable when the parent is gone.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="voicefsm-decoder-orphan-watch", daemon=True).start()
 
 
 def _ready() -> bool:
