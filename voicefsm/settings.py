@@ -155,3 +155,13 @@ class Settings(BaseSettings):
     prompt_warm_concurrency: int = Field(
         2, ge=1, le=32, validation_alias=_env("VOICEFSM_PROMPT_WARM_CONCURRENCY")
     )
+
+    # ahead (issue 17): synthesis ahead of need.
+    speak_ahead: bool = Field(
+        True,
+        validation_alias=_env("VOICEFSM_SPEAK_AHEAD"),
+        description=(
+            "start synthesizing a call's next prompt as soon as its text is certain (while the current "
+            "prompt plays or the transition runs), at most one at a time per call"
+        ),
+    )

@@ -224,3 +224,40 @@ async def test_a_prefetch_waits_until_the_prompt_being_made_has_all_its_audio() 
     assert tts.requests == [OTHER, NEXT]
     assert tts.most_active == 1  # the call never asked its provider for two prompts at once
     await ahead.aclose()
+
+
+async def test_the_next_speculation_waits_until_the_one_taken_has_all_its_audio() -> None:
+    tts = GatedTts()
+    ahead = Prefetcher(tts)
+    ahead.prefetch(NEXT)
+    await asyncio.wait_for(tts.first_chunk_sent.wait(), WITHIN_S)
+    async with contextlib.aclosing(ahead.synthesize(NEXT)) as chunks:
+        assert await anext(chunks) == GatedTts.audio(NEXT)[:10]  # playing from the speculation, unfinished
+        assert ahead.prefetch(OTHER)
+        await loop_turns()
+        assert tts.requests == [NEXT]  # not asked while the taken one is still synthesizing
+        tts.release.set()
+        assert b"".join([chunk async for chunk in chunks]) == GatedTts.audio(NEXT)[10:]
+    assert await spoken(ahead, OTHER) == GatedTts.audio(OTHER)
+    assert tts.requests == [NEXT, OTHER] and tts.most_active == 1
+    await ahead.aclose()
+
+
+async def test_cancel_keeping_a_finished_speculation_stops_only_a_running_one() -> None:
+    tts = GatedTts()
+    tts.release.set()
+    ahead = Prefetcher(tts)
+    ahead.prefetch(NEXT)
+    await loop_turns()
+    assert tts.finished == [NEXT] and not ahead.running
+    await ahead.cancel(keep_finished=True)
+    assert ahead.pending == NEXT  # all its audio is here: kept, played only if this very text is spoken
+    tts.release.clear()
+    tts.first_chunk_sent.clear()
+    ahead.prefetch(OTHER)
+    await asyncio.wait_for(tts.first_chunk_sent.wait(), WITHIN_S)
+    assert ahead.running
+    await ahead.cancel(keep_finished=True)
+    assert ahead.pending is None and tts.stopped == [OTHER]
+    await ahead.aclose()
+    assert (ahead.stats.started, ahead.stats.used, ahead.stats.wasted) == (2, 0, 2)

@@ -508,6 +508,8 @@ class CachedTextToSpeech:
         self.on_error: TextCallback | None = None
         self.on_synthesis: Callable[[Synthesis], None] | None = None
         self.last: Synthesis | None = None
+        #: Where the audio of the prompt being streamed now comes from (known before its first chunk).
+        self.current_source: Source | None = None
         #: Whether this synthesizer's prompts count in the first-byte histogram (a call's do; warming's not).
         self.observed = True
         self._make = make
@@ -528,6 +530,7 @@ class CachedTextToSpeech:
         """Yield the audio of ``text``: stored audio on a hit, the provider's (recorded) on a miss."""
         started = time.perf_counter()
         found = await self.cache.lookup(self.identity, text)
+        self.current_source = "provider" if found is None else found[1]
         if found is None:
             async with contextlib.aclosing(self.synthesize_uncached(text)) as chunks:
                 async for chunk in chunks:
@@ -548,6 +551,7 @@ class CachedTextToSpeech:
     async def synthesize_uncached(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield the provider's audio of ``text``, storing it in the cache if the synthesis completes."""
         started = time.perf_counter()
+        self.current_source = "provider"
         first_byte: float | None = None
         recorded: list[bytes] | None = [] if self.cache.accepts(text) else None
         size = 0
@@ -598,11 +602,37 @@ async def open_prompt_cache(settings: Settings) -> AsyncIterator[PromptCache | N
             await cache.aclose()
 
 
+def find_cached(tts: TextToSpeech) -> CachedTextToSpeech | None:
+    """The :class:`CachedTextToSpeech` ``tts`` is or wraps (through ``primary``/``tts``), if any."""
+    seen: TextToSpeech | None = tts
+    for _ in range(4):  # a prefetcher around a deadline/fallback wrapper around the cache, at most
+        if seen is None or isinstance(seen, CachedTextToSpeech):
+            return seen
+        seen = getattr(seen, "primary", None) or getattr(seen, "tts", None)
+    return None
+
+
+def source_of(tts: TextToSpeech) -> Source | None:
+    """Where the prompt ``tts`` streams now comes from: the cache's memory or disk, or the provider.
+
+    None when ``tts`` has no cache inside (every prompt then comes from the provider).
+    """
+    cached = find_cached(tts)
+    return cached.current_source if cached is not None else None
+
+
 @dataclass(eq=False)
 class _Ahead:
-    """One synthesis started ahead of need: its text, the audio so far, and how it ended."""
+    """One synthesis started ahead of need: its text, the audio so far, and how it ended.
+
+    ``started_at`` and ``first_at`` are on the prefetcher's clock: when the synthesis was asked
+    for (after waiting for its turn) and when its first audio came; ``source`` is where it came from.
+    """
 
     text: str
+    started_at: float | None = None
+    first_at: float | None = None
+    source: Source | None = None
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     done: bool = False
@@ -658,11 +688,22 @@ class Prefetcher:
 
     name = "prefetching"
 
-    def __init__(self, tts: TextToSpeech, *, max_bytes: int = 120 * BYTES_PER_SECOND) -> None:
+    def __init__(
+        self,
+        tts: TextToSpeech,
+        *,
+        max_bytes: int = 120 * BYTES_PER_SECOND,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.tts = tts
         self.max_bytes = max_bytes
+        #: The clock the speculations are timed on (the runtime's, virtual in tests).
+        self.now = now
         self.stats = PrefetchStats()
+        #: The speculation most recently handed over by :meth:`take` (its timing and source).
+        self.taken: _Ahead | None = None
         self._ahead: _Ahead | None = None
+        self._handed: asyncio.Task[None] | None = None  # a taken speculation still synthesizing
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._speaking = 0  # syntheses asked for by the runtime, in progress
@@ -682,16 +723,19 @@ class Prefetcher:
         """The text being (or already) synthesized ahead, if any."""
         return self._ahead.text if self._ahead is not None else None
 
+    @property
+    def running(self) -> bool:
+        """True while a speculation not yet taken is still synthesizing (or waiting for its turn)."""
+        return self._ahead is not None and not self._ahead.done
+
     def prefetch(self, text: str) -> bool:
         """Start synthesizing ``text`` now, replacing any other speculation; False if not worth it."""
         if self._closed or not text.strip():
             return False
         if self._ahead is not None and self._ahead.text == text:
             return True
-        if (
-            isinstance(self.tts, CachedTextToSpeech)
-            and self.tts.cache.peek(self.tts.identity, text) is not None
-        ):
+        cached = find_cached(self.tts)
+        if cached is not None and cached.cache.peek(cached.identity, text) is not None:
             return False
         previous = self._drop()
         ahead = _Ahead(text)
@@ -712,6 +756,9 @@ class Prefetcher:
         if ahead.done and ahead.error is not None:
             return None
         self.stats.used += 1
+        self.taken = ahead
+        if ahead.task is not None and not ahead.task.done():
+            self._handed = ahead.task  # the next speculation waits until this one has all its audio
         return self._follow(ahead)
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
@@ -733,9 +780,14 @@ class Prefetcher:
             if not self._speaking:
                 self._quiet.set()
 
-    async def cancel(self) -> None:
-        """Drop the speculation (barge-in: the next prompt may change) and wait until it has stopped."""
-        self._drop()
+    async def cancel(self, *, keep_finished: bool = False) -> None:
+        """Drop the speculation (barge-in: the next prompt may change) and wait until it has stopped.
+
+        ``keep_finished`` leaves a speculation that already has all its audio: stopping it frees
+        nothing, it is played only if its very text is spoken, and the next one replaces it.
+        """
+        if not (keep_finished and self._ahead is not None and self._ahead.done):
+            self._drop()
         await self._settle()
 
     async def aclose(self) -> None:
@@ -770,9 +822,16 @@ class Prefetcher:
         try:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)  # one synthesis at a time
+            handed = self._handed
+            if handed is not None and handed is not ahead.task and not handed.done():
+                await asyncio.wait({handed})  # a taken speculation still playing in: not cancelled here
             await self._quiet.wait()  # the prompt being made now comes first
+            ahead.started_at = self.now()
             async with contextlib.aclosing(self.tts.synthesize(ahead.text)) as chunks:
                 async for chunk in chunks:
+                    if ahead.first_at is None:
+                        ahead.first_at = self.now()
+                        ahead.source = source_of(self.tts)
                     ahead.chunks.append(chunk)
                     ahead.size += len(chunk)
                     ahead.changed.set()
@@ -822,6 +881,8 @@ __all__ = [
     "Synthesis",
     "VoiceIdentity",
     "WarmedPrompt",
+    "find_cached",
     "open_prompt_cache",
+    "source_of",
     "voice_identity",
 ]

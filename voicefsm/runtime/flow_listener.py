@@ -28,6 +28,53 @@ class Turn:
     latency_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TurnLatency:
+    """How long the caller waited for an answer to one of their turns, split by stage.
+
+    Times are seconds since the flow started, on the runtime's clock (virtual in tests):
+
+    ``speech_end_s`` the caller stopped speaking (their last interim words) or pressed the last key;
+    ``committed_s`` the transcript (or the keys) was final; ``parsed_s`` the state had made sense of
+    it and reacted (sent an event or spoke); ``transitioned_s`` the chart had moved (the same as
+    ``parsed_s`` when the state answered with a re-prompt); ``first_audio_s`` the first audio frame
+    of the answer went to the caller (None: the call ended, or the caller spoke again, before it).
+    ``tts_first_byte_s`` is how long the answer's synthesis took to its first audio, ``source``
+    where that audio came from (``memory``/``disk``: the prompt cache; ``provider``), and
+    ``prefetched`` whether its synthesis had started ahead of need.
+    """
+
+    state: str | None
+    via: Via
+    speech_end_s: float
+    committed_s: float
+    parsed_s: float | None = None
+    transitioned_s: float | None = None
+    first_audio_s: float | None = None
+    tts_first_byte_s: float | None = None
+    source: str | None = None
+    prefetched: bool = False
+
+    @property
+    def stages(self) -> dict[str, float | None]:
+        """Each stage's duration in seconds (None when it did not happen), in order."""
+
+        def between(start: float | None, end: float | None) -> float | None:
+            return None if start is None or end is None else max(0.0, end - start)
+
+        return {
+            "commit": between(self.speech_end_s, self.committed_s),
+            "parse": between(self.committed_s, self.parsed_s),
+            "transition": between(self.parsed_s, self.transitioned_s),
+            "first_audio": between(self.transitioned_s, self.first_audio_s),
+        }
+
+    @property
+    def total_s(self) -> float | None:
+        """From the end of the caller's speech (or last key) to the first audio of the answer."""
+        return None if self.first_audio_s is None else max(0.0, self.first_audio_s - self.speech_end_s)
+
+
 class FlowListener:
     """Hooks for records, live views and tests; override what you need. Called on the loop, never awaited.
 
@@ -39,6 +86,10 @@ class FlowListener:
 
     def on_turn(self, turn: Turn) -> None:
         """An utterance ended: an agent prompt (played or interrupted) or the caller's speech or keys."""
+
+    def on_turn_latency(self, latency: TurnLatency) -> None:
+        """A caller turn was answered (its answer's first audio went out), or went unanswered:
+        how long each stage took. Comes after that caller turn's :meth:`on_turn`, before the next one's."""
 
     def on_listen(self, state: str) -> None:
         """The runtime starts listening in ``state`` (its prompt has played or was interrupted)."""

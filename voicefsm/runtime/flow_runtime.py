@@ -22,12 +22,13 @@ as :class:`~voicefsm.flow.kinds.base.SttFailed`, and is held for the next state 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +61,15 @@ from voicefsm.flow.kinds import (
     kind_for,
     outcome_of,
 )
+from voicefsm.flow.prompts import next_prompt
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
-from voicefsm.providers.base import TextToSpeech, hints_from_phrases
+from voicefsm.providers.base import TextCallback, TextToSpeech, hints_from_phrases
+from voicefsm.providers.prompt_cache import Prefetcher, source_of
 from voicefsm.runtime.call import Call, SpeakResult
 from voicefsm.runtime.clock import Clock, LoopClock, VirtualClock
 from voicefsm.runtime.flow_endings import cancel_and_wait, echo_caller, wait_for_hangup
-from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn
+from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn, TurnLatency, Via
 from voicefsm.runtime.step_pool import run_sync
 from voicefsm.runtime.watchdog import running_callback
 
@@ -77,6 +80,7 @@ __all__ = [
     "FlowRuntime",
     "RuntimeLimits",
     "Turn",
+    "TurnLatency",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,11 +122,42 @@ class _DurationUp:
     seconds: float
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A caller turn waiting for its answer: the times of :class:`TurnLatency` as they become known."""
+
+    state: str | None
+    via: Via
+    speech_end_s: float
+    committed_s: float
+    parsed_s: float | None = None
+    transitioned_s: float | None = None
+    claimed: bool = False  # a prompt that may answer it is being synthesized
+
+    def answered(
+        self, first_audio_s: float | None, first_byte_s: float | None, source: str | None, prefetched: bool
+    ) -> TurnLatency:
+        return TurnLatency(
+            self.state,
+            self.via,
+            self.speech_end_s,
+            self.committed_s,
+            self.parsed_s,
+            self.transitioned_s,
+            first_audio_s,
+            first_byte_s,
+            source,
+            prefetched,
+        )
+
+
 class FlowRuntime:
     """Drives one flow instance on one call. Create it on the call's loop; :meth:`run` it once.
 
     ``resources`` are handed to a flow built here (``self.resources.<name>`` in flow code);
-    ``stubs`` (the test kit's) replace step bodies by state id or method name.
+    ``stubs`` (the test kit's) replace step bodies by state id or method name. ``speak_ahead``
+    speaks through a :class:`~voicefsm.providers.prompt_cache.Prefetcher`: a state's next prompt
+    is synthesized as soon as its text is certain (see :meth:`speak_ahead`).
     """
 
     def __init__(
@@ -138,6 +173,7 @@ class FlowRuntime:
         limits: RuntimeLimits | None = None,
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, Any] | None = None,
+        speak_ahead: bool = False,
     ) -> None:
         if isinstance(flow, VoiceFlow):
             if resources is not None and not len(flow.resources):
@@ -171,6 +207,11 @@ class FlowRuntime:
         self._same = 0
         self._last_entered: str | None = None
         self._limited = False
+        #: Synthesis ahead of need (None when off): every prompt is spoken through it.
+        self.ahead: Prefetcher | None = Prefetcher(tts, now=self._elapsed) if speak_ahead else None
+        self._waiting: _Waiting | None = None  # the caller's last turn, until its answer is heard
+        self._speech_end: float | None = None  # the caller's last interim words
+        self._last_key: float | None = None
 
     @property
     def name(self) -> str:
@@ -205,6 +246,9 @@ class FlowRuntime:
             unsubscribe()
             await cancel_and_wait(guard)
             await self._stop_activity()
+            if self.ahead is not None:
+                await self.ahead.aclose()
+            self._unanswered()
         return self._result()
 
     async def _duration_guard(self, seconds: float) -> None:
@@ -255,7 +299,8 @@ class FlowRuntime:
         if isinstance(message, SttError):
             message = SttFailed(message.reason)
         elif isinstance(message, Recognizing):
-            self._caller_started = self._caller_started or self._elapsed()
+            self._speech_end = self._elapsed()
+            self._caller_started = self._caller_started or self._speech_end
             message = CallerSpeaking()
         elif isinstance(message, Committed):
             now = self._elapsed()
@@ -263,15 +308,24 @@ class FlowRuntime:
             if message.text.strip():
                 self._last_caller_end = now
                 turn = Turn("caller", message.text, start, now, message.via, False, activity.state.id)
+                self._unanswered()
                 self._notify("on_turn", turn)
+                ended = (
+                    self._speech_end if self._speech_end is not None and self._speech_end >= start else now
+                )
+                self._waiting = _Waiting(activity.state.id, message.via, ended, now)
+            self._speech_end = None
             message = CallerSaid(message.text, message.via)
         elif isinstance(message, KeyPressed):
+            self._last_key = self._elapsed()
             message = CallerKey(message.digit)
         await activity.handle(message)
 
     async def _on_disconnected(self, reason: str) -> None:
         self._disconnected = reason
         await self._stop_activity(hung_up=True)
+        if self.ahead is not None:
+            await self.ahead.aclose()
         if not self.flow.is_terminated:
             await self._send(DISCONNECTED, reason=reason)
         if not self.flow.is_terminated:
@@ -298,6 +352,9 @@ class FlowRuntime:
         if not self._report_steps():
             return False
         await self._stop_activity()
+        waiting = self._waiting
+        if waiting is not None and waiting.parsed_s is not None and waiting.transitioned_s is None:
+            waiting.transitioned_s = self._elapsed()
         crossed = self._limit_crossed()
         if crossed is not None and not self.flow.is_terminated:
             return await self._limit_reached(*crossed)
@@ -413,6 +470,9 @@ class FlowRuntime:
 
     async def send(self, event: str, **payload: Any) -> None:
         """Send an event the state waits for; a flow that ignores it is failed, not left hanging."""
+        waiting = self._waiting
+        if waiting is not None and waiting.parsed_s is None:
+            waiting.parsed_s = self._elapsed()
         await self._send_waited(event, **payload)
 
     def today(self) -> dt.date:
@@ -439,7 +499,11 @@ class FlowRuntime:
         """Record a caller turn an activity collected (keys)."""
         now = self._elapsed()
         self._last_caller_end = now
+        self._unanswered()
         self._notify("on_turn", Turn("caller", text, start, now, via, False, state))  # type: ignore[arg-type]
+        last_key, self._last_key = self._last_key, None
+        ended = last_key if last_key is not None and last_key >= start else now
+        self._waiting = _Waiting(state, via, ended, now)  # type: ignore[arg-type]
 
     def caller_quiet(self) -> None:
         """The caller was silent: forget when they started speaking."""
@@ -569,13 +633,28 @@ class FlowRuntime:
 
     # -- prompts ------------------------------------------------------------------------------
 
-    async def speak(self, token: int, text: str, label: str) -> None:
-        """Speak ``text`` for state ``label``; posts PromptEnded(token) when it has ended."""
+    async def speak(self, token: int, text: str, label: str, *, then: str | None = None) -> None:
+        """Speak ``text`` for state ``label``; posts PromptEnded(token) when it has ended.
+
+        ``then``: the event the state sends once this prompt has played; the prompt that event leads
+        to is synthesized ahead (:meth:`speak_ahead`) as soon as this one's audio has begun.
+        """
         start = self._elapsed()
         latency = self._latency(start)
         deadline_s = self.limits.mark_slack_s + self.limits.mark_s_per_char * len(text)
+        waiting = self._waiting
+        if waiting is not None and not waiting.claimed:
+            waiting.claimed = True  # this prompt answers the caller's last turn (a re-prompt, a reply)
+            waiting.parsed_s = start if waiting.parsed_s is None else waiting.parsed_s
+            waiting.transitioned_s = start if waiting.transitioned_s is None else waiting.transitioned_s
+        else:
+            waiting = None
+        ahead = self.ahead
+        if ahead is not None and ahead.running and ahead.pending != text:
+            await ahead.cancel()  # a guess of a path not taken, still synthesizing: never two at once
+        voice = _Voice(self, ahead or self.tts, waiting, then)
         try:
-            result = await self.call.speak(self.tts, text, label=label, mark_timeout_s=deadline_s)
+            result = await self.call.speak(voice, text, label=label, mark_timeout_s=deadline_s)
         except asyncio.CancelledError:
             self._notify(
                 "on_turn", Turn("agent", text, start, self._elapsed(), "speech", True, label, latency)
@@ -584,6 +663,9 @@ class FlowRuntime:
         except Exception as exc:  # a bug below us must still end the prompt with tts_error
             self.call.log.exception("speaking %r failed", text[:40])
             result = SpeakResult(text, "", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if waiting is not None and self._waiting is waiting:
+                waiting.claimed = False  # no audio went out: the next prompt answers the turn
         if not (result.call_disconnected or result.error):  # a failed prompt is an error, not a turn
             turn = Turn("agent", text, start, self._elapsed(), "speech", result.interrupted, label, latency)
             self._notify("on_turn", turn)
@@ -595,6 +677,49 @@ class FlowRuntime:
                 disconnected=result.call_disconnected,
             )
         )
+
+    def speak_ahead(self, event: str) -> None:
+        """The state sends ``event`` next unless the caller changes its course: if the prompt that event
+        leads to is already certain (one unguarded transition, every field of the prompt filled; see
+        :func:`~voicefsm.flow.prompts.next_prompt`), start synthesizing it now. A no-op when speaking
+        ahead is off, or nothing is certain. At most one such synthesis runs; a newer one replaces it.
+        """
+        ahead = self.ahead
+        if ahead is None or not self.line_open():
+            return
+        state = self._activity.state if self._activity is not None else self.flow.current
+        values = template_values(self.flow, caller=self.flow.caller or "", **self._builtins)
+        text = next_prompt(state, event, values)
+        if text:
+            ahead.prefetch(text)
+
+    async def cancel_ahead(self) -> None:
+        """The caller's words may change the path: stop a synthesis started ahead that is still running.
+
+        One that already has all its audio is kept: it is played only if its very text is spoken next.
+        """
+        if self.ahead is not None and self.ahead.running:
+            await self.ahead.cancel(keep_finished=True)
+
+    def _first_audio(self, text: str, waiting: _Waiting | None, asked: float, prefetched: bool) -> None:
+        """The first audio of ``text`` goes to the caller now: the turn it answers has its latency."""
+        if waiting is None or self._waiting is not waiting:
+            return
+        self._waiting = None
+        now = self._elapsed()
+        taken = self.ahead.taken if prefetched and self.ahead is not None else None
+        if taken is not None and taken.started_at is not None and taken.first_at is not None:
+            first_byte: float | None = taken.first_at - taken.started_at
+            source = taken.source or "provider"
+        else:
+            first_byte, source = now - asked, source_of(self.tts) or "provider"
+        self._notify("on_turn_latency", waiting.answered(now, first_byte, source, prefetched))
+
+    def _unanswered(self) -> None:
+        """The caller's last turn gets no answer (they spoke again, or the call ended): report it so."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._notify("on_turn_latency", waiting.answered(None, None, None, False))
 
     def _latency(self, start: float) -> float | None:
         if self._last_caller_end is None:
@@ -674,6 +799,47 @@ class FlowRuntime:
                 method(*args)
             except Exception:
                 self.call.log.exception("flow listener %r failed in %s", listener, hook)
+
+
+class _Voice:
+    """The synthesizer of one prompt: the runtime's (or its prefetcher), noting the first audio."""
+
+    name = "voice"
+
+    def __init__(
+        self, runtime: FlowRuntime, tts: TextToSpeech, waiting: _Waiting | None, then: str | None
+    ) -> None:
+        self.runtime = runtime
+        self.tts = tts
+        self.waiting = waiting
+        self.then = then
+
+    @property
+    def on_error(self) -> TextCallback | None:
+        return self.tts.on_error
+
+    @on_error.setter
+    def on_error(self, callback: TextCallback | None) -> None:
+        self.tts.on_error = callback
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        runtime = self.runtime
+        ahead = runtime.ahead
+        before = ahead.taken if ahead is not None else None
+        asked = runtime.elapsed()
+        first = True
+        async with contextlib.aclosing(self.tts.synthesize(text)) as chunks:
+            async for chunk in chunks:
+                if first:
+                    first = False
+                    prefetched = ahead is not None and ahead.taken is not before
+                    runtime._first_audio(text, self.waiting, asked, prefetched)
+                    if self.then is not None:
+                        runtime.speak_ahead(self.then)  # waits until this prompt has all its audio
+                yield chunk
+
+    async def aclose(self) -> None:
+        return None  # the runtime's synthesizer is closed by whoever made it
 
 
 def _where(function: Callable[..., Any]) -> str | None:

@@ -45,7 +45,8 @@ SessionOpener = Callable[[CallStarted], AbstractAsyncContextManager[CallSession]
 class FlowRun:
     """``flow`` on ``call`` with these providers and listeners: the one place a :class:`FlowRuntime` is built.
 
-    ``resources`` and ``stubs`` are handed to the runtime only when given. Use it as the
+    ``resources`` and ``stubs`` are handed to the runtime only when given; ``speak_ahead`` makes it
+    synthesize each next prompt ahead of need (its prefetcher is closed with the run). Use it as the
     session's handler: it runs the flow, keeps its result (or its error), and closes the
     synthesizer when the flow ends, whatever ended it.
     """
@@ -63,6 +64,7 @@ class FlowRun:
         limits: RuntimeLimits | None = None,
         resources: Mapping[str, object] | None = None,
         stubs: object | None = None,
+        speak_ahead: bool = False,
     ) -> None:
         extra: dict[str, Any] = {}
         if today is not None:
@@ -74,7 +76,15 @@ class FlowRun:
         self.call = call
         self.tts = tts
         self.runtime = FlowRuntime(
-            flow, call, tts, actions=actions, clock=clock, listeners=listeners, limits=limits, **extra
+            flow,
+            call,
+            tts,
+            actions=actions,
+            clock=clock,
+            listeners=listeners,
+            limits=limits,
+            speak_ahead=speak_ahead,
+            **extra,
         )
         self.result: FlowResult | None = None
         self.error: BaseException | None = None

@@ -150,6 +150,8 @@ class FlowService:
     resources: Mapping[str, object] | None = None
     #: Give each call the flow's declared fakes instead (``VOICEFSM_FAKE_RESOURCES``: demos, load tests).
     fake_resources: bool = False
+    #: Synthesize each call's next prompt ahead of need (``VOICEFSM_SPEAK_AHEAD``).
+    speak_ahead: bool = False
 
     def description(self) -> dict[str, Any]:
         """What ``GET /api/flow`` returns: states, transitions and slots for the diagram."""
@@ -187,6 +189,7 @@ class FlowService:
             actions=self.actions,
             listeners=[CallObserver(sid, self.writer, self.metrics, feed)],
             resources=fakes_for(self.flow) if self.fake_resources else self.resources,
+            speak_ahead=self.speak_ahead,
         )
         try:
             yield CallSession(call, run)

@@ -109,6 +109,7 @@ def flow_service(
         feeds=feeds or LiveFeeds(),
         metrics=metrics or Metrics(),
         voice_monitor=settings.voice_monitor,
+        speak_ahead=settings.speak_ahead,
     )
 
 

@@ -30,7 +30,14 @@ from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpee
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import VirtualClock
 from voicefsm.runtime.driver import CallLimits, run_call
-from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits, Turn
+from voicefsm.runtime.flow_runtime import (
+    FlowListener,
+    FlowResult,
+    FlowRuntime,
+    RuntimeLimits,
+    Turn,
+    TurnLatency,
+)
 from voicefsm.runtime.session import CallSession, FlowRun
 from voicefsm.telephony.recording import RecordingActions
 from voicefsm.transports.memory import MemoryFarEnd
@@ -68,8 +75,12 @@ class FlowLine(FlowListener):
         clock: VirtualClock | None = None,
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, object] | None = None,
+        speak_ahead: bool = False,
     ) -> None:
         self.flow = flow
+        #: Synthesize each next prompt ahead of need, as a served call does (``tts.spoken`` then also
+        #: lists the prompts synthesized ahead, heard or not).
+        self.speak_ahead = speak_ahead
         #: Resources by name over the flow's declared fakes.
         self.resources = resources
         #: Step stubs by state id or method (a dict given is kept, so it can change during the call).
@@ -85,6 +96,8 @@ class FlowLine(FlowListener):
         self.stt = ScriptedSpeechToText()
         self.actions = actions or RecordingActions()
         self.turns: list[Turn] = []
+        #: How long each caller turn waited for its answer, stage by stage (runtime clock).
+        self.latencies: list[TurnLatency] = []
         self.transitions: list[tuple[str, str, str]] = []
         self.errors: list[tuple[str, str]] = []
         self.listens: list[str] = []
@@ -143,6 +156,7 @@ class FlowLine(FlowListener):
                 self.flow if isinstance(self.flow, type) else type(self.flow), given=self.resources
             ),
             stubs=self.stubs,
+            speak_ahead=self.speak_ahead,
         )
         self._opened.set()
         await self._go.wait()
@@ -452,6 +466,10 @@ class FlowLine(FlowListener):
 
     def on_turn(self, turn: Turn) -> None:
         self.turns.append(turn)
+        self._changed.set()
+
+    def on_turn_latency(self, latency: TurnLatency) -> None:
+        self.latencies.append(latency)
         self._changed.set()
 
     def on_listen(self, state: str) -> None:

@@ -211,6 +211,9 @@ class AskActivity(PromptActivity):
     """Speak, listen, collect keys, retry; send filled / no_input / no_match."""
 
     state: Ask
+    #: While the prompt plays and the caller answers, the prompt after ``filled`` is synthesized
+    #: when it does not depend on the answer; the caller's words cancel it if it is still running.
+    then = FILLED
 
     def __init__(self, state: Ask, host: ActivityHost) -> None:
         super().__init__(state, host)
@@ -257,6 +260,10 @@ class AskActivity(PromptActivity):
         self.host.notify("on_listen", self.state.id)
 
     async def handle(self, message: Message) -> None:
+        if isinstance(message, CallerSpeaking | CallerKey) or (
+            isinstance(message, CallerSaid) and message.text.strip()
+        ):
+            await self.host.cancel_ahead()  # what the caller says may change the path
         if isinstance(message, PromptEnded):
             if self.claim(message, "prompt"):
                 await self.prompt_ended(message)
@@ -336,6 +343,7 @@ class AskActivity(PromptActivity):
                 return
             self.host.notify("on_slot", slot, value)
         self.host.set_builtin("reason", "")
+        self.host.speak_ahead(FILLED)  # its slots are filled now: synthesis runs while the chart moves
         await self.host.send(FILLED, value=value, slot=slot, text=parsed.text, via=via)
 
     async def retry(self, failure: str, reason: str, text: str = "") -> None:

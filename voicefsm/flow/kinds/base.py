@@ -222,8 +222,23 @@ class ActivityHost(Protocol):
         """Fill ``template`` from the slots and built-ins; raises TemplateError (already reported)."""
         ...
 
-    async def speak(self, token: int, text: str, label: str) -> None:
-        """Speak ``text`` (for state ``label``); posts :class:`PromptEnded` (``token``) when it ends."""
+    async def speak(self, token: int, text: str, label: str, *, then: str | None = None) -> None:
+        """Speak ``text`` (for state ``label``); posts :class:`PromptEnded` (``token``) when it ends.
+
+        ``then``: the event the state will send once the prompt has played (Say: ``spoken``); the
+        prompt it leads to, when already certain, is synthesized while this one plays (see
+        :meth:`speak_ahead`).
+        """
+        ...
+
+    def speak_ahead(self, event: str) -> None:
+        """The state will send ``event`` next: start synthesizing the prompt it leads to, if that is
+        certain now (one unguarded transition, the prompt's fields filled). A no-op when speaking
+        ahead is off; a prompt of a path not taken is never played."""
+        ...
+
+    async def cancel_ahead(self) -> None:
+        """The caller's words may change the path: stop a synthesis started ahead that still runs."""
         ...
 
     def set_hints(self, expectation: Expectation) -> None:

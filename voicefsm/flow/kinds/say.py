@@ -35,6 +35,9 @@ class PromptActivity(Activity):
 
     state: StateKind
 
+    #: The event sent once the prompt has played: the prompt it leads to is synthesized meanwhile.
+    then: str | None = SPOKEN
+
     def __init__(self, state: StateKind, host: ActivityHost) -> None:
         super().__init__(state, host)
         self.phase: Phase = "idle"
@@ -53,7 +56,7 @@ class PromptActivity(Activity):
     def start_prompt(self, text: str) -> None:
         """Speak ``text`` as the state's prompt task."""
         self.phase = "prompting"
-        self.spawn("prompt", lambda token: self.host.speak(token, text, self.state.id))
+        self.spawn("prompt", lambda token: self.host.speak(token, text, self.state.id, then=self.then))
 
     async def prompt_done(self, *, interrupted: bool) -> None:
         """The prompt has played (or was talked over): a Say moves on."""
