@@ -7,6 +7,7 @@ the voice webhook; "hearing" is the first audio frame the fake Twilio receives.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ FLOWS = Path(__file__).resolve().parents[2] / "flows"
 GREETING = "Hi, this is Bright Smile Dental."
 FIRST_BYTE_S = 0.4
 HEARD_WITHIN_S = 0.25
+SILENCE = b"\xff" * 160
 
 
 @pytest.fixture
@@ -46,6 +48,13 @@ def settings_for(tmp_path: Path, elevenlabs: FakeElevenLabs, **extra: object) ->
         ELEVENLABS_BASE_URL=elevenlabs.base_url,
         **extra,
     )
+
+
+async def caller_pauses(fake: FakeElevenLabs, *, seconds: float) -> None:
+    """Let ``seconds`` of line audio reach the recognizer (answers right after a prompt are echo)."""
+    session = fake.stt_sessions[-1]
+    target = len(session.audio) + int(seconds * 8000)
+    await fake.wait_for(lambda: len(session.audio) >= target, within_s=10)
 
 
 async def ring(server: RunningServer, http: httpx.AsyncClient, number: int) -> float:
@@ -125,3 +134,61 @@ async def test_without_the_cache_every_call_waits_for_the_service(
     assert elevenlabs.tts_texts().count(GREETING) == 3
     assert min(heard) >= FIRST_BYTE_S, heard
     assert "voicefsm_prompt_cache" not in metrics
+
+
+async def test_a_served_call_records_each_caller_turn_s_wait_by_stage(
+    tmp_path: Path, elevenlabs: FakeElevenLabs
+) -> None:
+    """The breakdown in the record (API) and in /metrics: a templated reply made ahead, a cached one."""
+    settings = settings_for(tmp_path, elevenlabs)
+    chosen = plan(settings, load_flow(FLOWS / "booking.py"))
+    assert chosen.stt_name == "elevenlabs"
+    call_sid = "CA" + "7" * 32
+    async with (
+        serving(settings, chosen) as (app, server),
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        webhook = await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001234"})
+        token = webhook.text.split('name="token" value="')[1].split('"')[0]
+        async with TwilioStreamClient(
+            f"{server.ws_url}/twilio/stream",
+            call_sid=call_sid,
+            custom_parameters={"token": token},
+            playback="realtime",
+        ) as twilio:
+            line = asyncio.create_task(twilio.stream_audio(SILENCE * 50 * 60))  # a minute of open line
+            try:
+                for prompts_played, answer in ((2, "Tuesday"), (3, "10 am")):
+                    await twilio.wait_until(
+                        lambda n=prompts_played: len(twilio.played_marks) >= n, timeout_s=30
+                    )
+                    await caller_pauses(elevenlabs, seconds=0.6)
+                    elevenlabs.say(answer)
+                await twilio.wait_until(lambda: len(twilio.played_marks) >= 4, timeout_s=30)
+                await twilio.stop()
+            finally:
+                line.cancel()
+                await asyncio.gather(line, return_exceptions=True)
+        state = app.state.voicefsm
+        async with asyncio.timeout(10):
+            await state.registry.idle.wait()
+            await state.writer.flush()
+        record = (await http.get(f"/api/calls/{call_sid}")).json()
+        metrics = (await http.get("/metrics")).text
+    said = [turn for turn in record["transcript"] if turn["speaker"] == "caller"]
+    assert [turn["text"] for turn in said] == ["Tuesday", "10 am"]
+    day, time_ = (turn["breakdown"] for turn in said)
+    # "What time on Tuesday?" needs the day: made ahead from the moment it was parsed, by the service.
+    assert (day["tts_source"], day["prefetched"]) == ("provider", True)
+    assert day["tts_first_byte_ms"] >= FIRST_BYTE_S * 1000
+    assert day["first_audio_ms"] >= FIRST_BYTE_S * 1000 - 50  # the synthesis began just before the move
+    # "And what name...?" is a fixed prompt: it comes from the cache, without the service's 0.4 s.
+    assert time_["tts_source"] == "memory" and time_["prefetched"] is False
+    assert time_["tts_first_byte_ms"] < FIRST_BYTE_S * 1000
+    for breakdown in (day, time_):
+        stages = [breakdown[name] for name in ("commit_ms", "parse_ms", "transition_ms", "first_audio_ms")]
+        assert all(stage is not None and stage >= 0 for stage in stages), breakdown
+        assert breakdown["total_ms"] == sum(stages)
+    assert all(turn["breakdown"] is None for turn in record["transcript"] if turn["speaker"] == "agent")
+    assert 'voicefsm_turn_stage_seconds_count{stage="first_audio"} 2.0' in metrics
+    assert 'voicefsm_turn_stage_seconds_count{stage="total"} 2.0' in metrics

@@ -25,6 +25,7 @@ from voicefsm.records.models import (
     ErrorRecord,
     Speaker,
     TransitionRecord,
+    TurnLatencyRecord,
     TurnRecord,
     Via,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Speaker",
     "StoreUnavailableError",
     "TransitionRecord",
+    "TurnLatencyRecord",
     "TurnRecord",
     "UnknownCallError",
     "Via",

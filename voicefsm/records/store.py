@@ -42,6 +42,7 @@ from voicefsm.records.models import (
     ErrorRecord,
     Speaker,
     TransitionRecord,
+    TurnLatencyRecord,
     TurnRecord,
     Via,
 )
@@ -244,8 +245,19 @@ class CallStore:
         latency_ms: float | None = None,
         interrupted: bool = False,
         via: Via = "speech",
+        commit_ms: float | None = None,
+        parse_ms: float | None = None,
+        transition_ms: float | None = None,
+        first_audio_ms: float | None = None,
+        tts_first_byte_ms: float | None = None,
+        tts_source: str | None = None,
+        prefetched: bool | None = None,
     ) -> int:
-        """Append one line to the transcript; returns its sequence number (1, 2, ...)."""
+        """Append one line to the transcript; returns its sequence number (1, 2, ...).
+
+        A caller turn may carry how long it waited for its answer, by stage (``commit_ms`` ...
+        ``prefetched``: see :class:`~voicefsm.records.models.TurnLatencyRecord`).
+        """
         _check("speaker", speaker, SPEAKERS)
         _check("via", via, VIAS)
         async with self._sessions.begin() as session:
@@ -262,6 +274,13 @@ class CallStore:
                     latency_ms=None if latency_ms is None else round(latency_ms),
                     interrupted=interrupted,
                     via=via,
+                    commit_ms=_ms(commit_ms),
+                    parse_ms=_ms(parse_ms),
+                    transition_ms=_ms(transition_ms),
+                    first_audio_ms=_ms(first_audio_ms),
+                    tts_first_byte_ms=_ms(tts_first_byte_ms),
+                    tts_source=tts_source,
+                    prefetched=prefetched,
                 )
             )
         return seq
@@ -432,6 +451,7 @@ class CallStore:
                     latency_ms=t.latency_ms,
                     interrupted=t.interrupted,
                     via=t.via,  # type: ignore[arg-type]  # checked on write
+                    breakdown=_breakdown(t),
                 )
                 for t in turns
             ],
@@ -458,6 +478,25 @@ class CallStore:
     ) -> int:
         statement = select(func.coalesce(func.max(model.seq), 0) + 1).where(model.call_sid == call_sid)
         return int((await session.execute(statement)).scalar_one())
+
+
+def _ms(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _breakdown(turn: TurnRow) -> TurnLatencyRecord | None:
+    """A caller turn's latency by stage, when it was measured."""
+    if turn.commit_ms is None:
+        return None
+    return TurnLatencyRecord(
+        commit_ms=turn.commit_ms,
+        parse_ms=turn.parse_ms,
+        transition_ms=turn.transition_ms,
+        first_audio_ms=turn.first_audio_ms,
+        tts_first_byte_ms=turn.tts_first_byte_ms,
+        tts_source=turn.tts_source,
+        prefetched=turn.prefetched,
+    )
 
 
 def _summary(call: CallRow, turn_count: int) -> dict[str, Any]:

@@ -84,6 +84,16 @@ class TurnRow(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     via: Mapped[str] = mapped_column(String(16))
+    # ahead (issue 17): how long a caller turn waited for its answer, by stage, in milliseconds
+    # (end of speech or last key -> committed -> parsed -> transition done -> first audio frame sent).
+    commit_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parse_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transition_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    first_audio_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tts_first_byte_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Where the answer's audio came from: memory or disk (the prompt cache), or provider.
+    tts_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    prefetched: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class TransitionRow(Base):

@@ -177,8 +177,15 @@ class RecordWriter:
         latency_ms: float | None = None,
         interrupted: bool = False,
         via: Via = "speech",
+        commit_ms: float | None = None,
+        parse_ms: float | None = None,
+        transition_ms: float | None = None,
+        first_audio_ms: float | None = None,
+        tts_first_byte_ms: float | None = None,
+        tts_source: str | None = None,
+        prefetched: bool | None = None,
     ) -> None:
-        """Queue :meth:`CallStore.turn`."""
+        """Queue :meth:`CallStore.turn` (a caller turn with its latency by stage, when measured)."""
         self._put(
             "turn",
             call_sid,
@@ -191,6 +198,13 @@ class RecordWriter:
                 latency_ms=latency_ms,
                 interrupted=interrupted,
                 via=via,
+                commit_ms=commit_ms,
+                parse_ms=parse_ms,
+                transition_ms=transition_ms,
+                first_audio_ms=first_audio_ms,
+                tts_first_byte_ms=tts_first_byte_ms,
+                tts_source=tts_source,
+                prefetched=prefetched,
             ),
         )
 

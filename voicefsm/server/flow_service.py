@@ -26,7 +26,7 @@ from voicefsm.providers.base import TextToSpeech
 from voicefsm.records import RecordWriter
 from voicefsm.runtime.call import Call, SttFactory
 from voicefsm.runtime.driver import CallLimits
-from voicefsm.runtime.flow_runtime import FlowListener, Turn
+from voicefsm.runtime.flow_runtime import FlowListener, Turn, TurnLatency
 from voicefsm.runtime.recorder import AudioMixer
 from voicefsm.runtime.session import CallSession, FlowRun
 from voicefsm.server.live import LiveFeed, LiveFeeds
@@ -48,6 +48,8 @@ class CallObserver(FlowListener):
         self.feed = feed
         # Turn times are seconds since the flow started running, which is now.
         self.started_at = datetime.now(UTC)
+        #: A caller turn is recorded with its latency breakdown, once its answer's first audio is out.
+        self._held: Turn | None = None
 
     def _at(self, clock_s: float) -> datetime:
         return self.started_at + timedelta(seconds=clock_s)
@@ -61,6 +63,34 @@ class CallObserver(FlowListener):
         self.feed.turn(turn.speaker, turn.text)
         if turn.speaker == "agent" and turn.latency_s is not None:
             self.metrics.turn_latency.observe(turn.latency_s)
+        if turn.speaker == "caller":
+            self.flush()
+            self._held = turn  # written with its breakdown (on_turn_latency), or by flush()
+            return
+        self._write(turn)
+
+    def on_turn_latency(self, latency: TurnLatency) -> None:
+        stages = latency.stages
+        self.metrics.turn_stages({**stages, "total": latency.total_s})
+        turn, self._held = self._held, None
+        if turn is None:
+            return
+        breakdown: dict[str, Any] = {f"{name}_ms": _ms(seconds) for name, seconds in stages.items()}
+        if latency.first_audio_s is not None:
+            breakdown.update(
+                tts_first_byte_ms=_ms(latency.tts_first_byte_s),
+                tts_source=latency.source,
+                prefetched=latency.prefetched,
+            )
+        self._write(turn, **breakdown)
+
+    def flush(self) -> None:
+        """Write a caller turn still held for its breakdown (the call is ending)."""
+        turn, self._held = self._held, None
+        if turn is not None:
+            self._write(turn)
+
+    def _write(self, turn: Turn, **breakdown: Any) -> None:
         if self.writer is not None:
             self.writer.turn(
                 self.call_sid,
@@ -71,6 +101,7 @@ class CallObserver(FlowListener):
                 latency_ms=turn.latency_s * 1000 if turn.latency_s is not None else None,
                 interrupted=turn.interrupted,
                 via=turn.via,
+                **breakdown,
             )
 
     def on_slot(self, name: str, value: object) -> None:
@@ -122,6 +153,10 @@ def _schema_type(schema: dict[str, Any]) -> str:
         return str(schema.get("format", schema["type"]))
     options = [option for option in schema.get("anyOf", []) if option.get("type") != "null"]
     return _schema_type(options[0]) if options else "any"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
 def _jsonable(value: object) -> object:
@@ -182,12 +217,13 @@ class FlowService:
             tap=tap,
             stt_factory=self.stt_factory,
         )
+        observer = CallObserver(sid, self.writer, self.metrics, feed)
         run = FlowRun(
             call,
             self.flow,
             self.tts_factory(),
             actions=self.actions,
-            listeners=[CallObserver(sid, self.writer, self.metrics, feed)],
+            listeners=[observer],
             resources=fakes_for(self.flow) if self.fake_resources else self.resources,
             speak_ahead=self.speak_ahead,
         )
@@ -195,6 +231,7 @@ class FlowService:
             yield CallSession(call, run)
         finally:
             outcome = run.result.outcome if run.result is not None else "hung_up"
+            observer.flush()
             if self.writer is not None:
                 self.writer.call_ended(sid, outcome=outcome)
             ended = self.feeds.pop(sid)

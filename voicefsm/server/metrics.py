@@ -5,7 +5,7 @@ Each app gets its own registry, so two servers in one process (tests, the bridge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -75,6 +75,25 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+    # ahead (issue 17): every caller turn's wait for its answer, by stage.
+    def turn_stages(self, stages: Mapping[str, float | None]) -> None:
+        """Observe one caller turn's stage durations in seconds (``commit``, ``parse``, ``transition``,
+        ``first_audio``, ``total``; None: the stage did not happen) in ``voicefsm_turn_stage_seconds``."""
+        histogram: Histogram | None = getattr(self, "_turn_stages", None)
+        if histogram is None:
+            histogram = Histogram(
+                "voicefsm_turn_stage_seconds",
+                "A caller turn's wait for its answer by stage: end of speech or last key -> commit -> "
+                "parse -> transition -> first_audio frame sent (total: end of speech to first audio)",
+                ["stage"],
+                buckets=TURN_LATENCY_BUCKETS_S,
+                registry=self.registry,
+            )
+            self._turn_stages = histogram
+        for stage, seconds in stages.items():
+            if seconds is not None:
+                histogram.labels(stage=stage).observe(seconds)
 
 
 class _PromptCacheCollector(Collector):
