@@ -57,6 +57,35 @@ async def caller_pauses(fake: FakeElevenLabs, *, seconds: float) -> None:
     await fake.wait_for(lambda: len(session.audio) >= target, within_s=10)
 
 
+async def answered_call(
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    elevenlabs: FakeElevenLabs,
+    call_sid: str,
+    answers: tuple[str, ...],
+) -> None:
+    """A booking call: the caller answers the questions after the greeting in turn, then hangs up."""
+    webhook = await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001234"})
+    token = webhook.text.split('name="token" value="')[1].split('"')[0]
+    async with TwilioStreamClient(
+        f"{server.ws_url}/twilio/stream",
+        call_sid=call_sid,
+        custom_parameters={"token": token},
+        playback="realtime",
+    ) as twilio:
+        line = asyncio.create_task(twilio.stream_audio(SILENCE * 50 * 60))  # a minute of open line
+        try:
+            for number, answer in enumerate(answers, 2):  # the greeting, then one question per answer
+                await twilio.wait_until(lambda n=number: len(twilio.played_marks) >= n, timeout_s=30)
+                await caller_pauses(elevenlabs, seconds=0.6)
+                elevenlabs.say(answer)
+            await twilio.wait_until(lambda: len(twilio.played_marks) >= len(answers) + 2, timeout_s=30)
+            await twilio.stop()
+        finally:
+            line.cancel()
+            await asyncio.gather(line, return_exceptions=True)
+
+
 async def ring(server: RunningServer, http: httpx.AsyncClient, number: int) -> float:
     """One call: ring, wait for the first audio frame, hang up. Returns seconds from ringing to hearing."""
     call_sid = f"CA{number:032d}"
@@ -148,27 +177,7 @@ async def test_a_served_call_records_each_caller_turn_s_wait_by_stage(
         serving(settings, chosen) as (app, server),
         httpx.AsyncClient(base_url=server.http_url) as http,
     ):
-        webhook = await http.post("/twilio/voice", data={"CallSid": call_sid, "From": "+15550001234"})
-        token = webhook.text.split('name="token" value="')[1].split('"')[0]
-        async with TwilioStreamClient(
-            f"{server.ws_url}/twilio/stream",
-            call_sid=call_sid,
-            custom_parameters={"token": token},
-            playback="realtime",
-        ) as twilio:
-            line = asyncio.create_task(twilio.stream_audio(SILENCE * 50 * 60))  # a minute of open line
-            try:
-                for prompts_played, answer in ((2, "Tuesday"), (3, "10 am")):
-                    await twilio.wait_until(
-                        lambda n=prompts_played: len(twilio.played_marks) >= n, timeout_s=30
-                    )
-                    await caller_pauses(elevenlabs, seconds=0.6)
-                    elevenlabs.say(answer)
-                await twilio.wait_until(lambda: len(twilio.played_marks) >= 4, timeout_s=30)
-                await twilio.stop()
-            finally:
-                line.cancel()
-                await asyncio.gather(line, return_exceptions=True)
+        await answered_call(server, http, elevenlabs, call_sid, ("Tuesday", "10 am"))
         state = app.state.voicefsm
         async with asyncio.timeout(10):
             await state.registry.idle.wait()

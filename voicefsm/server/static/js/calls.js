@@ -76,6 +76,55 @@ function turnDetails(call, turn) {
   return parts.join(" · ");
 }
 
+// A caller turn's wait for its answer, as a small timeline: one bar segment per stage, to scale.
+const STAGES = [
+  ["commit_ms", "commit", "speech end → transcript"],
+  ["parse_ms", "parse", "→ parsed"],
+  ["transition_ms", "transition", "→ transition done"],
+  ["first_audio_ms", "first-audio", "→ first audio sent"],
+];
+const SOURCES = { memory: "prompt cache (memory)", disk: "prompt cache (disk)", provider: "speech service" };
+
+function latencyTimeline(breakdown) {
+  const total = breakdown.total_ms;
+  const scale = Math.max(total || 0, ...STAGES.map(([key]) => breakdown[key] || 0), 1);
+  const bar = h("div", { class: "latency-bar", "aria-hidden": "true" });
+  const steps = [];
+  for (const [key, name, label] of STAGES) {
+    const ms = breakdown[key];
+    if (ms === null || ms === undefined) continue;
+    const segment = h("span", { class: `latency-seg latency-${name}`, title: `${label}: ${ms} ms` });
+    segment.style.flexGrow = String(Math.max(ms / scale, 0.004)); // CSSOM: allowed by a strict CSP
+    bar.append(segment);
+    steps.push(h("li", { class: `latency-step latency-step-${name}` }, `${label} ${ms} ms`));
+  }
+  const tts = [];
+  if (breakdown.tts_source) tts.push(`audio from the ${SOURCES[breakdown.tts_source] || breakdown.tts_source}`);
+  if (breakdown.tts_first_byte_ms !== null && breakdown.tts_first_byte_ms !== undefined) {
+    tts.push(`first byte after ${breakdown.tts_first_byte_ms} ms`);
+  }
+  if (breakdown.prefetched) tts.push("synthesized ahead");
+  const heading = total === null || total === undefined ? "not answered" : `answered in ${total} ms`;
+  return h(
+    "figure",
+    { class: "latency", dataset: { totalMs: total === null || total === undefined ? "" : String(total) } },
+    bar,
+    h(
+      "figcaption",
+      {},
+      h("strong", {}, heading),
+      h("ol", { class: "latency-steps" }, ...steps),
+      tts.length ? h("span", { class: "latency-tts" }, tts.join(" · ")) : null,
+    ),
+  );
+}
+
+function transcriptItem(call, turn) {
+  const item = turnItem(turn, turnDetails(call, turn));
+  if (turn.breakdown) item.append(latencyTimeline(turn.breakdown));
+  return item;
+}
+
 function errorText(error) {
   if (typeof error === "string") return error;
   if (error && typeof error === "object") {
@@ -129,7 +178,7 @@ async function showCall(callSid) {
   }
 
   const transcript = $("detail-transcript");
-  transcript.replaceChildren(...(call.transcript || []).map((turn) => turnItem(turn, turnDetails(call, turn))));
+  transcript.replaceChildren(...(call.transcript || []).map((turn) => transcriptItem(call, turn)));
   if (!transcript.children.length) transcript.append(h("li", { class: "muted" }, "Nothing was said."));
 
   const path = $("detail-path");
