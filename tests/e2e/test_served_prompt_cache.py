@@ -201,3 +201,33 @@ async def test_a_served_call_records_each_caller_turn_s_wait_by_stage(
     assert all(turn["breakdown"] is None for turn in record["transcript"] if turn["speaker"] == "agent")
     assert 'voicefsm_turn_stage_seconds_count{stage="first_audio"} 2.0' in metrics
     assert 'voicefsm_turn_stage_seconds_count{stage="total"} 2.0' in metrics
+
+
+@pytest.mark.parametrize("speak_ahead", [True, False])
+async def test_without_the_cache_speaking_ahead_still_spares_the_caller_the_service_s_wait(
+    tmp_path: Path, elevenlabs: FakeElevenLabs, speak_ahead: bool
+) -> None:
+    """The question after the time does not depend on the answer: it is made while the caller answers."""
+    settings = settings_for(
+        tmp_path, elevenlabs, VOICEFSM_PROMPT_CACHE="false", VOICEFSM_SPEAK_AHEAD=str(speak_ahead).lower()
+    )
+    assert settings.speak_ahead is speak_ahead
+    chosen = plan(settings, load_flow(FLOWS / "booking.py"))
+    call_sid = "CA" + "6" * 32
+    async with (
+        serving(settings, chosen) as (app, server),
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        await answered_call(server, http, elevenlabs, call_sid, ("Tuesday", "10 am"))
+        state = app.state.voicefsm
+        async with asyncio.timeout(10):
+            await state.registry.idle.wait()
+            await state.writer.flush()
+        record = (await http.get(f"/api/calls/{call_sid}")).json()
+    time_ = [turn["breakdown"] for turn in record["transcript"] if turn["speaker"] == "caller"][1]
+    assert time_["tts_source"] == "provider" and time_["prefetched"] is speak_ahead
+    if speak_ahead:  # made while "What time on Tuesday?" played and the caller answered
+        assert time_["first_audio_ms"] < FIRST_BYTE_S * 1000 / 2, time_
+    else:
+        assert time_["first_audio_ms"] >= FIRST_BYTE_S * 1000, time_
+    assert elevenlabs.tts_texts().count("And what name should I put the booking under?") == 1
