@@ -209,3 +209,35 @@ async def test_hanging_up_cancels_the_synthesis_started_ahead() -> None:
     voice = line.tts
     assert isinstance(voice, SlowVoice)
     assert DAY in voice.cancelled and voice.active == 0
+
+
+class Party(BaseModel):
+    size: int | None = None
+
+
+class Table(VoiceFlow):
+    slots_model = Party
+
+    ask_size = Ask("How many of you?", slot="size", retries=0, initial=True)
+    done = Hangup("A table for {size}.")
+    helped = Hangup(HELP, outcome="transferred")
+
+    filled = ask_size.to(done)
+    no_input = ask_size.to(helped)
+    no_match = ask_size.to(helped)
+
+
+async def test_keys_are_timed_from_the_last_key_and_the_pause_that_ends_them_is_the_commit_stage() -> None:
+    async with line_for(Table, speak_ahead=True) as line:
+        await line.keys("4")  # no terminator: the entry ends after the inter-digit pause
+        await line.ended()
+    (keys,) = line.latencies
+    assert (keys.state, keys.via) == ("ask_size", "dtmf")
+    assert keys.stages == {
+        "commit": pytest.approx(line.runtime.limits.inter_digit_s),
+        "parse": 0.0,
+        "transition": 0.0,
+        "first_audio": pytest.approx(FIRST_BYTE_S),  # "A table for 4." needs the answer: made once parsed
+    }
+    assert keys.prefetched and keys.source == "provider"
+    assert line.agent_said == ["How many of you?", "A table for 4."]

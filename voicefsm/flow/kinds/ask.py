@@ -260,9 +260,7 @@ class AskActivity(PromptActivity):
         self.host.notify("on_listen", self.state.id)
 
     async def handle(self, message: Message) -> None:
-        if isinstance(message, CallerSpeaking | CallerKey) or (
-            isinstance(message, CallerSaid) and message.text.strip()
-        ):
+        if isinstance(message, CallerKey) or (isinstance(message, CallerSaid) and message.text.strip()):
             await self.host.cancel_ahead()  # what the caller says may change the path
         if isinstance(message, PromptEnded):
             if self.claim(message, "prompt"):
@@ -275,6 +273,7 @@ class AskActivity(PromptActivity):
         elif isinstance(message, CallerSpeaking):
             if await self.barge_in() and not self.digits:
                 self.arm(NO_INPUT, self.state.no_input_s)  # the caller is talking: not silent
+            await self.host.cancel_ahead()  # after the barge-in, so the prompt stops first
         elif isinstance(message, CallerSaid):
             await self.heard(message.text, message.via)
         elif isinstance(message, CallerKey):
