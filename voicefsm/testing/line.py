@@ -56,10 +56,12 @@ class FlowLine(FlowListener):
     Drive it as the caller (:meth:`answer`, :meth:`keys`, :meth:`stay_silent`, :meth:`barge_in`,
     :meth:`hang_up`), wait for the agent (:meth:`heard`, :meth:`speaking`, :meth:`listening`,
     :meth:`ended`), then read what happened (:attr:`path`, :attr:`agent_said`, :attr:`turns`,
-    :attr:`transitions`, :attr:`slots`, :attr:`outcome`, :attr:`errors`, :attr:`actions`) or
+    :attr:`transitions`, :attr:`slots`, :attr:`outcome`, :attr:`errors`, :attr:`actions`, and
+    :attr:`latencies`: each caller turn's wait for its answer, by stage) or
     assert on it (:meth:`assert_said`, :meth:`assert_path`, :meth:`assert_state`,
     :meth:`assert_slots`, :meth:`assert_outcome`: their failures show the conversation so far).
-    On a clean exit it asserts that the call left no task behind.
+    On a clean exit it asserts that the call left no task behind. ``speak_ahead=True`` synthesizes
+    each next prompt ahead of need, as a served call does.
     """
 
     def __init__(
