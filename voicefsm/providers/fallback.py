@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 RETRIES = 1
 
 TtsFactory = Callable[[], TextToSpeech]
+#: Told of each retry or fallback: ``(kind, provider)``, kind "retry" or "fallback" (for /metrics).
+TtsEventCallback = Callable[[str, str], None]
 
 
 class ResilientTextToSpeech:
@@ -48,6 +50,7 @@ class ResilientTextToSpeech:
         retries: int = RETRIES,
         primary_name: str = "primary",
         fallback_name: str = "fallback",
+        on_event: TtsEventCallback | None = None,
     ) -> None:
         self.primary = primary
         self._fallback_factory = fallback
@@ -59,6 +62,7 @@ class ResilientTextToSpeech:
         self.on_error: TextCallback | None = None
         #: What happened, for tests and metrics: ("retry" | "fallback", reason) per event.
         self.events: list[tuple[str, str]] = []
+        self.on_event = on_event
         self.name = getattr(primary, "name", primary_name)
 
     def _attempts(self) -> list[tuple[str, Callable[[], TextToSpeech]]]:
@@ -90,6 +94,8 @@ class ResilientTextToSpeech:
                 if number + 1 < len(attempts):
                     kind = "retry" if attempts[number + 1][0] == name else "fallback"
                     self.events.append((kind, reason))
+                    if self.on_event is not None:
+                        self.on_event(kind, attempts[number + 1][0])
                     log.warning("TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0]))
         raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
 
@@ -129,10 +135,17 @@ def _next(kind: str, name: str) -> str:
     return "asking it once more" if kind == "retry" else f"falling back to {name}"
 
 
-def resilient_tts(name: str, settings: Settings, *, primary: TextToSpeech | None = None) -> TextToSpeech:
+def resilient_tts(
+    name: str,
+    settings: Settings,
+    *,
+    primary: TextToSpeech | None = None,
+    on_event: TtsEventCallback | None = None,
+) -> TextToSpeech:
     """The TTS for one call: provider ``name`` with a deadline, one retry, and VOICEFSM_TTS_FALLBACK.
 
-    ``primary`` is provider ``name`` already built (e.g. behind the prompt cache); by default it is made here.
+    ``primary`` is provider ``name`` already built (e.g. behind the prompt cache); by default it is made
+    here. ``on_event`` is told of each retry and fallback (the server counts them in ``/metrics``).
     """
     fallback_name = settings.tts_fallback
     fallback: TtsFactory | None = None
@@ -147,4 +160,5 @@ def resilient_tts(name: str, settings: Settings, *, primary: TextToSpeech | None
         deadline_s=settings.tts_deadline_s,
         primary_name=name,
         fallback_name=fallback_name or "fallback",
+        on_event=on_event,
     )

@@ -92,10 +92,11 @@ def flow_service(
         return create_tts(chosen.tts_name, settings)
 
     primary = prompts.wrap(provider) if prompts is not None else provider
+    metrics = metrics or Metrics()
 
     def tts_factory() -> TextToSpeech:
-        # deadline, one retry, VOICEFSM_TTS_FALLBACK
-        return resilient_tts(chosen.tts_name, settings, primary=primary())
+        # deadline, one retry, VOICEFSM_TTS_FALLBACK; retries and fallbacks counted in /metrics (ops)
+        return resilient_tts(chosen.tts_name, settings, primary=primary(), on_event=metrics.tts_event)
 
     recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
     return FlowService(
@@ -107,7 +108,7 @@ def flow_service(
         limits=limits or CallLimits(idle_timeout_s=settings.stream_idle_timeout_s),
         writer=writer,
         feeds=feeds or LiveFeeds(),
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         voice_monitor=settings.voice_monitor,
     )
 
@@ -131,7 +132,11 @@ async def flow_app(
             contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
         )
         async with (
-            RecordWriter(store) as writer,
+            RecordWriter(
+                store,
+                spool_dir=settings.records_spool_path(),
+                spool_max_bytes=int(settings.records_spool_max_mb * 1024 * 1024),
+            ) as writer,
             opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
@@ -154,6 +159,7 @@ async def flow_app(
                     campaigns=campaigns,
                 )
                 service.metrics.watch_prompt_cache(prompts.cache)
+                service.metrics.watch_records(writer)
                 await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
                 yield app
     finally:
