@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 
 from voicefsm.errors import ProviderError
+from voicefsm.observability.tracing import mark_error, start_span
 from voicefsm.providers.base import TextCallback, TextToSpeech
 from voicefsm.providers.registry import create_tts
 from voicefsm.settings import Settings
@@ -82,22 +83,33 @@ class ResilientTextToSpeech:
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         failures: list[str] = []
         attempts = self._attempts()
-        for number, (name, provider) in enumerate(attempts):
-            try:
-                async with contextlib.aclosing(self._within_deadlines(provider(), text)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-                return
-            except (ProviderError, TimeoutError, OSError) as exc:
-                reason = _reason(exc, self.deadline_s)
-                failures.append(f"{name}: {reason}")
-                if number + 1 < len(attempts):
-                    kind = "retry" if attempts[number + 1][0] == name else "fallback"
-                    self.events.append((kind, reason))
-                    if self.on_event is not None:
-                        self.on_event(kind, attempts[number + 1][0])
-                    log.warning("TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0]))
-        raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
+        # One trace span per prompt (not made current: it would leak across the yields into the caller).
+        request = start_span("voicefsm.tts", provider=self.primary_name, chars=len(text))
+        try:
+            for number, (name, provider) in enumerate(attempts):
+                try:
+                    async with contextlib.aclosing(self._within_deadlines(provider(), text)) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
+                    request.set_attribute("voicefsm.attempts", number + 1)
+                    request.set_attribute("voicefsm.spoken_by", name)
+                    return
+                except (ProviderError, TimeoutError, OSError) as exc:
+                    reason = _reason(exc, self.deadline_s)
+                    failures.append(f"{name}: {reason}")
+                    if number + 1 < len(attempts):
+                        kind = "retry" if attempts[number + 1][0] == name else "fallback"
+                        self.events.append((kind, reason))
+                        if self.on_event is not None:
+                            self.on_event(kind, attempts[number + 1][0])
+                        log.warning(
+                            "TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0])
+                        )
+            request.set_attribute("voicefsm.attempts", len(attempts))
+            mark_error(request, "every synthesizer failed")
+            raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
+        finally:
+            request.end()
 
     async def _within_deadlines(self, provider: TextToSpeech, text: str) -> AsyncGenerator[bytes, None]:
         """The provider's chunks, each awaited for at most ``deadline_s``; no audio at all is a failure."""

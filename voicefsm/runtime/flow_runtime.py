@@ -62,6 +62,7 @@ from voicefsm.flow.kinds import (
 )
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
+from voicefsm.observability.tracing import span
 from voicefsm.providers.base import TextToSpeech, hints_from_phrases
 from voicefsm.runtime.call import Call, SpeakResult
 from voicefsm.runtime.clock import Clock, LoopClock, VirtualClock
@@ -575,7 +576,9 @@ class FlowRuntime:
         latency = self._latency(start)
         deadline_s = self.limits.mark_slack_s + self.limits.mark_s_per_char * len(text)
         try:
-            result = await self.call.speak(self.tts, text, label=label, mark_timeout_s=deadline_s)
+            with span("voicefsm.turn", state=label, speaker="agent", chars=len(text)) as turn_span:  # ops
+                result = await self.call.speak(self.tts, text, label=label, mark_timeout_s=deadline_s)
+                turn_span.set_attribute("voicefsm.interrupted", result.interrupted)
         except asyncio.CancelledError:
             self._notify(
                 "on_turn", Turn("agent", text, start, self._elapsed(), "speech", True, label, latency)

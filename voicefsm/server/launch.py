@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from voicefsm.core.actions import TelephonyActions
 from voicefsm.flow import VoiceFlow, open_resources
+from voicefsm.observability.tracing import configure_tracing, instrument_app
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
@@ -121,7 +122,18 @@ async def flow_app(
     prompts cached; all closed on exit. The loop-lag watchdog runs while the app does and counts
     stalls in ``/metrics``.
     """
-    store = await CallStore.open(settings.db_url)
+    # ops: traces over OTLP when an endpoint is set (VOICEFSM_OTEL_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT)
+    tracing = (
+        configure_tracing(settings.otel_endpoint, service_name=settings.otel_service_name)
+        if settings.otel_endpoint
+        else None
+    )
+    try:
+        store = await CallStore.open(settings.db_url)
+    except BaseException:
+        if tracing is not None:
+            tracing.shutdown()
+        raise
     try:
         recovered = await store.recover_abandoned()
         if recovered:
@@ -160,10 +172,18 @@ async def flow_app(
                 )
                 service.metrics.watch_prompt_cache(prompts.cache)
                 service.metrics.watch_records(writer)
-                await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+                if tracing is not None:
+                    instrument_app(app, tracing)
+                warmed = await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+                if failed := sum(1 for result in warmed if result.source is None):
+                    service.metrics.prompt_warm_failed(failed)
                 yield app
     finally:
-        await store.aclose()
+        try:
+            await store.aclose()
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
 
 
 async def serve(
