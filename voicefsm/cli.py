@@ -150,9 +150,6 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
-    from voicefsm.records import RecordsError, masked
-    from voicefsm.server.preflight import ConfigurationError, check_configuration
-
     if log_format is not None and log_format not in LOG_FORMATS:
         raise _fail(
             f"--log-format {log_format!r} is not one of: {', '.join(LOG_FORMATS)} (e.g. --log-format json)", 2
@@ -166,6 +163,10 @@ def serve(
         log_format=log_format,
     )
     _serve_logging(settings)
+    # After the log set-up: importing the records (alembic) already logs.
+    from voicefsm.records import RecordsError, masked
+    from voicefsm.server.preflight import ConfigurationError, check_configuration
+
     flow_class = _load(flow_file, flow)
     try:
         # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
