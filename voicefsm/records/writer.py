@@ -129,6 +129,11 @@ class RecordWriter:
         return self._spool.depth if self._spool is not None else 0
 
     @property
+    def database_down(self) -> bool:
+        """The last write (or replay) failed and the database has not answered since (for /readyz)."""
+        return self._down
+
+    @property
     def spool_dir(self) -> Path | None:
         """The spool's folder (None: no spool, records the database refuses after retries are lost)."""
         return self._spool.directory if self._spool is not None else None
