@@ -257,3 +257,24 @@ def test_a_record_survives_the_json_line_round_trip() -> None:
     kind, call, arguments = decode_record(encode_record(record))
     assert (kind, call, arguments["updated_at"]) == ("slot", sid(1), T0)
     assert arguments["value"] == {"$at": "not a time", "n": [1, 2]}
+
+
+async def test_records_piling_up_behind_a_failing_database_go_to_disk_without_waiting_out_the_retries(
+    records_url: str, tmp_path: Path
+) -> None:
+    store = await switchable(records_url)
+    store.down = True
+    # Retries 30 s apart would let the queue overflow (and lose records) behind a dead database.
+    writer = RecordWriter(
+        store, spool_dir=tmp_path / "spool", max_queue=20, batch_size=5, retries=5, retry_delay_s=30
+    )
+    for n in range(15):
+        writer.state(sid(1), f"s{n}")
+    writer.start()
+    try:
+        async with asyncio.timeout(10):
+            await writer.flush()
+        assert (writer.spooled, writer.retried, writer.lost) == (15, 0, 0)
+    finally:
+        await writer.aclose(drain_timeout_s=0)
+        await store.aclose()

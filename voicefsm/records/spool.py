@@ -211,11 +211,10 @@ class RecordSpool:
                     head.records = max(0, head.records - 1)
             if records:
                 return records, offset
-            head.offset = offset
-            if head.offset >= head.size:
-                self._finish(head)
-            else:  # pragma: no cover - a segment whose size we know ends with data we could not read
-                break
+            # Nothing readable up to the segment's end (or a line cut by a crash): it is done.
+            self.unreadable += head.records
+            head.records = 0
+            self._finish(head)
         return [], 0
 
     def consumed(self, count: int, offset: int) -> None:

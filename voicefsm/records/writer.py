@@ -101,6 +101,7 @@ class RecordWriter:
         self._enqueued = 0
         self._done = 0  # records that left memory: written, spooled or lost
         self._changed = asyncio.Event()
+        self._waiting = 0
         self._warned: set[str] = set()
         #: Records written to the database (replayed ones included).
         self.written = 0
@@ -365,6 +366,8 @@ class RecordWriter:
         failure: BaseException | None = None
         for attempt in range(self._retries + 1):
             if attempt:
+                if len(self._queue) * 2 >= self._max_queue:
+                    break  # records pile up behind a stalled database: keep them on disk now, not later
                 await asyncio.sleep(self._retry_delay_s * 2 ** (attempt - 1))
                 self.retried += len(batch)
             try:
@@ -561,11 +564,16 @@ class RecordWriter:
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():
             changed = self._changed
-            await changed.wait()
+            self._waiting += 1
+            try:
+                await changed.wait()
+            finally:
+                self._waiting -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._waiting:  # nobody waits: nothing to wake (the hot path's usual case costs a comparison)
+            self._changed.set()
+            self._changed = asyncio.Event()
 
 
 def _describe(reason: BaseException | str | None) -> str:
