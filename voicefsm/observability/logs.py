@@ -138,7 +138,8 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        if old.get_name() == _HANDLER_NAME or isinstance(old, logging.StreamHandler):
+        # Ours from before, or basicConfig's plain one (not a subclass: a test runner's capture stays).
+        if old.get_name() == _HANDLER_NAME or type(old) is logging.StreamHandler:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
