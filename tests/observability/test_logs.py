@@ -173,8 +173,9 @@ async def wait_ready(base: str, server: subprocess.Popen[str]) -> None:
             await asyncio.sleep(0.1)  # polling a starting process: nothing else signals readiness
 
 
-async def phone(base: str, call_sid: str, caller: str) -> TwilioStreamClient:
-    """Twilio's webhook from ``caller``, then its media stream: the greeting heard, a key pressed, stop."""
+async def phone(base: str, call_sid: str, caller: str, *, press: bool = True) -> TwilioStreamClient:
+    """Twilio's webhook from ``caller``, then its media stream: the greeting heard, a key pressed, stop
+    (without ``press``: until the flow hangs up)."""
     async with httpx.AsyncClient() as client:
         answer = await client.post(
             f"{base}/twilio/voice",
@@ -189,14 +190,21 @@ async def phone(base: str, call_sid: str, caller: str) -> TwilioStreamClient:
     )
     await twilio.open()
     await twilio.wait_until(lambda: bool(twilio.played_marks), timeout_s=20)
-    await twilio.press("1")
-    await twilio.stop()
+    if press:
+        await twilio.press("1")
+        await twilio.stop()
     await twilio.wait_closed(timeout_s=20)
     await twilio.close()
     return twilio
 
 
-def serve(tmp_path: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def serve(
+    tmp_path: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    flow: Path = ROOT / "flows" / "booking.py",
+) -> subprocess.Popen[str]:
     environment = {
         **os.environ,
         "VOICEFSM_DB_URL": f"sqlite:///{tmp_path / 'calls.db'}",
@@ -206,20 +214,41 @@ def serve(tmp_path: Path, port: int, *extra: str, env: dict[str, str] | None = N
         **(env or {}),
     }
     environment.pop("TWILIO_AUTH_TOKEN")
-    command = [sys.executable, "-m", "voicefsm", "-v", "serve", str(ROOT / "flows" / "booking.py")]
+    command = [sys.executable, "-m", "voicefsm", "-v", "serve", str(flow)]
     command += ["--port", str(port), "--stt", "scripted", "--tts", "scripted", *extra]
     return subprocess.Popen(
         command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
+CARELESS_FLOW = """
+import logging
+
+from voicefsm.flow import Hangup, Say, VoiceFlow
+
+log = logging.getLogger("careless.flow")
+
+
+class Careless(VoiceFlow):
+    hello = Say("Hello.", initial=True, barge_in=False)
+    bye = Hangup("Goodbye.")
+
+    spoken = hello.to(bye)
+
+    def on_enter_hello(self) -> None:
+        log.warning("a call from %s", self.caller)  # a flow author's slip: the number goes to the log
+"""
+
+
 async def test_served_json_logs_carry_the_call_sid_and_never_the_callers_number(tmp_path: Path) -> None:
+    flow = tmp_path / "careless.py"
+    flow.write_text(CARELESS_FLOW)
     port = free_port()
-    server = serve(tmp_path, port, "--log-format", "json")
+    server = serve(tmp_path, port, "--log-format", "json", flow=flow)
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base, server)
-        await phone(base, CALL, CALLER)
+        await phone(base, CALL, CALLER, press=False)
     finally:
         server.terminate()
         _, stderr = await asyncio.to_thread(server.communicate, timeout=60)
@@ -230,3 +259,5 @@ async def test_served_json_logs_carry_the_call_sid_and_never_the_callers_number(
     assert ended and all(e.get("call_sid") == CALL for e in ended)
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     assert CALLER not in stderr and CALLER[1:] not in stderr
+    (slip,) = [e for e in entries if e["logger"] == "careless.flow"]
+    assert (slip["message"], slip["call_sid"]) == ("a call from [number]", CALL)
