@@ -337,19 +337,29 @@ class RecordWriter:
             await self._open_spool()
         delay = self._probe_delay_s
         while True:
-            if self.spool_depth:
-                # Records wait on disk: what is queued goes behind them, so every call's order holds.
-                while self._queue:
-                    await self._to_spool(self._take(), None)
-                if await self._replay():
-                    delay = self._probe_delay_s
-                    continue
-                await self._wait_for_records(delay)
-                delay = min(delay * 2, self._probe_max_s)
-                continue
-            if not self._queue:
-                await self._wait_until(lambda: bool(self._queue))
-            await self._write(self._take())
+            try:
+                delay = await self._step(delay)
+            except Exception as error:  # a bug here must not stop every later record being written
+                log.exception("call records: the record writer failed; it goes on with the next records")
+                inflight, self._inflight = self._inflight, []
+                self._lose_all(inflight, error)
+                self._left_memory(len(inflight))
+                await asyncio.sleep(self._probe_delay_s)
+
+    async def _step(self, delay: float) -> float:
+        """One round of the writer: replay the spool, or write (or spool) a batch; returns the probe delay."""
+        if self.spool_depth:
+            # Records wait on disk: what is queued goes behind them, so every call's order holds.
+            while self._queue:
+                await self._to_spool(self._take(), None)
+            if await self._replay():
+                return self._probe_delay_s
+            await self._wait_for_records(delay)
+            return min(delay * 2, self._probe_max_s)
+        if not self._queue:
+            await self._wait_until(lambda: bool(self._queue))
+        await self._write(self._take())
+        return delay
 
     def _take(self) -> list[SpooledRecord]:
         count = min(self._batch_size, len(self._queue))
@@ -428,6 +438,7 @@ class RecordWriter:
                     await self._open_spool()
                 operation = asyncio.ensure_future(self._in_thread(spool.append, records))
                 if not shutting_down:
+                    self._inflight = list(records)  # what aclose counts if it stops the task meanwhile
                     self._handed_to_spool = operation
                 await asyncio.shield(operation)
             except (SpoolFullError, OSError) as error:
