@@ -249,4 +249,7 @@ async def test_a_served_instance_exports_its_traces_over_otlp_http(tmp_path: Pat
     assert (calls[0]["voicefsm.call_sid"], calls[0]["voicefsm.flow"]) == (CALL, "Booking")
     assert "voicefsm.turn" in names and "voicefsm.tts" in names and "voicefsm.stt" in names
     assert any(name.startswith("POST /twilio/voice") for name in names), names  # the FastAPI instrumentation
+    assert any(name.startswith("WS /twilio/stream") or "/twilio/stream" in name for name in names), names
+    # No span per media frame: the ASGI send/receive spans are left out.
+    assert not [name for name in names if name.endswith((" receive", " send"))], names
     assert CALLER not in str(collector.spans)
