@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import io
+import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from test_logs import CALL, CALLER, free_port, phone, serve, wait_ready
 
 from voicefsm.errors import ProviderError
 from voicefsm.flow import Hangup, Say, VoiceFlow
+from voicefsm.observability.logs import configure_logging
 from voicefsm.observability.tracing import Tracing, configure_tracing, span, traces_url
 from voicefsm.providers.fallback import ResilientTextToSpeech
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
@@ -253,3 +257,19 @@ async def test_a_served_instance_exports_its_traces_over_otlp_http(tmp_path: Pat
     # No span per media frame: the ASGI send/receive spans are left out.
     assert not [name for name in names if name.endswith((" receive", " send"))], names
     assert CALLER not in str(collector.spans)
+
+
+def test_a_json_line_logged_inside_a_span_names_its_trace(exported: InMemorySpanExporter) -> None:
+    stream = io.StringIO()
+    handler = configure_logging("json", level=logging.INFO, stream=stream)
+    try:
+        with span("voicefsm.turn", state="greet"):
+            logging.getLogger("voicefsm.tests").info("inside")
+        logging.getLogger("voicefsm.tests").info("outside")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    (turn,) = exported.get_finished_spans()
+    assert inside["trace_id"] == f"{turn.context.trace_id:032x}"
+    assert inside["span_id"] == f"{turn.context.span_id:016x}"
+    assert "trace_id" not in outside
