@@ -95,13 +95,14 @@ def start_server(cluster: Cluster) -> None:
 
 @contextlib.asynccontextmanager
 async def served(
-    url: str, spool: Path, recognizers: list[SpeechToText]
+    url: str, spool: Path, recognizers: list[SpeechToText], recognizer_made: asyncio.Event
 ) -> AsyncIterator[tuple[RunningServer, RecordWriter, CallStore]]:
     store = await CallStore.open(url)
 
     def make_stt() -> SpeechToText:
         stt = ScriptedSpeechToText()
         recognizers.append(stt)
+        recognizer_made.set()
         return stt
 
     try:
@@ -143,27 +144,31 @@ def metric(text: str, name: str) -> float:
 
 async def test_fault_48_records_database_down_mid_call(own_postgres: Cluster, tmp_path: Path) -> None:
     recognizers: list[SpeechToText] = []
+    recognizer_made = asyncio.Event()
     spool = tmp_path / "spool"
     url = own_postgres.url("records")
-    async with served(url, spool, recognizers) as (server, writer, store):
+    async with served(url, spool, recognizers, recognizer_made) as (server, writer, store):
         twilio = TwilioStreamClient(f"{server.ws_url}/twilio/stream", custom_parameters={"caller": CALLER})
         await twilio.open()
         try:
             # The greeting is heard and the call's first records are in the database...
-            await twilio.wait_until(lambda: any(m.startswith("ask_name") for m in twilio.played_marks))
+            await twilio.wait_until(
+                lambda: any(m.startswith("ask_name") for m in twilio.played_marks), timeout_s=20
+            )
             async with asyncio.timeout(10):
                 await writer.flush()
             assert writer.spooled == 0
             # ...then the database goes away, in the middle of the call.
             await asyncio.to_thread(stop_server, own_postgres)
-            async with asyncio.timeout(5):
-                while not recognizers:  # noqa: ASYNC110 - the recognizer is made by the call, unsignalled
-                    await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):
+                await recognizer_made.wait()
             stt = recognizers[0]
             assert isinstance(stt, ScriptedSpeechToText)
             stt.say("Ada Lovelace", partials=False)
             # The call goes on: the caller hears the goodbye, and the server hangs up.
-            await twilio.wait_until(lambda: any(m.startswith("goodbye") for m in twilio.played_marks))
+            await twilio.wait_until(
+                lambda: any(m.startswith("goodbye") for m in twilio.played_marks), timeout_s=20
+            )
             await twilio.wait_closed(timeout_s=10)
         finally:
             await twilio.close()
