@@ -18,7 +18,8 @@ RUN python -m venv /opt/voicefsm
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY voicefsm ./voicefsm
-RUN /opt/voicefsm/bin/pip install ".[postgres]"
+# otel: traces exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/deploy.md, Observability)
+RUN /opt/voicefsm/bin/pip install ".[postgres,otel]"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 # espeak-ng: the local voice (the espeakng-loader wheel carries the library too; this is the fallback).

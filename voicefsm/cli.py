@@ -30,6 +30,8 @@ from voicefsm.flow import (
 )
 from voicefsm.flow.loader import load_flow
 from voicefsm.flow.resources import declared_resources
+from voicefsm.observability.logs import LOG_FORMATS, configure_logging
+from voicefsm.observability.tracing import OtelUnavailableError, check_tracing_available
 from voicefsm.settings import Settings
 
 if TYPE_CHECKING:
@@ -138,12 +140,33 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback host without a Twilio auth token.")
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Log lines as text (default) or json: one object a line, with the call SID "
+            "(or VOICEFSM_LOG_FORMAT).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise _fail(
+            f"--log-format {log_format!r} is not one of: {', '.join(LOG_FORMATS)} (e.g. --log-format json)", 2
+        )
+    settings = _settings(
+        host=host,
+        port=port,
+        public_url=public_url,
+        db_url=db,
+        insecure=insecure or None,
+        log_format=log_format,
+    )
+    _serve_logging(settings)
+    # After the log set-up: importing the records (alembic) already logs.
     from voicefsm.records import RecordsError, masked
     from voicefsm.server.preflight import ConfigurationError, check_configuration
 
-    settings = _settings(host=host, port=port, public_url=public_url, db_url=db, insecure=insecure or None)
     flow_class = _load(flow_file, flow)
     try:
         # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
@@ -153,7 +176,9 @@ def serve(
         from voicefsm.server.prompt_warmup import progress_printer
 
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
-    except (ProviderUnavailable, ConfigurationError) as exc:
+        if settings.otel_endpoint:
+            check_tracing_available()
+    except (ProviderUnavailable, ConfigurationError, OtelUnavailableError) as exc:
         raise _fail(escape(str(exc)), 2) from exc
 
     def ready(server: object) -> None:
@@ -195,6 +220,29 @@ def serve(
         raise _fail(_listen_failure(exc, settings.host, settings.port), 2) from None
     if cut_short:
         err.print(f"stopped; {cut_short} call(s) were still running at the drain deadline and were ended")
+
+
+def _serve_logging(settings: Settings) -> None:
+    """serve's log lines: text or JSON (VOICEFSM_LOG_FORMAT), the call SID on each line of a call.
+
+    Phone numbers and the settings' secrets (auth tokens, API keys) are masked wherever they appear.
+    """
+    root = logging.getLogger()
+    secrets = [
+        secret.get_secret_value()
+        for secret in (
+            settings.twilio_auth_token,
+            settings.twilio_auth_token_secondary,
+            settings.elevenlabs_api_key,
+            settings.azure_speech_key,
+            settings.api_tokens,
+            settings.secret_key,
+        )
+        if secret is not None
+    ]
+    if settings.api_tokens is not None:
+        secrets += [token.strip() for token in settings.api_tokens.get_secret_value().split(",")]
+    configure_logging(settings.log_format, level=root.level or logging.WARNING, secrets=secrets)
 
 
 def _listen_failure(exc: OSError, host: str, port: int) -> str:

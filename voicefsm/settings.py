@@ -8,6 +8,7 @@ module reads the environment: the object is passed down.
 from __future__ import annotations
 
 import os
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -165,3 +166,59 @@ class Settings(BaseSettings):
             "prompt plays or the transition runs), at most one at a time per call"
         ),
     )
+
+    # ops: records that the database could not take, logs and traces (docs/deploy.md "Observability").
+    records_spool_dir: str | None = Field(
+        None,
+        validation_alias=_env("VOICEFSM_RECORDS_SPOOL_DIR"),
+        description=(
+            "where call records wait (JSON lines) while the database is down, replayed in order when it "
+            "answers; default: beside the SQLite file, else beside the recordings; empty: no spool"
+        ),
+    )
+    records_spool_max_mb: float = Field(
+        256.0,
+        gt=0,
+        validation_alias=_env("VOICEFSM_RECORDS_SPOOL_MAX_MB"),
+        description="the records spool's size bound; records past it are lost and counted in /metrics",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=_env("VOICEFSM_LOG_FORMAT"),
+        description="`serve`'s log lines: `text`, or `json` (one object a line, with the call SID)",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("VOICEFSM_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description=(
+            "export OpenTelemetry traces over OTLP/HTTP to this collector URL "
+            "(`pip install 'voicefsm[otel]'`); unset: no traces"
+        ),
+    )
+    otel_service_name: str = Field(
+        "voicefsm",
+        validation_alias=_env("VOICEFSM_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="the service.name of the exported traces",
+    )
+    prompt_warm_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("VOICEFSM_PROMPT_WARM_DEADLINE_S"),
+        description=(
+            "the longest the start-up prompt warm-up may take; prompts not warmed by then are "
+            "synthesized at call time"
+        ),
+    )
+
+    def records_spool_path(self) -> str | None:
+        """The records spool folder: the setting, else beside the SQLite file or the recordings."""
+        if self.records_spool_dir is not None:
+            return self.records_spool_dir or None
+        url = self.db_url
+        if url.startswith("sqlite") and ":memory:" not in url and ":///" in url:
+            database = url.split(":///", 1)[1].split("?", 1)[0]
+            if database and not database.startswith("file:"):
+                return database + ".spool"
+        if self.recordings_dir:
+            return os.path.join(os.path.dirname(os.path.normpath(self.recordings_dir)), "records-spool")
+        return "records-spool"

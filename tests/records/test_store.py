@@ -426,7 +426,7 @@ async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes
 
 async def test_flush_waits_for_records_queued_before_it_and_not_after(records_url: str) -> None:
     store = await gated_store(records_url, "first", "second")
-    writer = RecordWriter(store)
+    writer = RecordWriter(store, batch_size=1)  # one record at a time: flush's mark between two turns shows
     writer.start()
     try:
         writer.call_started(CALL, flow="booking", caller=None, started_at=T0)
@@ -465,7 +465,7 @@ async def test_flush_before_start_refuses_rather_than_hang(store: CallStore) -> 
     await writer.aclose()
 
 
-async def test_a_failing_database_costs_records_not_the_call(
+async def test_without_a_spool_a_dead_database_costs_counted_records_not_the_call(
     records_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await FailingStore.open(records_url)
@@ -486,15 +486,13 @@ async def test_a_failing_database_costs_records_not_the_call(
     record = await store.get_call(CALL)
     await store.aclose()
 
-    assert writer.dropped == 4
-    assert writer.written == 3
-    # 1 + 2 retries for the first turn; once one is lost the next are tried once, until a write works again.
-    assert store.attempts == 3 + 1 + 1 + 3
-    assert record is not None
-    assert (record.current_state, record.slots, record.transcript) == ("done", {"party": 2}, [])
+    # One batch of 7, tried 1 + 2 times (the turns fail), then lost: there is no spool to keep it in.
+    assert (writer.lost, writer.written, writer.retried, store.attempts) == (7, 0, 14, 3)
+    assert record is None
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len([r for r in warnings if "a turn record" in r.getMessage()]) == 1
-    assert any("4 records in all" in r.getMessage() for r in warnings)
+    assert any("7 records in all were lost" in r.getMessage() for r in warnings)
+    assert any("no spool" in r.getMessage() for r in warnings)
     # The seam's error quotes the words and the number, as a driver's might: they stay at DEBUG.
     assert SECRET_WORDS in caplog.text
     for warning in warnings:
@@ -517,7 +515,7 @@ async def test_a_database_blip_is_retried_and_nothing_is_lost(records_url: str) 
     record = await store.get_call(CALL)
     await store.aclose()
 
-    assert (writer.dropped, store.attempts) == (0, 2)
+    assert (writer.dropped, store.attempts, writer.retried, writer.written) == (0, 2, 2, 2)
     assert record is not None
     assert [t.text for t in record.transcript] == ["two"]
 
@@ -537,7 +535,7 @@ async def test_a_real_sql_error_is_logged_without_the_callers_words(
     finally:
         await writer.aclose()
 
-    assert writer.dropped == 1
+    assert writer.dropped == 2  # the call and its turn were one batch
     missing = {"sqlite": "no such table: turns", "postgresql": 'relation "turns" does not exist'}
     assert missing[store.engine.dialect.name] in caplog.text
     # Even at DEBUG, with tracebacks: SQL parameters are hidden by the engine.
@@ -547,7 +545,7 @@ async def test_a_real_sql_error_is_logged_without_the_callers_words(
 
 async def test_a_hung_write_times_out_and_the_writer_moves_on(records_url: str) -> None:
     store = await gated_store(records_url, "never")
-    writer = RecordWriter(store, retries=0, write_timeout_s=0.05)
+    writer = RecordWriter(store, retries=0, write_timeout_s=0.05, batch_size=1)
     writer.start()
     try:
         writer.call_started(CALL, flow="booking", caller=None, started_at=T0)
@@ -583,7 +581,7 @@ async def test_a_full_queue_or_a_closed_writer_drops_and_counts_without_raising(
 
 async def test_aclose_drains_within_its_deadline_then_stops_the_task(records_url: str) -> None:
     store = await gated_store(records_url, "stuck")
-    writer = RecordWriter(store)
+    writer = RecordWriter(store, batch_size=1)
     writer.start()
     writer.call_started(CALL, flow="booking", caller=None, started_at=T0)
     writer.turn(CALL, speaker="caller", text="stuck", started_at=at(1))

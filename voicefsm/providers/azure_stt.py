@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -113,6 +114,8 @@ class AzureSpeechToText(StreamingRecognizer):
 
         self._hints = RecognitionHints()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The starting call's context (its SID for log lines): SDK reports run in it on the loop.
+        self._context: contextvars.Context | None = None
         self._recognizer: Any = None
         self._push: Any = None
         self._connection: Any = None
@@ -143,6 +146,7 @@ class AzureSpeechToText(StreamingRecognizer):
         """Start continuous recognition and the feeder; raises ProviderError if the SDK cannot start."""
         self._begin()
         self._loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
         try:
             self._build()
         except (RuntimeError, ValueError) as exc:
@@ -324,7 +328,7 @@ class AzureSpeechToText(StreamingRecognizer):
         if loop is None or self._stopping:
             return
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens any more
-            loop.call_soon_threadsafe(handler, *args)
+            loop.call_soon_threadsafe(handler, *args, context=self._context)
 
     def _sdk_recognizing(self, event: Any) -> None:
         self._post(self._on_partial, event.result.text)

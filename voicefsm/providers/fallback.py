@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 
 from voicefsm.errors import ProviderError
+from voicefsm.observability.tracing import mark_error, start_span
 from voicefsm.providers.base import TextCallback, TextToSpeech
 from voicefsm.providers.registry import create_tts
 from voicefsm.settings import Settings
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 RETRIES = 1
 
 TtsFactory = Callable[[], TextToSpeech]
+#: Told of each retry or fallback: ``(kind, provider)``, kind "retry" or "fallback" (for /metrics).
+TtsEventCallback = Callable[[str, str], None]
 
 
 class ResilientTextToSpeech:
@@ -48,6 +51,7 @@ class ResilientTextToSpeech:
         retries: int = RETRIES,
         primary_name: str = "primary",
         fallback_name: str = "fallback",
+        on_event: TtsEventCallback | None = None,
     ) -> None:
         self.primary = primary
         self._fallback_factory = fallback
@@ -59,6 +63,7 @@ class ResilientTextToSpeech:
         self.on_error: TextCallback | None = None
         #: What happened, for tests and metrics: ("retry" | "fallback", reason) per event.
         self.events: list[tuple[str, str]] = []
+        self.on_event = on_event
         self.name = getattr(primary, "name", primary_name)
 
     def _attempts(self) -> list[tuple[str, Callable[[], TextToSpeech]]]:
@@ -78,20 +83,33 @@ class ResilientTextToSpeech:
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         failures: list[str] = []
         attempts = self._attempts()
-        for number, (name, provider) in enumerate(attempts):
-            try:
-                async with contextlib.aclosing(self._within_deadlines(provider(), text)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-                return
-            except (ProviderError, TimeoutError, OSError) as exc:
-                reason = _reason(exc, self.deadline_s)
-                failures.append(f"{name}: {reason}")
-                if number + 1 < len(attempts):
-                    kind = "retry" if attempts[number + 1][0] == name else "fallback"
-                    self.events.append((kind, reason))
-                    log.warning("TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0]))
-        raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
+        # One trace span per prompt (not made current: it would leak across the yields into the caller).
+        request = start_span("voicefsm.tts", provider=self.primary_name, chars=len(text))
+        try:
+            for number, (name, provider) in enumerate(attempts):
+                try:
+                    async with contextlib.aclosing(self._within_deadlines(provider(), text)) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
+                    request.set_attribute("voicefsm.attempts", number + 1)
+                    request.set_attribute("voicefsm.spoken_by", name)
+                    return
+                except (ProviderError, TimeoutError, OSError) as exc:
+                    reason = _reason(exc, self.deadline_s)
+                    failures.append(f"{name}: {reason}")
+                    if number + 1 < len(attempts):
+                        kind = "retry" if attempts[number + 1][0] == name else "fallback"
+                        self.events.append((kind, reason))
+                        if self.on_event is not None:
+                            self.on_event(kind, attempts[number + 1][0])
+                        log.warning(
+                            "TTS %s failed (%s); %s", name, reason, _next(kind, attempts[number + 1][0])
+                        )
+            request.set_attribute("voicefsm.attempts", len(attempts))
+            mark_error(request, "every synthesizer failed")
+            raise ProviderError("tts", "; ".join(failures) or "no synthesizer")
+        finally:
+            request.end()
 
     async def _within_deadlines(self, provider: TextToSpeech, text: str) -> AsyncGenerator[bytes, None]:
         """The provider's chunks, each awaited for at most ``deadline_s``; no audio at all is a failure."""
@@ -129,10 +147,17 @@ def _next(kind: str, name: str) -> str:
     return "asking it once more" if kind == "retry" else f"falling back to {name}"
 
 
-def resilient_tts(name: str, settings: Settings, *, primary: TextToSpeech | None = None) -> TextToSpeech:
+def resilient_tts(
+    name: str,
+    settings: Settings,
+    *,
+    primary: TextToSpeech | None = None,
+    on_event: TtsEventCallback | None = None,
+) -> TextToSpeech:
     """The TTS for one call: provider ``name`` with a deadline, one retry, and VOICEFSM_TTS_FALLBACK.
 
-    ``primary`` is provider ``name`` already built (e.g. behind the prompt cache); by default it is made here.
+    ``primary`` is provider ``name`` already built (e.g. behind the prompt cache); by default it is made
+    here. ``on_event`` is told of each retry and fallback (the server counts them in ``/metrics``).
     """
     fallback_name = settings.tts_fallback
     fallback: TtsFactory | None = None
@@ -147,4 +172,5 @@ def resilient_tts(name: str, settings: Settings, *, primary: TextToSpeech | None
         deadline_s=settings.tts_deadline_s,
         primary_name=name,
         fallback_name=fallback_name or "fallback",
+        on_event=on_event,
     )

@@ -8,9 +8,12 @@ same code. Nothing here logs callers or transcripts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -49,6 +52,14 @@ from voicefsm.records.models import (
 from voicefsm.records.tables import CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
 
 log = logging.getLogger(__name__)
+
+#: One record for :meth:`CallStore.write_batch`: the write method's name, the call SID, its arguments.
+BatchRecord = tuple[str, str, Mapping[str, Any]]
+#: The write methods a batch may apply.
+BATCH_KINDS = ("call_started", "turn", "transition", "slot", "error", "state", "set_recording", "call_ended")
+_BATCH: contextvars.ContextVar[tuple[CallStore, AsyncSession] | None] = contextvars.ContextVar(
+    "voicefsm_records_batch", default=None
+)
 
 ABANDONED = "abandoned"
 #: Seconds to wait for a PostgreSQL server to accept a connection: a start fails within seconds, not 60.
@@ -226,7 +237,7 @@ class CallStore:
             started_at=started_at or utcnow(),
         )
         try:
-            async with self._sessions.begin() as session:
+            async with self._begin() as session:
                 if await session.get(CallRow, call_sid) is not None:
                     return False
                 session.add(row)
@@ -260,7 +271,7 @@ class CallStore:
         """
         _check("speaker", speaker, SPEAKERS)
         _check("via", via, VIAS)
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             await self._call(session, call_sid, "a turn")
             seq = await self._next_seq(session, TurnRow, call_sid)
             session.add(
@@ -289,7 +300,7 @@ class CallStore:
         self, call_sid: str, *, source: str, event: str, target: str, at: dt.datetime | None = None
     ) -> int:
         """Append one step to the call's path and make ``target`` its current state; returns its seq."""
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             call = await self._call(session, call_sid, "a transition")
             seq = await self._next_seq(session, TransitionRow, call_sid)
             session.add(
@@ -308,7 +319,7 @@ class CallStore:
         at = updated_at or utcnow()
         for attempt in range(2):
             try:
-                async with self._sessions.begin() as session:
+                async with self._begin() as session:
                     await self._call(session, call_sid, f"slot {name!r}")
                     row = await session.get(SlotRow, (call_sid, name))
                     if row is None:
@@ -326,7 +337,7 @@ class CallStore:
         self, call_sid: str, *, kind: str, where: str, message: str, at: dt.datetime | None = None
     ) -> None:
         """Record an error of the call: its ``kind`` (e.g. ``stt``), ``where`` it happened, the message."""
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             await self._call(session, call_sid, "an error")
             session.add(
                 ErrorRow(call_sid=call_sid, at=at or utcnow(), kind=kind, where=where, message=message)
@@ -334,13 +345,13 @@ class CallStore:
 
     async def state(self, call_sid: str, current_state: str) -> None:
         """Set the call's current state (``transition`` does this too)."""
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             call = await self._call(session, call_sid, "its state")
             call.current_state = current_state
 
     async def set_recording(self, call_sid: str, path: str | os.PathLike[str]) -> None:
         """Point the call's record at its audio recording."""
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             call = await self._call(session, call_sid, "a recording")
             call.recording_path = os.fspath(path)
 
@@ -359,7 +370,7 @@ class CallStore:
         """
         if not outcome:
             raise InvalidRecordError("outcome", outcome, ("a non-empty word such as 'completed'",))
-        async with self._sessions.begin() as session:
+        async with self._begin() as session:
             call = await session.get(CallRow, call_sid)
             if call is None or (call.ended_at is not None and call.outcome != ABANDONED):
                 return False
@@ -478,6 +489,34 @@ class CallStore:
     ) -> int:
         statement = select(func.coalesce(func.max(model.seq), 0) + 1).where(model.call_sid == call_sid)
         return int((await session.execute(statement)).scalar_one())
+
+    # -- batches (ops: the RecordWriter writes its queue through here, one transaction per batch) ---------
+
+    async def write_batch(self, records: Sequence[BatchRecord]) -> None:
+        """Apply ``records`` (``(kind, call_sid, keyword arguments)``) in order, in ONE transaction.
+
+        ``kind`` names a write method above (``call_started``, ``turn``, ``transition``, ``slot``,
+        ``error``, ``state``, ``set_recording``, ``call_ended``), called with the call SID and the
+        arguments. Nothing of the batch is kept when one record fails: the error is raised, and the
+        caller decides (the writer retries the batch, then writes it record by record to find the bad one).
+        """
+        for kind, _, _ in records:
+            if kind not in BATCH_KINDS:
+                raise InvalidRecordError("record kind", kind, BATCH_KINDS)
+        async with self._sessions.begin() as session:
+            token = _BATCH.set((self, session))
+            try:
+                for kind, call_sid, arguments in records:
+                    await getattr(self, kind)(call_sid, **arguments)
+            finally:
+                _BATCH.reset(token)
+
+    def _begin(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A write's transaction: its own, or the batch's when :meth:`write_batch` is applying it."""
+        batch = _BATCH.get()
+        if batch is not None and batch[0] is self:
+            return contextlib.nullcontext(batch[1])
+        return self._sessions.begin()
 
 
 def _ms(value: float | None) -> int | None:

@@ -33,6 +33,7 @@ from voicefsm.core.events import (
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkLedger, MarkOutcome
 from voicefsm.errors import ProviderError
+from voicefsm.observability.tracing import NO_SPAN, Span, mark_error, start_span
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Call:
         self.disconnect_reason: str | None = None
         self._listeners: list[CallListener] = []
         self.stt: SpeechToText | None = None
+        self._stt_span: Span = NO_SPAN  # ops: the recognizer's session, one trace span
 
     # -- events ---------------------------------------------------------------------------
 
@@ -354,10 +356,12 @@ class Call:
         stt = self.stt or self.build_stt()
         if stt is None:
             return
+        self._stt_span = start_span("voicefsm.stt", provider=getattr(stt, "name", type(stt).__name__))
         try:
             await stt.start(self.inbound)
         except ProviderError as exc:
             self.log.warning("speech recognition could not start: %s", exc)
+            mark_error(self._stt_span, "the recognizer could not start")
             self.emit(SttError(str(exc)))
 
     async def stop_stt(self) -> None:
@@ -365,7 +369,10 @@ class Call:
         stt, self.stt = self.stt, None
         if stt is None:
             return
+        stt_span, self._stt_span = self._stt_span, NO_SPAN
         try:
             await stt.stop()
         except Exception:
             self.log.exception("speech recognition did not stop cleanly")
+        finally:
+            stt_span.end()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from voicefsm.core.events import AudioIn, CallStarted, FarEndHungUp, KeyPressed, MarkReached
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
+from voicefsm.observability.context import bind_call
+from voicefsm.observability.tracing import span
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import Clock, ManualClock
 from voicefsm.runtime.session import CallHandler, CallSession, SessionOpener
@@ -81,8 +83,16 @@ async def run_call(
         if started is None:
             await _close(far_end, "no start", limits)
             return "no start"
-    async with open_session(started) as session:
-        return await _drive(session, far_end, limits)
+    # ops: every log line of the call carries its SID, and the call is one trace span (flow, outcome).
+    with bind_call(started.call_id), span("voicefsm.call", call_sid=started.call_id) as call_span:
+        async with open_session(started) as session:
+            runtime = getattr(session.handler, "runtime", None)
+            call_span.set_attribute("voicefsm.flow", str(getattr(runtime, "name", "none")))
+            reason = await _drive(session, far_end, limits)
+        result = getattr(session.handler, "result", None)
+        call_span.set_attribute("voicefsm.outcome", str(getattr(result, "outcome", None) or reason))
+        call_span.set_attribute("voicefsm.ended_by", reason)
+        return reason
 
 
 async def _drive(session: CallSession, far_end: FarEnd, limits: CallLimits) -> str:

@@ -64,6 +64,7 @@ from voicefsm.flow.kinds import (
 from voicefsm.flow.prompts import next_prompt
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
+from voicefsm.observability.tracing import span
 from voicefsm.providers.base import TextCallback, TextToSpeech, hints_from_phrases
 from voicefsm.providers.prompt_cache import Prefetcher, source_of
 from voicefsm.runtime.call import Call, SpeakResult
@@ -654,7 +655,9 @@ class FlowRuntime:
             await ahead.cancel()  # a guess of a path not taken, still synthesizing: never two at once
         voice = _Voice(self, ahead or self.tts, waiting, then)
         try:
-            result = await self.call.speak(voice, text, label=label, mark_timeout_s=deadline_s)
+            with span("voicefsm.turn", state=label, speaker="agent", chars=len(text)) as turn_span:  # ops
+                result = await self.call.speak(voice, text, label=label, mark_timeout_s=deadline_s)
+                turn_span.set_attribute("voicefsm.interrupted", result.interrupted)
         except asyncio.CancelledError:
             self._notify(
                 "on_turn", Turn("agent", text, start, self._elapsed(), "speech", True, label, latency)

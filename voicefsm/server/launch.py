@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from voicefsm.core.actions import TelephonyActions
 from voicefsm.flow import VoiceFlow, open_resources
+from voicefsm.observability.tracing import configure_tracing, instrument_app
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
@@ -92,10 +93,11 @@ def flow_service(
         return create_tts(chosen.tts_name, settings)
 
     primary = prompts.wrap(provider) if prompts is not None else provider
+    metrics = metrics or Metrics()
 
     def tts_factory() -> TextToSpeech:
-        # deadline, one retry, VOICEFSM_TTS_FALLBACK
-        return resilient_tts(chosen.tts_name, settings, primary=primary())
+        # deadline, one retry, VOICEFSM_TTS_FALLBACK; retries and fallbacks counted in /metrics (ops)
+        return resilient_tts(chosen.tts_name, settings, primary=primary(), on_event=metrics.tts_event)
 
     recordings = Path(settings.recordings_dir) if settings.recordings_dir else None
     return FlowService(
@@ -107,7 +109,7 @@ def flow_service(
         limits=limits or CallLimits(idle_timeout_s=settings.stream_idle_timeout_s),
         writer=writer,
         feeds=feeds or LiveFeeds(),
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         voice_monitor=settings.voice_monitor,
         speak_ahead=settings.speak_ahead,
     )
@@ -121,7 +123,18 @@ async def flow_app(
     prompts cached; all closed on exit. The loop-lag watchdog runs while the app does and counts
     stalls in ``/metrics``.
     """
-    store = await CallStore.open(settings.db_url)
+    # ops: traces over OTLP when an endpoint is set (VOICEFSM_OTEL_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT)
+    tracing = (
+        configure_tracing(settings.otel_endpoint, service_name=settings.otel_service_name)
+        if settings.otel_endpoint
+        else None
+    )
+    try:
+        store = await CallStore.open(settings.db_url)
+    except BaseException:
+        if tracing is not None:
+            tracing.shutdown()
+        raise
     try:
         recovered = await store.recover_abandoned()
         if recovered:
@@ -132,7 +145,11 @@ async def flow_app(
             contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
         )
         async with (
-            RecordWriter(store) as writer,
+            RecordWriter(
+                store,
+                spool_dir=settings.records_spool_path(),
+                spool_max_bytes=int(settings.records_spool_max_mb * 1024 * 1024),
+            ) as writer,
             opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
@@ -155,10 +172,19 @@ async def flow_app(
                     campaigns=campaigns,
                 )
                 service.metrics.watch_prompt_cache(prompts.cache)
-                await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+                service.metrics.watch_records(writer)
+                if tracing is not None:
+                    instrument_app(app, tracing)
+                warmed = await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
+                if failed := sum(1 for result in warmed if result.source is None):
+                    service.metrics.prompt_warm_failed(failed)
                 yield app
     finally:
-        await store.aclose()
+        try:
+            await store.aclose()
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
 
 
 async def serve(

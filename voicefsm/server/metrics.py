@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from voicefsm.providers.prompt_cache import PromptCache
+from voicefsm.records import RecordWriter
 
 #: Turn latency is what a caller feels: from the end of their words to the first audio of the reply.
 TURN_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -47,6 +48,24 @@ class Metrics:
             "voicefsm_loop_stall_seconds", "Total time the event loop was blocked", registry=self.registry
         )
         self.calls_started = 0
+        # ops: TTS retries and fallbacks (providers/fallback.py), prompt warm-up failures.
+        self.tts_retries = Counter(
+            "voicefsm_tts_retries",
+            "TTS prompts asked again of the same provider",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.tts_fallbacks = Counter(
+            "voicefsm_tts_fallbacks",
+            "TTS prompts handed to the fallback provider",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.prompt_warm_failures = Counter(
+            "voicefsm_prompt_warm_failures",
+            "Fixed prompts not warmed at start-up (failed or past the deadline); made at call time",
+            registry=self.registry,
+        )
 
     def call_started(self) -> None:
         self.calls_started += 1
@@ -71,6 +90,25 @@ class Metrics:
         """The loop-lag watchdog saw the event loop blocked for ``seconds``."""
         self.loop_stalls.inc()
         self.loop_stall_seconds.inc(seconds)
+
+    # -- ops: records, TTS resilience, prompt warm-up -------------------------------------------------------
+
+    def watch_records(self, writer: RecordWriter | None) -> None:
+        """Expose the record writer's counts (written, retried, spooled, replayed, lost, queue and spool
+        depth), read when /metrics is scraped."""
+        if writer is not None:
+            self.registry.register(_RecordsCollector(writer))
+
+    def tts_event(self, kind: str, provider: str) -> None:
+        """The TTS wrapper asked ``provider`` again (``kind`` "retry") or fell back to it ("fallback")."""
+        if kind == "retry":
+            self.tts_retries.labels(provider=provider).inc()
+        else:
+            self.tts_fallbacks.labels(provider=provider).inc()
+
+    def prompt_warm_failed(self, count: int = 1) -> None:
+        """Prompts the start-up warm-up could not make (failed, or left at its deadline)."""
+        self.prompt_warm_failures.inc(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -128,3 +166,34 @@ class _PromptCacheCollector(Collector):
         for source, histogram in sorted(stats.first_byte.items()):
             first_byte.add_metric([source], histogram.cumulative(), histogram.total_s)
         yield first_byte
+
+
+class _RecordsCollector(Collector):
+    """The record writer's counts, read at scrape time (nothing on the call path)."""
+
+    def __init__(self, writer: RecordWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.writer
+        counters = (
+            ("written", "Call records written to the database (replayed ones included)", writer.written),
+            ("retried", "Call records written again after a failed attempt", writer.retried),
+            ("spooled", "Call records kept in the on-disk spool while the database was down", writer.spooled),
+            ("replayed", "Call records written from the spool once the database answered", writer.replayed),
+            (
+                "lost",
+                "Call records lost: not kept even in the spool, or refused by the database",
+                writer.lost,
+            ),
+        )
+        for name, what, value in counters:
+            yield CounterMetricFamily(f"voicefsm_records_{name}", what, value)
+        yield GaugeMetricFamily(
+            "voicefsm_records_queue_depth", "Call records in memory waiting for the writer", writer.pending
+        )
+        yield GaugeMetricFamily(
+            "voicefsm_records_spool_depth",
+            "Call records in the spool waiting for the database",
+            writer.spool_depth,
+        )

@@ -4,16 +4,19 @@
 per-call synthesizer factory (so calls go through the cache), and :meth:`PromptCaching.warm`
 synthesizes every fixed prompt of the flow (:mod:`voicefsm.flow.prompts`) before the server
 reports ready, printing a progress line. A prompt that fails to warm is logged and synthesized
-when a call needs it; warming never stops the server from starting.
+when a call needs it; warming never stops the server from starting, and never holds it for long:
+each prompt's audio must start (and go on) within ``VOICEFSM_TTS_DEADLINE_S``, and the whole warm-up
+ends at ``VOICEFSM_PROMPT_WARM_DEADLINE_S``; the prompts left are logged and made at call time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -23,12 +26,14 @@ from rich.table import Table
 
 from voicefsm.errors import ProviderError
 from voicefsm.flow.prompts import fixed_prompts, fixed_texts
-from voicefsm.providers.base import TextToSpeech
+from voicefsm.providers.base import TextCallback, TextToSpeech
 from voicefsm.providers.prompt_cache import PromptCache, VoiceIdentity, WarmedPrompt, voice_identity
 from voicefsm.providers.registry import choose_provider, create_tts, get_tts_class
 from voicefsm.settings import Settings
 
 WarmProgress = Callable[[int, int, WarmedPrompt], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -56,13 +61,42 @@ class PromptCaching:
         self.cache.register_fixed(texts)  # so they reach the disk even when warming is off
         if not self.settings.prompt_warm:
             return []
-        return await self.cache.warm(
-            self.identity,
-            make,
-            texts,
-            concurrency=self.settings.prompt_warm_concurrency,
-            progress=_counting(len(texts), progress),
-        )
+        deadline_s = self.settings.prompt_warm_deadline_s
+        unique = list(dict.fromkeys(texts))
+        done: dict[str, WarmedPrompt] = {}
+        counting = _counting(len(unique), progress)
+
+        def step(result: WarmedPrompt) -> None:
+            done[result.text] = result
+            counting(result)
+
+        chunk_deadline_s = self.settings.tts_deadline_s
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await self.cache.warm(
+                    self.identity,
+                    lambda: _WithDeadline(make(), chunk_deadline_s),
+                    unique,
+                    concurrency=self.settings.prompt_warm_concurrency,
+                    progress=step,
+                )
+        except TimeoutError:
+            reason = (
+                f"not warmed within the start-up deadline (VOICEFSM_PROMPT_WARM_DEADLINE_S={deadline_s:g})"
+            )
+            skipped = [text for text in unique if text not in done]
+            log.warning(
+                "prompt warm-up stopped at its deadline of %g s: %d of %d prompts not warmed (%s); "
+                "each is synthesized when a call first needs it. Check the TTS provider, or raise "
+                "VOICEFSM_PROMPT_WARM_DEADLINE_S",
+                deadline_s,
+                len(skipped),
+                len(unique),
+                "; ".join(repr(text[:30]) for text in skipped[:5]) + ("; ..." if len(skipped) > 5 else ""),
+            )
+            for text in skipped:
+                step(WarmedPrompt(text, None, None, 0.0, error=reason))
+            return [done[text] for text in unique]
 
 
 @contextlib.asynccontextmanager
@@ -118,6 +152,37 @@ async def warm_flow_prompts(
             progress=_counting(len(texts), progress),
         )
         return prompts, results
+
+
+class _WithDeadline:
+    """A warm-up synthesizer whose audio must start, and go on, within ``deadline_s`` (a blackholed
+    provider fails the prompt instead of holding the start-up); the failure is retryable."""
+
+    def __init__(self, inner: TextToSpeech, deadline_s: float) -> None:
+        self.inner = inner
+        self.deadline_s = deadline_s
+        self.on_error: TextCallback | None = None
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        async with contextlib.aclosing(self.inner.synthesize(text)) as chunks:
+            iterator = aiter(chunks)
+            while True:
+                try:
+                    async with asyncio.timeout(self.deadline_s):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderError(
+                        "tts",
+                        f"no audio within {self.deadline_s:g} s (VOICEFSM_TTS_DEADLINE_S)",
+                        retryable=True,
+                    ) from None
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _counting(total: int, progress: WarmProgress | None) -> Callable[[WarmedPrompt], None]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from voicefsm.observability.logs import logging_configured
+
 #: Twilio frames are a few hundred bytes; 64 KiB is refused per message by the parser,
 #: and anything above this cap is refused by the WebSocket layer before it is read whole.
 WS_MAX_SIZE = 1 << 20
@@ -35,6 +37,8 @@ class RunningServer:
 
 def server_config(app: FastAPI, *, log_level: str = "warning", **options: object) -> uvicorn.Config:
     """uvicorn settings voicefsm relies on: a WebSocket size cap and quick pings off."""
+    if logging_configured():  # ops: `serve` set up text/JSON lines; uvicorn's own config would bypass them
+        options.setdefault("log_config", None)
     return uvicorn.Config(
         app,
         log_level=log_level,
