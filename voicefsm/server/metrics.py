@@ -5,7 +5,7 @@ Each app gets its own registry, so two servers in one process (tests, the bridge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -47,6 +47,13 @@ class Metrics:
             "voicefsm_loop_stall_seconds", "Total time the event loop was blocked", registry=self.registry
         )
         self.calls_started = 0
+        # faults: frames a media stream dropped, and its anomalies (see TwilioMediaStream.dropped).
+        self.stream_frames_dropped = Counter(
+            "voicefsm_stream_frames_dropped",
+            "Media-stream frames dropped or anomalies seen, by kind (malformed, dtmf_flood, sequence_gap)",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def call_started(self) -> None:
         self.calls_started += 1
@@ -75,6 +82,13 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+    # faults: one hunk
+    def stream_dropped(self, dropped: Mapping[str, int]) -> None:
+        """Add one media stream's dropped frames and anomalies, by kind (at the end of the stream)."""
+        for kind, count in dropped.items():
+            if count:
+                self.stream_frames_dropped.labels(kind=kind).inc(count)
 
 
 class _PromptCacheCollector(Collector):
