@@ -73,19 +73,38 @@ class FaultLine(VoiceFlow):
     no_match = ask_name.to(give_up)
 
 
+class QuickFaultLine(VoiceFlow):
+    """The fault line with a caller who gets one second to answer (no-input faults)."""
+
+    slots_model = Caller
+
+    greet = Say(GREETING, initial=True, barge_in=False)
+    ask_name = Ask(QUESTION, slot="name", no_input_s=1.0, retries=0)
+    goodbye = Hangup(GOODBYE)
+    give_up = Hangup(GIVE_UP, outcome="no_input")
+
+    spoken = greet.to(ask_name)
+    filled = ask_name.to(goodbye)
+    no_input = ask_name.to(give_up)
+    no_match = ask_name.to(give_up)
+
+
 def open_fds() -> int:
     """This process's open file descriptors."""
     return len(os.listdir("/proc/self/fd"))
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S, what: str = "") -> None:
+async def eventually(
+    predicate: Callable[[], bool], timeout_s: float = WAIT_S, what: str | Callable[[], str] = ""
+) -> None:
     """Wait, bounded, for a condition nothing signals (a file descriptor closing in the kernel)."""
     try:
         async with asyncio.timeout(timeout_s):
             while not predicate():  # noqa: ASYNC110 - the kernel signals nothing when an fd closes
                 await asyncio.sleep(0.005)
     except TimeoutError:
-        raise AssertionError(f"still not true after {timeout_s:g} s: {what or predicate}") from None
+        described = what() if callable(what) else what
+        raise AssertionError(f"still not true after {timeout_s:g} s: {described or predicate}") from None
 
 
 @dataclass
@@ -208,7 +227,7 @@ class Line:
                 if task is not current and not task.done()
             )
 
-        await eventually(lambda: not leftover(), what=lambda: f"tasks left: {leftover()}")  # type: ignore[arg-type]
+        await eventually(lambda: not leftover(), what=lambda: f"tasks left: {leftover()}")
         await eventually(
             lambda: open_fds() <= self.baseline_fds,
             what=f"file descriptors back to {self.baseline_fds}",

@@ -163,6 +163,8 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         self.reconnects = 0
         self.frames_sent = 0
         self.frames_dropped = 0
+        #: Messages the service sent that were not understood (not JSON, or not an object) and ignored.
+        self.messages_ignored = 0
 
         self._hints = RecognitionHints()
         self._pending: collections.deque[bytes] = collections.deque()
@@ -434,6 +436,8 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         text = str(data.get("error") or "")[:200]
         if kind is None:
             # The SDK's own report: a socket error (a close event follows) or an unparsable message.
+            if text.startswith("Failed to parse message"):
+                self.messages_ignored += 1
             log.debug("ElevenLabs STT: %s", text)
         elif kind in TERMINAL_ERRORS or kind in TRANSIENT_ERRORS:
             session.fail(str(kind), text)
