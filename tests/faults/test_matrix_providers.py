@@ -18,15 +18,15 @@ from fakes.azure_fake import API_KEY as AZURE_KEY
 from fakes.azure_fake import FakeAzureSpeech, serve_azure_fake
 from fakes.elevenlabs_fake import API_KEY, FakeElevenLabs, SttSession, serve_fake
 from fastapi import WebSocket
-from websockets.exceptions import ConnectionClosed
 from harness import APOLOGY, FRAME, GIVE_UP, GOODBYE, GREETING, QUESTION, Line, QuickFaultLine, served_line
+from websockets.exceptions import ConnectionClosed
 
 from voicefsm.providers.azure_tts import AzureTextToSpeech
 from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.elevenlabs_stt import ElevenLabsSpeechToText
 from voicefsm.providers.elevenlabs_tts import ElevenLabsTextToSpeech
 from voicefsm.providers.fallback import ResilientTextToSpeech
-from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
+from voicefsm.providers.scripted import ScriptedTextToSpeech
 from voicefsm.telephony.twilio.client import TwilioStreamClient
 
 NAME = "Ada Lovelace"
@@ -275,3 +275,176 @@ async def test_fault_31_tts_stream_cut_short_or_empty(
         assert len(twilio.agent_audio) in (elevenlabs_audio(eleven, 3) + cut, elevenlabs_audio(eleven, 3))
         assert len(twilio.agent_audio) % 160 == 0
         sockets_closed(eleven)
+
+
+class InputTimeoutElevenLabs(FakeElevenLabs):
+    """Closes a recognizer socket with 1008 once no audio has come for ``input_timeout_s``, as the
+    real service does after 20 s."""
+
+    input_timeout_s = 0.6
+
+    async def _stt_session(self, ws: WebSocket, session: SttSession) -> None:
+        watchdog = asyncio.create_task(self._input_timeout(ws, session), name="fake-input-timeout")
+        try:
+            await super()._stt_session(ws, session)
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _input_timeout(self, ws: WebSocket, session: SttSession) -> None:
+        heard = -1
+        while len(session.audio) != heard:
+            heard = len(session.audio)
+            await asyncio.sleep(self.input_timeout_s)  # the service's clock, not a test's wait
+        await self._close(ws, session, 1008)
+
+
+async def test_fault_32_elevenlabs_input_timeout_keepalives(tmp_path: Path) -> None:
+    fake = InputTimeoutElevenLabs()
+    stt = eleven_stt(fake, keepalive_s=0.1)
+    async with serve_fake(fake), served_line(tmp_path, stt_factory=stt) as line:
+        twilio = line.client()
+        await twilio.open()  # then the phone sends no audio at all for a while
+        recognizer = line.stts[0] if line.stts else None
+        await eventually_keepalives(line, count=10)  # a second of a silent line: past the input timeout
+        recognizer = line.stts[0]
+        assert isinstance(recognizer, ElevenLabsSpeechToText)
+        assert [s.server_close_code for s in fake.stt_sessions] == [None]  # kept open by the keepalives
+        await speak_name(fake, twilio)
+        await stream_until(twilio, lambda: twilio.call_sid in line.ended)
+        await line.clean_end(
+            twilio, outcome="completed", heard=ALL_PROMPTS, said=[NAME], slots={"name": NAME}
+        )
+        sockets_closed(fake)
+
+
+async def eventually_keepalives(line: Line, count: int) -> None:
+    from harness import eventually
+
+    def sent() -> int:
+        recognizer = line.stts[0] if line.stts else None
+        return recognizer.keepalives_sent if isinstance(recognizer, ElevenLabsSpeechToText) else 0
+
+    await eventually(lambda: sent() >= count, what=lambda: f"{sent()} keepalives sent")
+
+
+async def test_fault_32_elevenlabs_1008_reconnects(tmp_path: Path) -> None:
+    fake = InputTimeoutElevenLabs()
+    stt = eleven_stt(fake, keepalive_s=None)  # no keepalives: the service's input timeout closes the socket
+    async with serve_fake(fake), served_line(tmp_path, stt_factory=stt) as line:
+        twilio = line.client()
+        await twilio.open()
+        await fake.wait_for(lambda: any(s.server_close_code == 1008 for s in fake.stt_sessions), within_s=5)
+        await fake.wait_for(lambda: len(fake.stt_sessions) >= 2 and fake.stt_sessions[1].accepted)
+        await speak_name(fake, twilio)
+        await stream_until(twilio, lambda: twilio.call_sid in line.ended)
+        await line.clean_end(
+            twilio, outcome="completed", heard=ALL_PROMPTS, said=[NAME], slots={"name": NAME}
+        )
+        recognizer = line.stts[0]
+        assert isinstance(recognizer, ElevenLabsSpeechToText) and recognizer.reconnects >= 1
+        sockets_closed(fake)
+
+
+async def test_fault_32_barge_in_closes_the_synthesis_stream(tmp_path: Path, eleven: FakeElevenLabs) -> None:
+    eleven.tts_faults.extend([None, "endless"])  # the question's audio never ends by itself
+    async with served_line(tmp_path, tts_factory=eleven_tts(eleven)) as line:
+        twilio = line.client()
+        await twilio.open()
+        await eleven.wait_for(lambda: len(eleven.tts_requests) >= 2)
+        await twilio.wait_until(lambda: len(twilio.agent_audio) > 2 * len(eleven.tts_audio))
+        (await line.wait_stt()).say(NAME)  # the caller talks over it
+        await eleven.wait_for(lambda: eleven.tts_requests[1].disconnected)  # its stream was closed
+        await line.clean_end(
+            twilio,
+            outcome="completed",
+            heard=ALL_PROMPTS,
+            said=[NAME],
+            slots={"name": NAME},
+            interrupted=True,
+        )
+        assert twilio.clears >= 1
+        sockets_closed(eleven)
+
+
+@pytest.fixture
+async def azure() -> AsyncIterator[FakeAzureSpeech]:
+    async with serve_azure_fake() as fake:
+        yield fake
+
+
+def azure_tts(fake: FakeAzureSpeech) -> Callable[[], TextToSpeech]:
+    def make() -> TextToSpeech:
+        primary = AzureTextToSpeech(
+            key=AZURE_KEY, host=fake.host, first_chunk_timeout_s=2.0, stop_timeout_s=1.0
+        )
+        return ResilientTextToSpeech(primary, None, deadline_s=3.0, primary_name="azure")
+
+    return make
+
+
+async def test_fault_33_azure_synthesis_canceled(tmp_path: Path, azure: FakeAzureSpeech) -> None:
+    azure.tts_faults.append("close_1011")  # the service cancels the greeting's synthesis mid-stream
+    async with served_line(tmp_path, tts_factory=azure_tts(azure)) as line:
+        twilio = line.client()
+        await twilio.open()
+        await line.wait_stt()
+        await twilio.wait_until(
+            lambda: any(m.startswith("ask_name") for m in twilio.played_marks), timeout_s=10
+        )
+        line.stt().say(NAME, partials=False)
+        await line.clean_end(
+            twilio, outcome="completed", heard=ALL_PROMPTS, said=[NAME], slots={"name": NAME}
+        )
+        tts = line.ttss[0]
+        assert isinstance(tts, ResilientTextToSpeech)
+        assert [kind for kind, _ in tts.events] == ["retry"]
+        assert "ServiceError" in tts.events[0][1] or "cancel" in tts.events[0][1].lower()
+        assert [r.finished for r in azure.tts_requests] == [False, True, True, True]
+
+
+async def test_fault_34_provider_accepts_tcp_and_never_answers(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read the request, answer nothing; end only when the client closes its socket (EOF), so a
+        provider client that left its socket open leaves this task behind for the clean-end check."""
+        held.append(writer)
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    silent = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    def tts() -> TextToSpeech:
+        primary = ElevenLabsTextToSpeech(
+            api_key=API_KEY, base_url=silent, timeout_s=0.6, first_byte_timeout_s=0.3
+        )
+        return ResilientTextToSpeech(
+            primary, ScriptedTextToSpeech, deadline_s=0.4, retries=0, fallback_name="local"
+        )
+
+    def stt() -> SpeechToText:
+        return ElevenLabsSpeechToText(
+            api_key=API_KEY, base_url=silent, connect_timeout_s=0.3, max_retries=1, backoff_base_s=0.01
+        )
+
+    try:
+        async with served_line(tmp_path, tts_factory=tts, stt_factory=stt) as line:
+            twilio = line.client()
+            await twilio.open()
+            record = await line.clean_end(
+                twilio,
+                outcome="error",
+                heard=[GREETING, QUESTION, APOLOGY],
+                interrupted=True,  # the question may be cut short by the recognizer's failure
+            )
+            assert any("handshake" in error.message for error in record.errors)  # the recognizer's deadline
+            tts_events = line.ttss[0]
+            assert isinstance(tts_events, ResilientTextToSpeech)
+            assert {kind for kind, _ in tts_events.events} == {"fallback"}  # each prompt: deadline, fallback
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
