@@ -60,6 +60,7 @@ from voicefsm.flow.kinds import (
     kind_for,
     outcome_of,
 )
+from voicefsm.flow.kinds.do import StepFailedError
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
 from voicefsm.providers.base import TextToSpeech, hints_from_phrases
@@ -660,6 +661,9 @@ class FlowRuntime:
 
     def _fail(self, kind: str, message: str, error: BaseException | None = None) -> None:
         if kind == "flow" and error is not None and not isinstance(error, FlowError):
+            self.call.log.error("%s", message, exc_info=error)
+        elif kind == "step" and error is not None and not isinstance(error, StepFailedError):
+            # faults: a step that raised is a bug in flow code: its traceback, with the CallSid.
             self.call.log.error("%s", message, exc_info=error)
         else:
             self.call.log.warning("%s", message)
