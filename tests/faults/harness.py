@@ -38,7 +38,8 @@ from voicefsm.server.flow_service import FlowService
 from voicefsm.server.serving import RunningServer, running_server
 from voicefsm.settings import Settings
 from voicefsm.telephony.recording import RecordingActions
-from voicefsm.telephony.twilio.client import TwilioStreamClient
+from voicefsm.telephony.twilio.client import ReceivedItem, TwilioStreamClient
+from voicefsm.telephony.twilio.media import OutboundMark, parse_outbound
 
 GREETING = "Welcome to the fault line."
 QUESTION = "What is your name?"
@@ -87,6 +88,39 @@ class QuickFaultLine(VoiceFlow):
     filled = ask_name.to(goodbye)
     no_input = ask_name.to(give_up)
     no_match = ask_name.to(give_up)
+
+
+class HoldingPhone(TwilioStreamClient):
+    """A phone on which a prompt plays for as long as the test needs: the marks whose name starts
+    with ``hold`` are not echoed until a ``clear`` (a barge-in) comes, which echoes them at once.
+    So a barge-in always lands while the prompt is playing, however loaded the machine is."""
+
+    def __init__(self, url: str, *, hold: str = "ask_name", **options: Any) -> None:
+        super().__init__(url, **options)
+        self.hold = hold
+
+    async def _handle(self, frame: str | bytes) -> None:
+        message = parse_outbound(frame)
+        if isinstance(message, OutboundMark) and message.name.startswith(self.hold):
+            self.received.append(ReceivedItem("mark", name=message.name))
+            self._pending_marks.append((message.name, float("inf")))
+            async with self._changed:
+                self._changed.notify_all()
+            return
+        await super()._handle(frame)
+
+    async def release(self) -> None:
+        """The held prompts finish playing: their marks are echoed as played."""
+        held = [name for name, _ in self._pending_marks if name.startswith(self.hold)]
+        self._pending_marks = [(n, due) for n, due in self._pending_marks if n not in held]
+        for name in held:
+            await self._echo(name)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def held(self) -> bool:
+        """A held prompt's mark has arrived: the prompt is playing now."""
+        return any(name.startswith(self.hold) for name, _ in self._pending_marks)
 
 
 def open_fds(*, except_under: Path | None = None) -> int:
@@ -147,6 +181,10 @@ class Line:
 
     def client(self, **options: Any) -> TwilioStreamClient:
         return TwilioStreamClient(self.stream_url, **options)
+
+    def holding_client(self, hold: str = "ask_name", **options: Any) -> HoldingPhone:
+        """A phone that keeps the prompt of state ``hold`` playing until a barge-in clears it."""
+        return HoldingPhone(self.stream_url, hold=hold, **options)
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample of the server's Prometheus metrics (0 when it was never set)."""

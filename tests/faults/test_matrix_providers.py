@@ -57,7 +57,7 @@ def eleven_stt(fake: FakeElevenLabs, **options: Any) -> Callable[[], SpeechToTex
 
 
 def eleven_tts(
-    fake: FakeElevenLabs, *, fallback: bool = True, deadline_s: float = 1.0
+    fake: FakeElevenLabs, *, fallback: bool = True, deadline_s: float = 5.0
 ) -> Callable[[], TextToSpeech]:
     def make() -> TextToSpeech:
         primary = ElevenLabsTextToSpeech(
@@ -88,7 +88,7 @@ async def speak_name(fake: FakeElevenLabs, twilio: TwilioStreamClient, name: str
         await twilio.send_media(FRAME)
 
 
-async def stream_until(twilio: TwilioStreamClient, done: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def stream_until(twilio: TwilioStreamClient, done: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Send line audio (20 ms frames, paced) until ``done()``, as a phone line always does."""
     async with asyncio.timeout(timeout_s):
         while not done() and not twilio.closed:
@@ -252,8 +252,10 @@ async def test_fault_30_tts_hangs_before_the_first_byte(tmp_path: Path, eleven: 
         )
         tts = line.ttss[0]
         assert isinstance(tts, ResilientTextToSpeech)
-        assert [kind for kind, _ in tts.events] == ["retry", "fallback"]
-        assert all("no audio within" in reason or "first" in reason for _, reason in tts.events)
+        # The greeting: its first byte never came, twice; the fallback voice said it. (Later prompts
+        # have the same 1 s deadline; a very loaded machine may add events after these two.)
+        assert [kind for kind, _ in tts.events[:2]] == ["retry", "fallback"]
+        assert all("no audio within" in reason for _, reason in tts.events[:2])
 
 
 @pytest.mark.parametrize("fault", ["truncate", "empty"])
@@ -281,7 +283,7 @@ class InputTimeoutElevenLabs(FakeElevenLabs):
     """Closes a recognizer socket with 1008 once no audio has come for ``input_timeout_s``, as the
     real service does after 20 s."""
 
-    input_timeout_s = 0.6
+    input_timeout_s = 1.0
 
     async def _stt_session(self, ws: WebSocket, session: SttSession) -> None:
         watchdog = asyncio.create_task(self._input_timeout(ws, session), name="fake-input-timeout")
@@ -306,7 +308,7 @@ async def test_fault_32_elevenlabs_input_timeout_keepalives(tmp_path: Path) -> N
         twilio = line.client()
         await twilio.open()  # then the phone sends no audio at all for a while
         recognizer = line.stts[0] if line.stts else None
-        await eventually_keepalives(line, count=10)  # a second of a silent line: past the input timeout
+        await eventually_keepalives(line, count=15)  # 1.5 s of a silent line: past the input timeout
         recognizer = line.stts[0]
         assert isinstance(recognizer, ElevenLabsSpeechToText)
         assert [s.server_close_code for s in fake.stt_sessions] == [None]  # kept open by the keepalives
@@ -398,9 +400,10 @@ async def test_fault_33_azure_synthesis_canceled(tmp_path: Path, azure: FakeAzur
         )
         tts = line.ttss[0]
         assert isinstance(tts, ResilientTextToSpeech)
-        assert [kind for kind, _ in tts.events] == ["retry"]
+        assert [kind for kind, _ in tts.events][:1] == ["retry"]
         assert "ServiceError" in tts.events[0][1] or "cancel" in tts.events[0][1].lower()
-        assert [r.finished for r in azure.tts_requests] == [False, True, True, True]
+        assert not azure.tts_requests[0].finished  # canceled mid-stream
+        assert sum(r.finished for r in azure.tts_requests) == len(ALL_PROMPTS)  # then each prompt whole
 
 
 async def test_fault_34_provider_accepts_tcp_and_never_answers(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import gc
 import resource
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,6 @@ import httpx
 import pytest
 from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN, Fault, TwilioRestFake
 from harness import (
-    FAST_SPEECH_MS_PER_CHARACTER,
     GOODBYE,
     GREETING,
     QUESTION,
@@ -238,10 +238,10 @@ class StuckLine(VoiceFlow):
     no_input = ask_name.to(give_up)
     no_match = ask_name.to(give_up)
 
-    block_s: ClassVar[float] = 0.0
+    unblock: ClassVar[threading.Event] = threading.Event()
 
     def on_enter_ask_name(self) -> None:
-        time.sleep(type(self).block_s)  # the mistake: blocking I/O in a hook
+        type(self).unblock.wait(10.0)  # the mistake: blocking I/O in a hook (a slow sync HTTP call)
 
     async def forever(self) -> str:
         await asyncio.Event().wait()
@@ -249,20 +249,21 @@ class StuckLine(VoiceFlow):
 
 
 async def test_fault_39_flow_code_blocks_or_never_returns(tmp_path: Path) -> None:
-    StuckLine.block_s = 1.0
+    StuckLine.unblock = threading.Event()
     async with served_line(tmp_path, flow=StuckLine) as line:
         stuck = line.client()
         await stuck.open()
-        await stuck.wait_for("mark")  # the greeting played; the hook now blocks for a second
-        # Another call on the same server keeps its timing: marks come back at once, not after the block.
+        await stuck.wait_for("mark")  # the greeting played; the hook now blocks (up to 10 s)
+        # Another call on the same server is served meanwhile: it gets its greeting and its marks
+        # while the hook still blocks, which it could not if the hook held the event loop.
         other = line.client()
-        started = time.monotonic()
         await other.open()
         await other.wait_for("mark")
-        assert time.monotonic() - started < 0.6
+        assert not StuckLine.unblock.is_set()
         await other.stop()
         await line.wait_ended(other.call_sid)
         await other.close()
+        StuckLine.unblock.set()
         await answer_name(line, stuck, NAME)  # then the step never returns: its timeout ends it
         record = await line.clean_end(
             stuck,
@@ -309,27 +310,22 @@ async def test_fault_40_flow_never_reaches_a_final_state(tmp_path: Path) -> None
 
 
 async def test_fault_41_events_after_the_final_state(tmp_path: Path) -> None:
-    async with served_line(tmp_path, tts_factory=fast_speech) as line:
-        twilio = line.client(playback="realtime")
+    async with served_line(tmp_path) as line:
+        twilio = line.holding_client(hold="goodbye")  # the goodbye plays until the test lets it end
         await twilio.open()
         await answer_name(line, twilio, NAME)
-        await twilio.wait_until(
-            lambda: any(m.name and m.name.startswith("goodbye") for m in twilio.items("mark"))
-        )
+        await twilio.wait_until(twilio.held)
         # The flow is final and saying goodbye: a late final, a late key, a late (stale) mark.
         line.stt().say("wait, one more thing")
         await twilio.press("1")
         await twilio.send_raw(
             mark_echo_message(twilio.stream_sid, twilio.played_marks[0], sequence_number=999)
         )
+        await twilio.release()
         record = await line.clean_end(twilio, **NORMAL)  # type: ignore[arg-type]
         assert line.sessions_closed.count(twilio.call_sid) == 1  # no second teardown
         assert [step.target for step in record.path][-1] == "goodbye"
         assert line.metric("voicefsm_calls_total", outcome="completed") == 1
-
-
-def fast_speech() -> ScriptedTextToSpeech:
-    return ScriptedTextToSpeech(ms_per_character=FAST_SPEECH_MS_PER_CHARACTER)
 
 
 # -- 42-45: churn, capacity, back-pressure, pacing ----------------------------------------------------
@@ -389,7 +385,7 @@ async def test_fault_42_a_thousand_connect_and_disconnect_cycles(tmp_path: Path)
         gc.collect()
         rss_after = rss_kib()
         # The first cycles grow the allocator's arenas and SQLite's page cache; after them, RSS holds.
-        assert rss_after - rss_half < 8_000, f"RSS grew {rss_after - rss_half} KiB over the last 500 cycles"
+        assert rss_after - rss_half < 10_000, f"RSS grew {rss_after - rss_half} KiB over the last 500 cycles"
         assert rss_after - rss_before < 40_000, f"RSS grew {rss_after - rss_before} KiB over 1000 cycles"
         assert all(stt.stopped for stt in line.stts)  # type: ignore[attr-defined]
         await line.writer.flush()
@@ -458,25 +454,26 @@ async def test_fault_44_phone_stops_reading(tmp_path: Path) -> None:
 
 
 async def test_fault_45_synthesizer_ten_times_faster_than_speech(tmp_path: Path) -> None:
-    limits = CallLimits(idle_timeout_s=5.0, handler_grace_s=2.0, send_ahead_s=0.4)
-    async with served_line(tmp_path, limits=limits) as line:  # scripted speech arrives at once: >10x
-        twilio = line.client(playback="realtime")
+    ahead_s = 0.4
+    limits = CallLimits(idle_timeout_s=5.0, handler_grace_s=2.0, send_ahead_s=ahead_s)
+    async with served_line(tmp_path, limits=limits) as line:  # scripted speech comes at once: far over 10x
+        twilio = line.holding_client()
         await twilio.open()
         await twilio.wait_for("mark")  # the greeting: ~1.7 s of audio
         items = twilio.items("media")
-        sent_over_s = items[-1].at - items[0].at
         greeting_s = ScriptedTextToSpeech().audio_bytes_for(GREETING) / 8000
-        assert sent_over_s >= greeting_s - 0.4 - 0.2, "the audio was not paced to playback"
-        # The question is paced too, and a barge-in still clears at once.
-        await twilio.wait_until(
-            lambda: (
-                any(m.name and m.name.startswith("ask_name") for m in twilio.items("mark"))
-                or len(twilio.items("media")) > len(items) + 5
-            )
-        )
+        # Unpaced, all of it would arrive within milliseconds; paced, it is spread over the
+        # greeting's length less the lead (half of that, for a loaded machine's delays).
+        assert items[-1].at - items[0].at >= (greeting_s - ahead_s) / 2, "the audio was not paced"
+        # A barge-in while the question is being paced out: the clear goes at once, and after it the
+        # phone gets the goodbye and nothing more of the question.
+        await twilio.wait_until(lambda: len(twilio.items("media")) > len(items))
         line.stt().say(NAME)
         await twilio.wait_for("clear")
         record = await line.clean_end(
             twilio, outcome="completed", heard=ALL_PROMPTS, said=[NAME], interrupted=True
         )
         assert record.transcript[1].interrupted
+        clear_at = twilio.received.index(twilio.items("clear")[0])
+        after = sum(len(item.payload) for item in twilio.received[clear_at:] if item.kind == "media")
+        assert after == ScriptedTextToSpeech().audio_bytes_for(GOODBYE)
