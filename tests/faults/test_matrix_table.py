@@ -43,11 +43,15 @@ def table_rows() -> dict[int, list[tuple[str, str, int]]]:
 
 
 def fault_tests(path: Path) -> set[str]:
-    """The names of the numbered fault test functions defined at the top of ``path``."""
+    """The names of the numbered fault tests in ``path`` (module functions, or methods of its classes)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = [
+        *tree.body,
+        *(item for node in tree.body if isinstance(node, ast.ClassDef) for item in node.body),
+    ]
     return {
         node.name
-        for node in tree.body
+        for node in nodes
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and NAME.match(node.name)
     }
 
