@@ -47,8 +47,6 @@ GOODBYE = "Thank you, goodbye."
 GIVE_UP = "Sorry, I could not hear you. Goodbye."
 APOLOGY = "Sorry, something went wrong on our side. Please call again later."
 FRAME = b"\xff" * 160
-#: A brisk synthesizer for tests whose phone plays audio in real time (a third of the default length).
-FAST_SPEECH_MS_PER_CHARACTER = 20
 WAIT_S = 5.0
 
 
@@ -387,11 +385,3 @@ async def answer_name(line: Line, twilio: TwilioStreamClient, name: str = "Ada L
     """Hear the question, then say ``name`` (as the caller's recognizer would report it)."""
     await twilio.wait_until(lambda: any(m.startswith("ask_name") for m in twilio.played_marks))
     line.call_stt(twilio.call_sid).say(name, partials=False)
-
-
-async def a_normal_call(line: Line, **client: Any) -> TwilioStreamClient:
-    """A whole call that goes right: greeting, question, answer, goodbye; returns its client."""
-    twilio = line.client(**client)
-    await twilio.open()
-    await answer_name(line, twilio)
-    return twilio

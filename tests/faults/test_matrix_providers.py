@@ -18,7 +18,18 @@ from fakes.azure_fake import API_KEY as AZURE_KEY
 from fakes.azure_fake import FakeAzureSpeech, serve_azure_fake
 from fakes.elevenlabs_fake import API_KEY, FakeElevenLabs, SttSession, serve_fake
 from fastapi import WebSocket
-from harness import APOLOGY, FRAME, GIVE_UP, GOODBYE, GREETING, QUESTION, Line, QuickFaultLine, served_line
+from harness import (
+    APOLOGY,
+    FRAME,
+    GIVE_UP,
+    GOODBYE,
+    GREETING,
+    QUESTION,
+    Line,
+    QuickFaultLine,
+    eventually,
+    served_line,
+)
 from websockets.exceptions import ConnectionClosed
 
 from voicefsm.providers.azure_tts import AzureTextToSpeech
@@ -307,7 +318,6 @@ async def test_fault_32_elevenlabs_input_timeout_keepalives(tmp_path: Path) -> N
     async with serve_fake(fake), served_line(tmp_path, stt_factory=stt) as line:
         twilio = line.client()
         await twilio.open()  # then the phone sends no audio at all for a while
-        recognizer = line.stts[0] if line.stts else None
         await eventually_keepalives(line, count=15)  # 1.5 s of a silent line: past the input timeout
         recognizer = line.stts[0]
         assert isinstance(recognizer, ElevenLabsSpeechToText)
@@ -321,8 +331,6 @@ async def test_fault_32_elevenlabs_input_timeout_keepalives(tmp_path: Path) -> N
 
 
 async def eventually_keepalives(line: Line, count: int) -> None:
-    from harness import eventually
-
     def sent() -> int:
         recognizer = line.stts[0] if line.stts else None
         return recognizer.keepalives_sent if isinstance(recognizer, ElevenLabsSpeechToText) else 0

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fakes.twilio_rest_fake import ACCOUNT_SID, AUTH_TOKEN, Fault, TwilioRestFake
 from harness import (
+    APOLOGY,
     GOODBYE,
     GREETING,
     QUESTION,
@@ -47,7 +48,6 @@ from voicefsm.telephony.twilio.rest import TwilioRest
 NAME = "Ada Lovelace"
 ALL_PROMPTS = [GREETING, QUESTION, GOODBYE]
 NORMAL = {"outcome": "completed", "heard": ALL_PROMPTS, "said": [NAME], "slots": {"name": NAME}}
-APOLOGY = "Sorry, something went wrong on our side. Please call again later."
 
 
 # -- 35: Twilio's REST API fails ---------------------------------------------------------------------
