@@ -15,6 +15,9 @@ error or timeout, ``transcriber_error``, ``queue_overflow``, ``resource_exhauste
 ``stable_session_s``, resets that budget. Terminal ones (bad key, quota, rate limit, rejected
 settings or audio) end recognition at once. Either way ``on_error`` hears about the end once.
 
+When the caller's audio stops coming (a line on hold, a far end that stalled) for ``keepalive_s``,
+a frame of silence is sent, so the service does not close the idle socket (its input timeout).
+
 Echo discard, the one-start rule and the idempotent stop come from
 :class:`~voicefsm.providers.streaming.StreamingRecognizer`.
 
@@ -53,6 +56,8 @@ PROVIDER = "elevenlabs-stt"
 INSTALL_HINT = "pip install 'voicefsm[elevenlabs]'"
 DEFAULT_MODEL_ID = "scribe_v2_realtime"
 SAMPLE_RATE = 8000
+#: One 20 ms frame of mu-law silence, base64: what a quiet line sends to keep the socket open.
+KEEPALIVE_AUDIO = base64.b64encode(b"\xff" * 160).decode("ascii")
 MAX_KEYTERMS = 50
 MAX_KEYTERM_CHARS = 20
 
@@ -122,6 +127,7 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         backoff_base_s: float = 0.25,
         backoff_max_s: float = 4.0,
         stable_session_s: float = 5.0,
+        keepalive_s: float | None = 5.0,
         buffer_frames: int = 250,
         batch_frames: int = 5,
         clock: Callable[[], float] = time.monotonic,
@@ -148,6 +154,9 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.stable_session_s = stable_session_s
+        #: Send a frame of silence after this long without caller audio (the service's input timeout is 20 s).
+        self.keepalive_s = keepalive_s
+        self.keepalives_sent = 0
         self.buffer_frames = buffer_frames
         self.batch_frames = max(1, batch_frames)
         self._realtime_sdk = realtime
@@ -163,6 +172,8 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         self.reconnects = 0
         self.frames_sent = 0
         self.frames_dropped = 0
+        #: Messages the service sent that were not understood (not JSON, or not an object) and ignored.
+        self.messages_ignored = 0
 
         self._hints = RecognitionHints()
         self._pending: collections.deque[bytes] = collections.deque()
@@ -262,7 +273,13 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
                         await conn.commit()  # flush the last utterance: no more audio will come
                         committed_end = True
                     self._frames_ready.clear()
-                    await self._frames_ready.wait()
+                    if self.keepalive_s is None or self._audio_ended:
+                        await self._frames_ready.wait()
+                    elif not await _set_within(self._frames_ready, self.keepalive_s):
+                        # No caller audio for a while (a line on hold, a stalled far end): the
+                        # service closes an idle socket (1008, input timeout), so send silence.
+                        await conn.send({"audio_base_64": KEEPALIVE_AUDIO})
+                        self.keepalives_sent += 1
                     continue
                 batch = [self._pending.popleft() for _ in range(min(self.batch_frames, len(self._pending)))]
                 try:
@@ -434,6 +451,8 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
         text = str(data.get("error") or "")[:200]
         if kind is None:
             # The SDK's own report: a socket error (a close event follows) or an unparsable message.
+            if text.startswith("Failed to parse message"):
+                self.messages_ignored += 1
             log.debug("ElevenLabs STT: %s", text)
         elif kind in TERMINAL_ERRORS or kind in TRANSIENT_ERRORS:
             session.fail(str(kind), text)
@@ -445,6 +464,16 @@ class ElevenLabsSpeechToText(StreamingRecognizer):
             session.close_code = info.get("code")
             session.close_reason = info.get("reason") or None
         session.done.set()
+
+
+async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` at most ``timeout_s``; whether it was set."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _transcript(data: Any) -> str | None:

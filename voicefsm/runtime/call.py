@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 CallListener = Callable[[CallEvent], None]
 SttFactory = Callable[[], SpeechToText]
 
+#: Mu-law audio plays at 8000 bytes a second.
+ULAW_BYTES_PER_S = 8000
 #: 10 s of caller audio: a recognizer further behind than this has stalled, so old frames go.
 INBOUND_MAX_FRAMES = 500
 
@@ -105,6 +107,9 @@ class Call:
         self.inbound_sink: Callable[[bytes], None] | None = None
         self._outbound: collections.deque[OutboundItem] = collections.deque()
         self._outbound_ready = asyncio.Event()
+        #: :meth:`speak` keeps a prompt's audio at most this many seconds ahead of real time (the
+        #: driver sets it for far ends that play in real time); None sends audio as fast as it comes.
+        self.send_ahead_s: float | None = None
 
         self._marks = MarkLedger()
         self._mark_waiters: dict[str, asyncio.Future[MarkOutcome]] = {}
@@ -291,6 +296,7 @@ class Call:
             self.stt.set_speaking(True)
         framer = Framer()
         sent_bytes = 0
+        began = self.loop.time()
         try:
             try:
                 # aclosing: a generator left early is closed now, not later by the garbage collector.
@@ -301,6 +307,7 @@ class Call:
                         for frame in framer.push(chunk):
                             self.put_outbound(frame)
                             sent_bytes += len(frame)
+                        await self._pace(began, sent_bytes)
                 tail = framer.flush()
                 if tail:
                     self.put_outbound(tail)
@@ -328,6 +335,14 @@ class Call:
         if outcome is MarkOutcome.INTERRUPTED:
             return SpeakResult(text, "", interrupted=True)
         return SpeakResult(text, "", call_disconnected=True)
+
+    async def _pace(self, began: float, sent_bytes: int) -> None:
+        """Wait while the audio queued since ``began`` runs more than ``send_ahead_s`` ahead of playback."""
+        if self.send_ahead_s is None:
+            return
+        ahead_s = began + sent_bytes / ULAW_BYTES_PER_S - self.loop.time() - self.send_ahead_s
+        if ahead_s > 0:
+            await asyncio.sleep(ahead_s)  # a barge-in cancels this like any other wait in speak()
 
     def _speak_failed(self, tts: TextToSpeech, text: str, reason: str) -> SpeakResult:
         self.log.warning("could not speak %r: %s", text[:40], reason)

@@ -48,6 +48,12 @@ class CallLimits:
     #: ``finish_s`` (flow/kinds/do.py MAX_FINISH_S), so a write that must finish after a hang-up can.
     handler_grace_s: float = 10.0
     close_timeout_s: float = 5.0
+    #: A far end that takes longer than this to accept one frame has stopped reading (a full TCP
+    #: window): the call ends rather than queue audio for it without bound. None: wait for ever.
+    send_timeout_s: float | None = 10.0
+    #: On a far end that plays in real time (Twilio), agent audio is sent at most this far ahead
+    #: of playback, so a synthesizer 10x faster than speech never fills the phone's buffer.
+    send_ahead_s: float | None = 30.0
 
 
 async def wait_for_start(far_end: FarEnd, timeout_s: float) -> CallStarted | None:
@@ -103,8 +109,12 @@ async def _drive(session: CallSession, far_end: FarEnd, limits: CallLimits) -> s
     try:
         await call.start_stt()
         playout = None if far_end.echoes_marks else Playout(session.clock)
+        if far_end.echoes_marks:
+            call.send_ahead_s = limits.send_ahead_s
         tasks["receive"] = asyncio.create_task(_receive_pump(call, far_end, limits), name="call-receive")
-        tasks["send"] = asyncio.create_task(_send_pump(call, far_end, playout), name="call-send")
+        tasks["send"] = asyncio.create_task(
+            _send_pump(call, far_end, playout, limits.send_timeout_s), name="call-send"
+        )
         tasks["hangup"] = asyncio.create_task(_hangup_watch(call), name="call-hangup")
         if session.handler is not None:
             tasks["handler"] = asyncio.create_task(_run_handler(call, session.handler), name="call-handler")
@@ -192,12 +202,15 @@ async def _receive_until_closed(
             call.log.warning("the far end started the call twice; the second start is ignored")
 
 
-async def _send_pump(call: Call, far_end: FarEnd, playout: Playout | None) -> str:
+async def _send_pump(call: Call, far_end: FarEnd, playout: Playout | None, timeout_s: float | None) -> str:
     while (item := await call.next_outbound()) is not None:
         try:
-            await far_end.send(item)
+            async with asyncio.timeout(timeout_s):
+                await far_end.send(item)
         except TransportClosed as exc:
             return f"connection lost ({exc})"
+        except TimeoutError:
+            return f"connection lost (the far end took no audio for {timeout_s:g} s)"
         if playout is not None and (mark := await playout.played(item)) is not None:
             call.mark_echoed(mark)
     return "ended"

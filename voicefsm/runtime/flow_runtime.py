@@ -62,6 +62,7 @@ from voicefsm.flow.kinds import (
     outcome_of,
 )
 from voicefsm.flow.prompts import next_prompt
+from voicefsm.flow.kinds.do import StepFailedError
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
 from voicefsm.observability.tracing import span
@@ -788,6 +789,9 @@ class FlowRuntime:
 
     def _fail(self, kind: str, message: str, error: BaseException | None = None) -> None:
         if kind == "flow" and error is not None and not isinstance(error, FlowError):
+            self.call.log.error("%s", message, exc_info=error)
+        elif kind == "step" and error is not None and not isinstance(error, StepFailedError):
+            # faults: a step that raised is a bug in flow code: its traceback, with the CallSid.
             self.call.log.error("%s", message, exc_info=error)
         else:
             self.call.log.warning("%s", message)

@@ -66,6 +66,13 @@ class Metrics:
             "Fixed prompts not warmed at start-up (failed or past the deadline); made at call time",
             registry=self.registry,
         )
+        # faults: frames a media stream dropped, and its anomalies (see TwilioMediaStream.dropped).
+        self.stream_frames_dropped = Counter(
+            "voicefsm_stream_frames_dropped",
+            "Media-stream frames dropped or anomalies seen, by kind (malformed, dtmf_flood, sequence_gap)",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def call_started(self) -> None:
         self.calls_started += 1
@@ -132,6 +139,13 @@ class Metrics:
         for stage, seconds in stages.items():
             if seconds is not None:
                 histogram.labels(stage=stage).observe(seconds)
+
+    # faults: one hunk
+    def stream_dropped(self, dropped: Mapping[str, int]) -> None:
+        """Add one media stream's dropped frames and anomalies, by kind (at the end of the stream)."""
+        for kind, count in dropped.items():
+            if count:
+                self.stream_frames_dropped.labels(kind=kind).inc(count)
 
 
 class _PromptCacheCollector(Collector):

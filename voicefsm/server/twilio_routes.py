@@ -136,6 +136,13 @@ async def media_stream(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     far_end = TwilioMediaStream(websocket)
+    try:
+        await _run_stream(state, far_end)
+    finally:
+        state.metrics.stream_dropped(far_end.dropped)  # faults: dropped frames counted in /metrics
+
+
+async def _run_stream(state: ServerState, far_end: TwilioMediaStream) -> None:
     limits = state.services.limits
     started = await wait_for_start(far_end, limits.start_timeout_s)
     if started is None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -20,8 +22,12 @@ from voicefsm.core.events import FarEndEvent
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.errors import TransportClosed
 from voicefsm.telephony.twilio.media import (
+    Dtmf,
     MalformedMessage,
+    Mark,
+    Media,
     Start,
+    Stop,
     clear_message,
     mark_message,
     media_message,
@@ -31,6 +37,11 @@ from voicefsm.telephony.twilio.media import (
 
 log = logging.getLogger(__name__)
 
+#: Keypad presses a caller can make in a burst, and per second after it: a phone's DTMF tones last
+#: at least 40 ms with 40 ms gaps (about 12 a second), so more than this is a flood, not a caller.
+DTMF_BURST = 20
+DTMF_PER_S = 10.0
+
 
 class TwilioMediaStream:
     """A :class:`~voicefsm.transports.base.FarEnd` over an accepted Starlette WebSocket."""
@@ -38,11 +49,18 @@ class TwilioMediaStream:
     #: Twilio echoes each mark once the audio before it has played (or was cleared).
     echoes_marks = True
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.websocket = websocket
         self.stream_sid: str | None = None
+        #: Frames dropped or anomalies seen, by kind: the malformed kinds of
+        #: :class:`~voicefsm.telephony.twilio.media.MalformedKind`, ``dtmf_flood`` (presses over the
+        #: keypad rate), ``sequence_gap`` (sequence numbers that never came) and ``sequence_reordered``.
         self.dropped: Counter[str] = Counter()
         self._closed = False
+        self._clock = clock
+        self._last_sequence: int | None = None
+        self._dtmf_allowance = float(DTMF_BURST)
+        self._dtmf_at = clock()
 
     @property
     def started(self) -> bool:
@@ -71,6 +89,10 @@ class TwilioMediaStream:
                     log.warning("stream %s sent a second start; ignored", self.stream_sid)
                     continue
                 self.stream_sid = parsed.stream_sid
+            if isinstance(parsed, Media | Dtmf | Mark | Stop | Start):
+                self._sequence(parsed.sequence_number)
+            if isinstance(parsed, Dtmf) and not self._dtmf_allowed():
+                continue
             event = neutral_event(parsed)
             if event is not None:
                 return event
@@ -81,6 +103,40 @@ class TwilioMediaStream:
         self.dropped[kind] += 1
         if self.dropped[kind] == 1:  # once per kind: a flood of bad frames must not flood the log
             log.warning("stream %s: %s", self.stream_sid or "(not started)", malformed)
+
+    def _sequence(self, number: int | None) -> None:
+        """Count gaps and reordering in Twilio's ``sequenceNumber``; the frames themselves are kept."""
+        if number is None:
+            return
+        last = self._last_sequence
+        if last is not None:
+            if number > last + 1:
+                self.dropped["sequence_gap"] += number - last - 1
+            elif number <= last:
+                self.dropped["sequence_reordered"] += 1
+                if self.dropped["sequence_reordered"] == 1:
+                    log.info("stream %s: sequence number %d after %d", self.stream_sid, number, last)
+                return
+        self._last_sequence = number
+
+    def _dtmf_allowed(self) -> bool:
+        """A token bucket over keypad presses: a flood past :data:`DTMF_BURST` is dropped and counted."""
+        now = self._clock()
+        self._dtmf_allowance = min(
+            float(DTMF_BURST), self._dtmf_allowance + (now - self._dtmf_at) * DTMF_PER_S
+        )
+        self._dtmf_at = now
+        if self._dtmf_allowance >= 1.0:
+            self._dtmf_allowance -= 1.0
+            return True
+        self.dropped["dtmf_flood"] += 1
+        if self.dropped["dtmf_flood"] == 1:
+            log.warning(
+                "stream %s: keypad presses faster than %g a second; the excess is dropped",
+                self.stream_sid,
+                DTMF_PER_S,
+            )
+        return False
 
     async def send(self, item: OutboundItem) -> None:
         if self._closed or self.stream_sid is None:
