@@ -61,8 +61,8 @@ from voicefsm.flow.kinds import (
     kind_for,
     outcome_of,
 )
-from voicefsm.flow.prompts import next_prompt
 from voicefsm.flow.kinds.do import StepFailedError
+from voicefsm.flow.prompts import next_prompt
 from voicefsm.flow.resources import Resources
 from voicefsm.flow.slots import render_template, template_values
 from voicefsm.observability.tracing import span
