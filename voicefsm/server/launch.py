@@ -131,7 +131,8 @@ async def flow_app(
             contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
         )
         async with (
-            RecordWriter(store) as writer,
+            # Records left at shutdown get 2 s: SIGTERM to exit stays within 25 s (drain 20 + hang-up 3 + 2).
+            RecordWriter(store, drain_timeout_s=2.0) as writer,
             opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
