@@ -2,7 +2,8 @@
 
 - **Body size**: ``/twilio/*`` bodies may be ``VOICEFSM_MAX_WEBHOOK_BYTES`` (64 KiB), everything else
   ``VOICEFSM_MAX_REQUEST_BYTES`` (2 MiB). A declared ``Content-Length`` over the limit gets 413 before a
-  byte is read; a chunked body is read up to the limit and gets 413 the moment it passes it.
+  byte is read; a chunked body is kept up to the limit and gets 413 the moment it passes it (the
+  rest, up to 1 MiB, is read and thrown away so the client can read the answer).
 - **Rates**: ``/twilio/*`` and ``/api/*`` requests pass a token bucket per client address
   (``VOICEFSM_RATE_LIMIT_PER_IP`` per second, bursts of twice that) and one for all clients together
   (``VOICEFSM_RATE_LIMIT_GLOBAL``); over either, 429 with ``Retry-After``. WebSocket upgrades of the
@@ -44,6 +45,8 @@ LIMITED_PREFIXES = ("/twilio/", "/api/")
 LOGIN_PATH = "/login"
 #: Client addresses remembered per bucket table; the least recently seen are forgotten first.
 MAX_TRACKED_CLIENTS = 10_000
+#: How much of a refused chunked body is read and thrown away so the client gets to read the 413.
+DISCARD_BYTES = 1024 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -249,7 +252,12 @@ class LimitsMiddleware:
             body = await _read_at_most(receive, limit)
             if body is None:
                 limits.limited.labels(reason="body_too_large").inc()
-                await _send_refusal(send, 413, f"the request body is over the {limit} bytes accepted")
+                start, refusal = _refusal(413, f"the request body is over the {limit} bytes accepted")
+                await send(start)
+                # Discard (never keep) a bounded rest, so the client that is still sending reads the 413
+                # instead of a connection reset; a longer body is cut off when the connection closes.
+                await _discard(receive, DISCARD_BYTES)
+                await send(refusal)
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
@@ -280,6 +288,17 @@ async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _discard(receive: Receive, at_most: int) -> None:
+    seen = 0
+    while seen <= at_most:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
