@@ -235,14 +235,20 @@ def test_a_token_bucket_refills_at_its_rate() -> None:
     assert TokenBuckets(0, 0).take("a") == 0.0  # rate 0: no limit
 
 
+#: A client behind the (trusted) loopback proxy; loopback itself has no per-address bucket.
+BEHIND_PROXY = {"VOICEFSM_TRUSTED_PROXIES": "127.0.0.1"}
+CLIENT = {"x-forwarded-for": "203.0.113.7"}
+
+
 async def test_a_client_over_its_rate_gets_429_with_retry_after() -> None:
-    async with served(make_settings(VOICEFSM_RATE_LIMIT_PER_IP=1)) as (_, http):
-        answers = [await http.get("/api/calls") for _ in range(3)]
+    async with served(make_settings(VOICEFSM_RATE_LIMIT_PER_IP=1, **BEHIND_PROXY)) as (_, http):
+        answers = [await http.get("/api/calls", headers=CLIENT) for _ in range(3)]
         assert [a.status_code for a in answers[:2]] != [429, 429]
         assert answers[2].status_code == 429
         assert int(answers[2].headers["retry-after"]) >= 1
         assert "retry" in answers[2].json()["detail"]
-        assert (await http.get("/healthz")).status_code == 200  # health checks are not limited
+        assert (await http.get("/healthz", headers=CLIENT)).status_code == 200  # health is not limited
+        assert (await http.get("/api/calls")).status_code == 200  # loopback itself: only the global limit
 
 
 async def test_the_global_rate_limits_every_client_together() -> None:
@@ -252,10 +258,13 @@ async def test_the_global_rate_limits_every_client_together() -> None:
 
 
 async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
-    spoofing = make_settings(VOICEFSM_RATE_LIMIT_PER_IP=1, VOICEFSM_RATE_LIMIT_GLOBAL=0)
+    # The proxy is trusted; the client behind it adds addresses of its own to the left: ignored.
+    spoofing = make_settings(VOICEFSM_RATE_LIMIT_PER_IP=1, VOICEFSM_RATE_LIMIT_GLOBAL=0, **BEHIND_PROXY)
     async with served(spoofing) as (_, http):
         statuses = [
-            (await http.get("/api/calls", headers={"x-forwarded-for": f"203.0.113.{n}"})).status_code
+            (
+                await http.get("/api/calls", headers={"x-forwarded-for": f"198.51.100.{n}, 203.0.113.7"})
+            ).status_code
             for n in range(3)
         ]
         assert statuses[2] == 429  # a new address per request does not buy new tokens

@@ -5,8 +5,9 @@
   byte is read; a chunked body is kept up to the limit and gets 413 the moment it passes it (the
   rest, up to 1 MiB, is read and thrown away so the client can read the answer).
 - **Rates**: ``/twilio/*`` and ``/api/*`` requests pass a token bucket per client address
-  (``VOICEFSM_RATE_LIMIT_PER_IP`` per second, bursts of twice that) and one for all clients together
-  (``VOICEFSM_RATE_LIMIT_GLOBAL``); over either, 429 with ``Retry-After``. WebSocket upgrades of the
+  (``VOICEFSM_RATE_LIMIT_PER_IP`` per second, bursts of twice that; none for loopback, which is this
+  host or an undeclared local proxy) and one for all clients together (``VOICEFSM_RATE_LIMIT_GLOBAL``);
+  over either, 429 with ``Retry-After``. WebSocket upgrades of the
   media stream are not rate limited (each follows a rate-limited, signed webhook and needs its ticket).
 - **Logins**: a client address gets ``VOICEFSM_LOGIN_ATTEMPTS_PER_MINUTE`` failed logins a minute;
   then ``POST /login`` answers 429 with ``Retry-After`` without checking the token.
@@ -49,6 +50,7 @@ MAX_TRACKED_CLIENTS = 10_000
 DISCARD_BYTES = 1024 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 def parse_networks(text: str | None) -> tuple[Network, ...]:
@@ -172,8 +174,12 @@ class Limits:
         return self.max_webhook_bytes if path.startswith(WEBHOOK_PREFIX) else self.max_request_bytes
 
     def rate_wait(self, client: str) -> tuple[str, float] | None:
-        """None when the request may go on, else (reason, seconds to wait)."""
-        wait = self.per_ip.take(client)
+        """None when the request may go on, else (reason, seconds to wait).
+
+        A loopback client has no bucket of its own: it is this host (a local proxy not declared in
+        VOICEFSM_TRUSTED_PROXIES speaks for everyone behind it); the global limit still applies.
+        """
+        wait = 0.0 if _in(client, LOOPBACK) else self.per_ip.take(client)
         if wait > 0:
             return "rate_per_ip", wait
         wait = self.everyone.take()
