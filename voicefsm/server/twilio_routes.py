@@ -55,8 +55,6 @@ SID_FIELDS = {
     "MessageSid": "MessageSid",
     "SmsSid": "MessageSid",
 }
-#: A call's statuses in the order they happen; a callback never moves a call back in this order.
-CALL_STATUS_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
 ENDED_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 #: The outcome recorded for a call Twilio ended before its stream started.
 OUTCOME_BEFORE_STREAM = {"completed": "hung_up", "no-answer": "no_answer"}
@@ -247,8 +245,7 @@ async def status_callback(request: Request) -> Response:
     status = fields.get("CallStatus", "")
     if status:
         log.info("call %s status %s", call_sid or "?", status)
-        if call_sid and status in ENDED_STATUSES:
-            _call_ended_at_twilio(state, call_sid, status)
+        reconcile_call_status(state, fields)
     elif fields.get("StreamEvent"):
         log.info("call %s stream %s", call_sid or "?", fields["StreamEvent"])
     elif fields.get("MessageStatus"):
@@ -259,6 +256,18 @@ async def status_callback(request: Request) -> Response:
         except Exception:
             log.exception("the status hook failed")
     return Response(status_code=204)
+
+
+def reconcile_call_status(state: ServerState, fields: Mapping[str, str]) -> None:
+    """Bring the call's record in line with a (verified) status callback's ``CallStatus``.
+
+    Only an end moves anything: a live call is asked to end, an answered call whose stream never
+    started gets its record. Earlier statuses, repeats and unknown calls change nothing.
+    """
+    call_sid = fields.get("CallSid", "")
+    status = fields.get("CallStatus", "")
+    if call_sid and status in ENDED_STATUSES:
+        _call_ended_at_twilio(state, call_sid, status)
 
 
 def _call_ended_at_twilio(state: ServerState, call_sid: str, status: str) -> None:
