@@ -77,7 +77,7 @@ async def campaign_callback(attempt_id: int, request: Request) -> Response:
     if isinstance(form, Response):
         return form
     fields = {key: str(value) for key, value in form.items()}
-    reconcile_call_status(request.app.state.voicefsm, fields)  # the call's record too (edge)
+    await reconcile_call_status(request.app.state.voicefsm, fields)  # the call's record too (edge)
     await (await _service(request)).callback(attempt_id, fields)
     return Response(status_code=204)
 

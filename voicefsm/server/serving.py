@@ -100,7 +100,7 @@ async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = HANGU
         async with asyncio.timeout(timeout_s):
             while True:
                 await registry.idle.wait()
-                if not registry.outstanding():
+                if not await registry.outstanding():
                     break
                 # An answered call's stream is on its way (it comes within a second or two of the
                 # webhook; a ticket Twilio will not use is withdrawn by its status callback).

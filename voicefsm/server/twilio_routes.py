@@ -169,10 +169,10 @@ def _replies(request: Request) -> WebhookReplies:
     return replies
 
 
-def _at_capacity(state: ServerState) -> bool:
+async def _at_capacity(state: ServerState) -> bool:
     """Live calls plus answered calls whose stream is on its way fill every line."""
     registry = state.registry
-    return len(registry.active) + registry.outstanding() >= state.settings.max_concurrent_calls
+    return len(registry.active) + await registry.outstanding() >= state.settings.max_concurrent_calls
 
 
 @router.post("/voice")
@@ -196,7 +196,7 @@ async def voice_webhook(request: Request) -> Response:
     if not given and not state.settings.dev_mode:
         return _refuse(state, request, 400, "CallSid is missing; Twilio sends one with every call")
     call_sid = str(given or f"CA{secrets.token_hex(16)}")
-    if not state.registry.has_ticket(call_sid) and (state.draining or _at_capacity(state)):
+    if not await state.registry.has_ticket(call_sid) and (state.draining or await _at_capacity(state)):
         state.metrics.request_rejected()
         return Response(
             busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
@@ -245,7 +245,7 @@ async def status_callback(request: Request) -> Response:
     status = fields.get("CallStatus", "")
     if status:
         log.info("call %s status %s", call_sid or "?", status)
-        reconcile_call_status(state, fields)
+        await reconcile_call_status(state, fields)
     elif fields.get("StreamEvent"):
         log.info("call %s stream %s", call_sid or "?", fields["StreamEvent"])
     elif fields.get("MessageStatus"):
@@ -258,7 +258,7 @@ async def status_callback(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def reconcile_call_status(state: ServerState, fields: Mapping[str, str]) -> None:
+async def reconcile_call_status(state: ServerState, fields: Mapping[str, str]) -> None:
     """Bring the call's record in line with a (verified) status callback's ``CallStatus``.
 
     Only an end moves anything: a live call is asked to end, an answered call whose stream never
@@ -267,15 +267,15 @@ def reconcile_call_status(state: ServerState, fields: Mapping[str, str]) -> None
     call_sid = fields.get("CallSid", "")
     status = fields.get("CallStatus", "")
     if call_sid and status in ENDED_STATUSES:
-        _call_ended_at_twilio(state, call_sid, status)
+        await _call_ended_at_twilio(state, call_sid, status)
 
 
-def _call_ended_at_twilio(state: ServerState, call_sid: str, status: str) -> None:
+async def _call_ended_at_twilio(state: ServerState, call_sid: str, status: str) -> None:
     call = state.registry.active.get(call_sid)
     if call is not None:
         call.request_disconnect(f"twilio: {status}")  # its session writes the record as it closes
         return
-    answered = state.registry.discard(call_sid)
+    answered = await state.registry.discard(call_sid)
     if answered is None:
         return  # not ours, already over, or a transfer's other leg: nothing to reconcile
     outcome = OUTCOME_BEFORE_STREAM.get(status, status.replace("-", "_"))
@@ -319,7 +319,7 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("refused a media stream: %s", exc)
         await far_end.refuse("malformed start")
         return
-    if "token" not in started.parameters and (state.draining or _at_capacity(state)):
+    if "token" not in started.parameters and (state.draining or await _at_capacity(state)):
         # Only a call the webhook answered (its ticket reserved a line, before any drain) may start now.
         state.metrics.request_rejected()
         why = "the server is draining" if state.draining else "all lines are busy"
