@@ -203,6 +203,26 @@ async def test_a_chunked_body_over_the_limit_gets_413() -> None:
         assert small.status_code == 403  # read whole and handed on: unsigned, so refused by its signature
 
 
+async def test_a_client_that_stops_sending_after_the_limit_still_gets_its_413() -> None:
+    """curl stops uploading when it sees an error status: the server must not wait for the rest first."""
+    async with served(production(VOICEFSM_MAX_WEBHOOK_BYTES=4096)) as (server, _):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            head = (
+                "POST /twilio/voice HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            chunk = b"x" * 5000
+            writer.write(head.encode() + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()  # over the limit, and then nothing more: no last chunk
+            answer = await asyncio.wait_for(reader.read(), 10)  # all of it: the server closes after it
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert answer.endswith(b'"the request body is over the 4096 bytes accepted"}'), answer
+
+
 def _form() -> dict[str, str]:
     return {"content-type": "application/x-www-form-urlencoded"}
 

@@ -3,7 +3,7 @@
 - **Body size**: ``/twilio/*`` bodies may be ``VOICEFSM_MAX_WEBHOOK_BYTES`` (64 KiB), everything else
   ``VOICEFSM_MAX_REQUEST_BYTES`` (2 MiB). A declared ``Content-Length`` over the limit gets 413 before a
   byte is read; a chunked body is kept up to the limit and gets 413 the moment it passes it (the
-  rest, up to 1 MiB, is read and thrown away so the client can read the answer).
+  rest, up to 1 MiB or 1 s, is read and thrown away so the client can read the answer).
 - **Rates**: ``/twilio/*`` and ``/api/*`` requests pass a token bucket per client address
   (``VOICEFSM_RATE_LIMIT_PER_IP`` per second, bursts of twice that; none for loopback, which is this
   host or an undeclared local proxy) and one for all clients together (``VOICEFSM_RATE_LIMIT_GLOBAL``);
@@ -22,6 +22,8 @@ socket with 1009 before it is read whole, let alone parsed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import math
@@ -48,6 +50,8 @@ LOGIN_PATH = "/login"
 MAX_TRACKED_CLIENTS = 10_000
 #: How much of a refused chunked body is read and thrown away so the client gets to read the 413.
 DISCARD_BYTES = 1024 * 1024
+#: ... and for how long at most (a client may also stop sending and wait for the answer).
+DISCARD_WAIT_S = 1.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -258,12 +262,12 @@ class LimitsMiddleware:
             body = await _read_at_most(receive, limit)
             if body is None:
                 limits.limited.labels(reason="body_too_large").inc()
-                start, refusal = _refusal(413, f"the request body is over the {limit} bytes accepted")
-                await send(start)
-                # Discard (never keep) a bounded rest, so the client that is still sending reads the 413
-                # instead of a connection reset; a longer body is cut off when the connection closes.
-                await _discard(receive, DISCARD_BYTES)
-                await send(refusal)
+                # Discard (never keep) a bounded rest first, so a client still sending reads the 413
+                # rather than a connection reset; one that stops or sends more is answered after that.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DISCARD_WAIT_S):
+                        await _discard(receive, DISCARD_BYTES)
+                await _send_refusal(send, 413, f"the request body is over the {limit} bytes accepted")
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)

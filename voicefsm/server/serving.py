@@ -18,6 +18,8 @@ from fastapi import FastAPI
 WS_MAX_SIZE = 256 * 1024
 #: After the drain's grace, the calls still live are asked to end; this long for them to wind down.
 HANGUP_GRACE_S = 3.0
+#: Then HTTP connections still open get this long before they are closed and the process exits.
+SHUTDOWN_GRACE_S = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ def server_config(app: FastAPI, *, log_level: str = "warning", **options: object
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=None,
         proxy_headers=False,
+        # After the drain, a connection still open (a stuck or slow client) may not hold the exit up.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         lifespan="on",
         **options,  # type: ignore[arg-type]
     )
