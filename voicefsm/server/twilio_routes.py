@@ -32,6 +32,7 @@ from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
 from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
+from voicefsm.telephony.twilio.rest import status_callback_url
 from voicefsm.telephony.twilio.signature import is_valid_signature_any, webhook_url
 from voicefsm.telephony.twilio.stream import TwilioMediaStream
 from voicefsm.telephony.twilio.twiml import busy_twiml, hangup_twiml, stream_twiml
@@ -42,7 +43,6 @@ router = APIRouter(prefix="/twilio", tags=["twilio"])
 
 XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
-STATUS_PATH = "/twilio/status"
 #: Twilio's shared-key (HMAC-SHA256) signing, used when a Webhooks Rule matches; not supported here.
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
 IDEMPOTENCY_HEADER = "i-twilio-idempotency-token"
@@ -130,12 +130,6 @@ def _stream_url(state: ServerState, request: Request) -> str:
     return f"{scheme}://{request.url.netloc}{STREAM_PATH}"
 
 
-def status_callback_url(state: ServerState) -> str | None:
-    """Where Twilio reports a call's, stream's or transfer's status: the public ``/twilio/status``."""
-    base = state.settings.public_base_url()
-    return webhook_url(base, STATUS_PATH) if base else None
-
-
 class WebhookReplies:
     """The TwiML answered per ``I-Twilio-Idempotency-Token``: Twilio's retry of a webhook gets it again."""
 
@@ -197,7 +191,6 @@ async def voice_webhook(request: Request) -> Response:
         return _refuse(state, request, 400, "CallSid is missing; Twilio sends one with every call")
     call_sid = str(given or f"CA{secrets.token_hex(16)}")
     if not await state.registry.has_ticket(call_sid) and (state.draining or await _at_capacity(state)):
-        state.metrics.request_rejected()
         return Response(
             busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
         )
@@ -219,7 +212,7 @@ async def voice_webhook(request: Request) -> Response:
     twiml = stream_twiml(
         stream_url,
         parameters,
-        status_callback=status_callback_url(state),
+        status_callback=status_callback_url(state.settings),  # the stream's events: /twilio/status
         allow_insecure=state.settings.dev_mode,
     )
     replies.put(idempotency, twiml)
