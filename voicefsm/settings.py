@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     voice_stream_url: str | None = Field(None, validation_alias=_env("VOICE_STREAM_URL"))
     insecure: bool = Field(False, validation_alias=_env("VOICEFSM_INSECURE"))
     max_concurrent_calls: int = Field(200, ge=1, validation_alias=_env("VOICEFSM_MAX_CONCURRENT_CALLS"))
-    drain_timeout_s: float = Field(30.0, ge=0, validation_alias=_env("VOICEFSM_DRAIN_TIMEOUT_S"))
+    drain_timeout_s: float = Field(20.0, ge=0, validation_alias=_env("VOICEFSM_DRAIN_TIMEOUT_S"))
     stream_idle_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("VOICEFSM_STREAM_IDLE_TIMEOUT_S"))
     db_url: str = Field(
         "sqlite+aiosqlite:///voicefsm.db", validation_alias=_env("VOICEFSM_DB_URL", "DATABASE_URL")
@@ -222,3 +222,56 @@ class Settings(BaseSettings):
         if self.recordings_dir:
             return os.path.join(os.path.dirname(os.path.normpath(self.recordings_dir)), "records-spool")
         return "records-spool"
+
+    # edge: input limits, rate limits, readiness and webhook deadlines (docs/security.md, docs/deploy.md)
+    max_request_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        validation_alias=_env("VOICEFSM_MAX_REQUEST_BYTES"),
+        description="largest request body the JSON API and pages accept (bytes); larger gets 413",
+    )
+    max_webhook_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        validation_alias=_env("VOICEFSM_MAX_WEBHOOK_BYTES"),
+        description="largest body a Twilio webhook (/twilio/...) may carry (bytes); larger gets 413",
+    )
+    rate_limit_per_ip: float = Field(
+        20.0,
+        ge=0,
+        validation_alias=_env("VOICEFSM_RATE_LIMIT_PER_IP"),
+        description="requests per second one client address may make to /twilio/* and /api/* "
+        "(bursts of twice that); 0 turns the per-address limit off",
+    )
+    rate_limit_global: float = Field(
+        200.0,
+        ge=0,
+        validation_alias=_env("VOICEFSM_RATE_LIMIT_GLOBAL"),
+        description="requests per second all clients together may make to /twilio/* and /api/* "
+        "(bursts of twice that); 0 turns the global limit off",
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        validation_alias=_env("VOICEFSM_TRUSTED_PROXIES"),
+        description="comma-separated addresses or networks (e.g. 127.0.0.1,10.0.0.0/8) of the TLS proxies "
+        "whose X-Forwarded-For is believed; unset: X-Forwarded-For is ignored",
+    )
+    login_attempts_per_minute: int = Field(
+        5,
+        ge=1,
+        validation_alias=_env("VOICEFSM_LOGIN_ATTEMPTS_PER_MINUTE"),
+        description="failed logins one client address may make per minute before /login answers 429",
+    )
+    readyz_db_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_env("VOICEFSM_READYZ_DB_TIMEOUT_S"),
+        description="how long /readyz waits for the database to answer a ping before it answers 503",
+    )
+    webhook_deadline_s: float = Field(
+        1.5,
+        gt=0,
+        validation_alias=_env("VOICEFSM_WEBHOOK_DEADLINE_S"),
+        description="how long the voice webhook may wait on the database or campaigns before it answers "
+        "with what it has (Twilio gives up after 15 s)",
+    )

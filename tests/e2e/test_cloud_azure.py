@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,10 @@ def assert_transferred_to_billing(call_sid: str, twilio_rest: TwilioRestFake) ->
     )
     assert update.authorized
     assert update.value("Status") is None
-    assert f"<Dial><Number>{BILLING}</Number></Dial>" in (update.value("Twiml") or "")
+    number = ET.fromstring(update.value("Twiml") or "<Response/>").find("./Dial/Number")
+    assert number is not None and number.text == BILLING
+    # The transferred leg reports its progress to the server's status callback (issue 16).
+    assert number.attrib["statusCallback"] == f"{PUBLIC_URL}/twilio/status"
 
 
 def assert_spoken_on_azure(azure: FakeAzureSpeech, twilio: TwilioStreamClient) -> None:

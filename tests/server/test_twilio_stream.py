@@ -370,7 +370,7 @@ async def test_a_token_for_another_call_is_refused(secure_server: RunningServer)
 
 
 async def test_status_callbacks_are_signed_and_accepted(secure_server: RunningServer) -> None:
-    form = {"CallSid": "CA9", "CallStatus": "completed"}
+    form = {"CallSid": "CA" + "9" * 32, "CallStatus": "completed"}
     async with httpx.AsyncClient(base_url=secure_server.http_url) as http:
         refused = await http.post("/twilio/status", data=form)
         accepted = await http.post(
@@ -380,7 +380,7 @@ async def test_status_callbacks_are_signed_and_accepted(secure_server: RunningSe
 
 
 async def test_dev_mode_webhook_points_the_stream_back_at_the_caller(dev_server: RunningServer) -> None:
-    response = await webhook(dev_server, {"CallSid": "CA5"}, signed=False)
+    response = await webhook(dev_server, {"CallSid": "CA" + "5" * 32}, signed=False)
     assert response.status_code == 200
     assert f'url="ws://{dev_server.host}:{dev_server.port}/twilio/stream"' in response.text
 

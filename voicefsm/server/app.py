@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.resources import files
 from typing import Any
 
@@ -15,6 +16,7 @@ from voicefsm.runtime.step_pool import step_pool
 from voicefsm.server.api_routes import router as api_router
 from voicefsm.server.auth import install_access_control
 from voicefsm.server.campaign_routes import router as campaign_router
+from voicefsm.server.limits import install_limits
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.registry import CallRegistry
@@ -37,7 +39,7 @@ def create_app(
     metrics: Metrics | None = None,
     campaigns: object | None = None,
 ) -> FastAPI:
-    """An app serving Twilio's routes, the JSON API, the browser phone, ``/healthz`` and ``/metrics``.
+    """An app serving Twilio's routes, the JSON API, the browser phone, health, readiness and metrics.
 
     ``feeds`` and ``metrics`` are the ones the services write to (a flow service's), when given.
     """
@@ -54,6 +56,7 @@ def create_app(
     )
     app.state.voicefsm = state
     install_access_control(app, settings, state.metrics.registry)  # tokens, login, CSRF (server/auth.py)
+    install_limits(app, settings, state.metrics.registry)  # outermost: sizes and rates (server/limits.py)
     app.include_router(twilio_router)
     app.include_router(api_router)
     app.state.voicefsm_campaigns = campaigns  # a CampaignService (voicefsm[campaigns]), or None
@@ -73,7 +76,8 @@ def create_app(
 
     @app.get("/healthz", response_model=None)
     async def healthz() -> dict[str, object] | JSONResponse:
-        """Liveness and load: taking calls? how many live? 503 while sync flow code holds stuck threads."""
+        """Liveness and load: 200 while the process works (draining too; readiness is ``/readyz``), how many
+        calls are live; 503 while sync flow code holds stuck threads."""
         pool = step_pool()
         body: dict[str, object] = {
             "status": "draining" if state.draining else "ok" if pool.healthy else "unhealthy",
@@ -83,6 +87,25 @@ def create_app(
             "step_pool": {"busy": pool.busy, "abandoned": pool.abandoned, "problem": pool.problem()},
         }
         return body if pool.healthy else JSONResponse(body, status_code=503)
+
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when new calls are welcome; 503 while draining or when the database does not
+        answer a ping within VOICEFSM_READYZ_DB_TIMEOUT_S (a load balancer then sends calls elsewhere)."""
+        problems: list[str] = []
+        if state.draining:
+            problems.append("draining: the server is shutting down and takes no new calls")
+        if state.store is not None:
+            deadline = settings.readyz_db_timeout_s
+            try:
+                async with asyncio.timeout(deadline):
+                    await state.store.ping()
+            except TimeoutError:
+                problems.append(f"database: no answer to a ping within {deadline:g} s")
+            except Exception as error:  # the driver's error, named without its details (URLs, hosts)
+                problems.append(f"database: the ping failed ({type(error).__name__})")
+        body = {"status": "not ready" if problems else "ready", "problems": problems}
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -41,6 +41,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
+from voicefsm.server.limits import limits_of
 from voicefsm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -432,6 +433,9 @@ async def login(request: Request) -> Response:
     token = control.tokens.match(str(form.get("token") or ""))
     if token is None:
         control.refuse("login", f"POST {LOGIN_PATH}")
+        limits = limits_of(request.app.state)
+        if limits is not None:  # VOICEFSM_LOGIN_ATTEMPTS_PER_MINUTE failures, then 429 (server/limits.py)
+            limits.login_failed(str(request.scope.get("state", {}).get("voicefsm_client", "unknown")))
         return _login_page(control, target, "That token is not valid.", 401)
     log.info("a browser logged in")
     response = RedirectResponse(target, status_code=303)
@@ -463,6 +467,9 @@ async def stream_ticket(request: Request, body: StreamTicketRequest) -> dict[str
         raise HTTPException(503, "the server is shutting down; try again in a minute")
     if state.registry.is_taken(body.call_sid):  # never hand out another call's ticket
         raise HTTPException(409, "that call id is in use; the browser phone makes a new one for each call")
+    registry = state.registry
+    if len(registry.active) + await registry.outstanding() >= state.settings.max_concurrent_calls:
+        raise HTTPException(503, "all lines are busy (VOICEFSM_MAX_CONCURRENT_CALLS); try again in a minute")
     return {"token": state.registry.issue_token(body.call_sid, "browser")}
 
 

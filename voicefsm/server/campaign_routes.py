@@ -24,7 +24,7 @@ from voicefsm.campaigns.errors import CampaignError, CampaignsUnavailableError, 
 from voicefsm.campaigns.store import CampaignOptions
 from voicefsm.campaigns.windows import CallingWindow
 from voicefsm.server.campaign_calls import campaign_service
-from voicefsm.server.twilio_routes import _verified_form
+from voicefsm.server.twilio_routes import _verified_form, reconcile_call_status
 
 if TYPE_CHECKING:  # the service needs the campaigns extra (procrastinate); these routes do not
     from voicefsm.campaigns.service import CampaignService
@@ -76,7 +76,9 @@ async def campaign_callback(attempt_id: int, request: Request) -> Response:
     form = await _verified_form(request)
     if isinstance(form, Response):
         return form
-    await (await _service(request)).callback(attempt_id, {key: str(value) for key, value in form.items()})
+    fields = {key: str(value) for key, value in form.items()}
+    await reconcile_call_status(request.app.state.voicefsm, fields)  # the call's record too (edge)
+    await (await _service(request)).callback(attempt_id, fields)
     return Response(status_code=204)
 
 

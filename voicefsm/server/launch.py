@@ -145,8 +145,10 @@ async def flow_app(
             contextlib.nullcontext({}) if fakes else open_resources(chosen.flow, settings)
         )
         async with (
+            # Records left at shutdown get 2 s: SIGTERM to exit stays within 25 s (drain 20 + hang-up 3 + 2).
             RecordWriter(
                 store,
+                drain_timeout_s=2.0,
                 spool_dir=settings.records_spool_path(),
                 spool_max_bytes=int(settings.records_spool_max_mb * 1024 * 1024),
             ) as writer,

@@ -59,6 +59,26 @@ class CallRegistry:
         ticket = self._tickets.get(call_sid)
         return call_sid in self.active or (ticket is not None and ticket.expires_at > self._clock())
 
+    async def outstanding(self) -> int:
+        """Tickets issued and not yet used or expired: calls answered whose stream has not started yet.
+
+        (Async like the other ticket methods, so the ticket store may move into the database.)
+        """
+        now = self._clock()
+        return sum(1 for ticket in self._tickets.values() if ticket.expires_at > now)
+
+    async def has_ticket(self, call_sid: str) -> bool:
+        """True when the webhook answered ``call_sid`` and its stream has not started (nor expired)."""
+        ticket = self._tickets.get(call_sid)
+        return ticket is not None and ticket.expires_at > self._clock()
+
+    async def discard(self, call_sid: str) -> Admission | None:
+        """Withdraw ``call_sid``'s unused ticket (its call ended before the stream); what it said, or None."""
+        ticket = self._tickets.pop(call_sid, None)
+        if ticket is None or ticket.expires_at <= self._clock():
+            return None
+        return Admission(call_sid, ticket.caller)
+
     def admit(self, started: CallStarted) -> Admission:
         """Check a started call against its token and the live calls (StreamRejected if not)."""
         call_sid = started.call_id

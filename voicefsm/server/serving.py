@@ -14,9 +14,14 @@ from fastapi import FastAPI
 
 from voicefsm.observability.logs import logging_configured
 
-#: Twilio frames are a few hundred bytes; 64 KiB is refused per message by the parser,
-#: and anything above this cap is refused by the WebSocket layer before it is read whole.
-WS_MAX_SIZE = 1 << 20
+#: Twilio frames are a few hundred bytes. A message over 64 KiB is dropped unparsed by the stream's
+#: parser (the call goes on); one over this cap closes the socket with 1009 ("message too big") in the
+#: WebSocket layer, from its frame header: before it is read whole, let alone parsed.
+WS_MAX_SIZE = 256 * 1024
+#: After the drain's grace, the calls still live are asked to end; this long for them to wind down.
+HANGUP_GRACE_S = 3.0
+#: Then HTTP connections still open get this long before they are closed and the process exits.
+SHUTDOWN_GRACE_S = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +41,11 @@ class RunningServer:
 
 
 def server_config(app: FastAPI, *, log_level: str = "warning", **options: object) -> uvicorn.Config:
-    """uvicorn settings voicefsm relies on: a WebSocket size cap and quick pings off."""
+    """uvicorn settings voicefsm relies on: a WebSocket size cap, quick pings off, and no proxy headers.
+
+    uvicorn would otherwise take the client address from X-Forwarded-For whenever the peer is
+    127.0.0.1; voicefsm decides that itself (``VOICEFSM_TRUSTED_PROXIES``, server/limits.py).
+    """
     if logging_configured():  # ops: `serve` set up text/JSON lines; uvicorn's own config would bypass them
         options.setdefault("log_config", None)
     return uvicorn.Config(
@@ -44,6 +53,9 @@ def server_config(app: FastAPI, *, log_level: str = "warning", **options: object
         log_level=log_level,
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=None,
+        proxy_headers=False,
+        # After the drain, a connection still open (a stuck or slow client) may not hold the exit up.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         lifespan="on",
         **options,  # type: ignore[arg-type]
     )
@@ -76,10 +88,13 @@ async def running_server(
         sock.close()
 
 
-async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = 5.0) -> int:
-    """Stop taking calls, let live ones finish for ``timeout_s``, then hang up the rest.
+async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = HANGUP_GRACE_S) -> int:
+    """Stop taking calls, let answered ones finish for ``timeout_s``, then hang up the rest.
 
-    Returns how many calls had to be ended by the server.
+    From the first moment: the voice webhook answers busy TwiML and ``/readyz`` 503, while streams of
+    calls answered before (their ticket was issued) are still admitted and run. After ``timeout_s``
+    the calls still live are asked to end (reason "server shutdown") and get ``hangup_grace_s`` to
+    close; each call's session writes its record as it closes. Returns how many had to be ended.
     """
     state = app.state.voicefsm
     state.draining = True
@@ -91,7 +106,13 @@ async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = 5.0) 
     registry = state.registry
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
-            await registry.idle.wait()
+            while True:
+                await registry.idle.wait()
+                if not await registry.outstanding():
+                    break
+                # An answered call's stream is on its way (it comes within a second or two of the
+                # webhook; a ticket Twilio will not use is withdrawn by its status callback).
+                await asyncio.sleep(0.1)
     remaining = list(registry.active.values())
     for call in remaining:
         call.request_disconnect("server shutdown")

@@ -405,3 +405,64 @@ async def test_from_settings_uses_the_api_base_and_timeout(fake: TwilioRestFake)
 def test_bad_arguments_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TwilioRest(ACCOUNT_SID, AUTH_TOKEN, FROM, **kwargs)  # type: ignore[arg-type]
+
+
+# -- status callbacks on everything that takes one (issue 16: reconciled at /twilio/status) ----------
+
+
+@pytest.fixture
+def reporting_rest(fake: TwilioRestFake) -> TwilioRest:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_PHONE_NUMBER=FROM,
+        TWILIO_API_BASE=fake.base_url,
+        VOICEFSM_PUBLIC_URL="https://voice.example.test",
+    )
+    return TwilioRest.from_settings(settings)
+
+
+async def test_a_call_placed_without_a_callback_reports_to_the_servers_status_route(
+    reporting_rest: TwilioRest, fake: TwilioRestFake
+) -> None:
+    await reporting_rest.place_call(TO, TWIML)
+    [request] = fake.requests
+    assert request.value("StatusCallback") == CALLBACK
+    assert request.values("StatusCallbackEvent") == ["initiated", "ringing", "answered", "completed"]
+
+
+async def test_a_campaigns_own_callback_wins_over_the_default(
+    reporting_rest: TwilioRest, fake: TwilioRestFake
+) -> None:
+    own = "https://voice.example.test/twilio/campaign/7"
+    await reporting_rest.place_call(TO, TWIML, status_callback=own)
+    [request] = fake.requests
+    assert request.value("StatusCallback") == own
+
+
+async def test_a_transfers_dialed_leg_reports_its_status(
+    reporting_rest: TwilioRest, fake: TwilioRestFake
+) -> None:
+    await reporting_rest.transfer(CALL_SID, AGENT)
+    [request] = fake.requests
+    number = ET.fromstring(request.value("Twiml") or "").find("./Dial/Number")
+    assert number is not None and number.text == AGENT
+    assert number.attrib["statusCallback"] == CALLBACK
+    assert number.attrib["statusCallbackEvent"] == "initiated ringing answered completed"
+
+
+async def test_an_sms_reports_its_delivery_status(reporting_rest: TwilioRest, fake: TwilioRestFake) -> None:
+    await reporting_rest.send_sms(TO, "Your booking is confirmed")
+    [request] = fake.requests
+    assert request.value("StatusCallback") == CALLBACK
+
+
+async def test_without_a_public_url_nothing_asks_for_callbacks(
+    rest: TwilioRest, fake: TwilioRestFake
+) -> None:
+    await rest.send_sms(TO, "Your booking is confirmed")
+    await rest.transfer(CALL_SID, AGENT)
+    sms, transfer = fake.requests
+    assert "StatusCallback" not in sms.form
+    assert "statusCallback" not in (transfer.value("Twiml") or "")

@@ -145,3 +145,15 @@ def test_redirect_twiml_sends_an_answered_outbound_call_to_the_voice_webhook() -
         {"method": "POST"},
         "https://voice.example.com/twilio/voice?x=1&y=2",
     )
+
+
+def test_dial_twiml_asks_the_dialed_leg_to_report_its_status() -> None:
+    callback = "https://v.example.com/twilio/status"
+    [dial] = parse(dial_twiml("+15551230003", status_callback=callback))
+    [number] = dial
+    assert number.attrib == {
+        "statusCallback": callback,
+        "statusCallbackEvent": "initiated ringing answered completed",
+    }
+    [dial] = parse(dial_twiml("sip:desk@pbx.example.com", status_callback=callback))
+    assert dial[0].attrib["statusCallback"] == callback

@@ -26,6 +26,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from voicefsm.core.actions import OutboundCall
 from voicefsm.errors import TelephonyError
+from voicefsm.telephony.twilio.signature import webhook_url
 
 if TYPE_CHECKING:
     from voicefsm.settings import Settings
@@ -42,6 +43,17 @@ _PHONE_NUMBER = re.compile(r"(?<!\w)\+?\d{7,15}(?!\w)")
 _SDK_PREFIX = re.compile(r"^Unable to \w+ records?:?\s*")
 # The SDK falls back to os.environ when given an empty mapping; settings are always passed explicitly.
 _NO_ENVIRONMENT = {"VOICEFSM": "twilio settings are passed explicitly"}
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """The public ``/twilio/status`` URL of this server, or None without a public URL (dev mode)."""
+    base = settings.public_base_url()
+    if not base:
+        return None
+    try:
+        return webhook_url(base, "/twilio/status")
+    except ValueError:
+        return None  # not an http(s) URL: preflight refuses it with the fix
 
 
 def mask_number(number: str) -> str:
@@ -64,16 +76,20 @@ def check_twiml(action: str, twiml: str) -> None:
         )
 
 
-def _dial_twiml(number: str, *, say: str | None = None) -> str:
-    """TwiML that optionally says ``say`` and then dials ``number`` (a phone number or ``sip:`` URI)."""
+def _dial_twiml(number: str, *, say: str | None = None, status_callback: str | None = None) -> str:
+    """TwiML that optionally says ``say`` and then dials ``number`` (a phone number or ``sip:`` URI).
+
+    With ``status_callback``, Twilio reports the dialed leg's progress there.
+    """
     response = VoiceResponse()
     if say:
         response.say(say)
     dial = response.dial()
+    events = " ".join(STATUS_CALLBACK_EVENTS) if status_callback else None
     if number.startswith("sip:"):
-        dial.sip(number)
+        dial.sip(number, status_callback=status_callback, status_callback_event=events)
     else:
-        dial.number(number)
+        dial.number(number, status_callback=status_callback, status_callback_event=events)
     return str(response.to_xml(xml_declaration=False))
 
 
@@ -165,6 +181,7 @@ class TwilioRest:
         region: str | None = None,
         edge: str | None = None,
         http_client: HttpClient | None = None,
+        status_callback: str | None = None,
     ) -> None:
         given = {"account_sid": account_sid, "auth_token": auth_token, "from_number": from_number}
         for name, value in given.items():
@@ -182,6 +199,8 @@ class TwilioRest:
             )
         self.account_sid = account_sid
         self.from_number = from_number
+        #: Where Twilio reports calls, transfers and SMS placed here (the server's /twilio/status).
+        self.status_callback = status_callback
         self.timeout_s = timeout_s
         self.api_base = api_base
         self._client = Client(
@@ -220,6 +239,7 @@ class TwilioRest:
             api_base=settings.twilio_api_base,
             region=settings.twilio_region,
             edge=settings.twilio_edge,
+            status_callback=status_callback_url(settings),
         )
 
     def __repr__(self) -> str:
@@ -235,11 +255,13 @@ class TwilioRest:
     ) -> OutboundCall:
         """Dial ``to`` from our number and run ``twiml`` when answered.
 
-        ``status_callback`` receives initiated/ringing/answered/completed. ``machine_detection``
+        ``status_callback`` receives initiated/ringing/answered/completed (default: this server's
+        ``/twilio/status``, when a public URL is configured). ``machine_detection``
         turns on asynchronous answering-machine detection (DetectMessageEnd): the TwiML starts at
         once and the verdict (``AnsweredBy``) is POSTed to ``status_callback``.
         """
         check_twiml("place_call", twiml)
+        status_callback = status_callback or self.status_callback
         params: dict[str, Any] = {"to": to, "from_": self.from_number, "twiml": twiml}
         if status_callback:
             params["status_callback"] = status_callback
@@ -264,7 +286,7 @@ class TwilioRest:
         """
         if not number:
             raise TelephonyError("transfer", "no number to transfer the call to")
-        twiml = _dial_twiml(number, say=say)
+        twiml = _dial_twiml(number, say=say, status_callback=self.status_callback)
         check_twiml("transfer", twiml)
         await self._run("transfer", lambda: self._client.calls(call_sid).update(twiml=twiml))
         self._hangups.mark_transferred(call_sid)
@@ -291,9 +313,10 @@ class TwilioRest:
         """Send ``body`` to ``to`` from our number; returns the message sid. Never retried (no duplicates)."""
         if not body:
             raise TelephonyError("send_sms", "the message body is empty")
-        message = await self._run(
-            "send_sms", lambda: self._client.messages.create(to=to, from_=self.from_number, body=body)
-        )
+        params: dict[str, Any] = {"to": to, "from_": self.from_number, "body": body}
+        if self.status_callback:
+            params["status_callback"] = self.status_callback  # delivered, undelivered, failed ...
+        message = await self._run("send_sms", lambda: self._client.messages.create(**params))
         if not message.sid:
             raise TelephonyError("send_sms", "Twilio's answer carried no message sid")
         log.info("sent SMS %s to %s", message.sid, mask_number(to))

@@ -12,6 +12,7 @@ from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
 DIAL_TIMEOUT_RANGE_S = (5, 600)
+STATUS_CALLBACK_EVENTS = "initiated ringing answered completed"
 
 
 class StreamUrlError(ValueError):
@@ -53,6 +54,7 @@ def stream_twiml(
 ) -> str:
     """``<Connect><Stream>``: bridge the call to our WebSocket, passing ``parameters`` as ``<Parameter>``s.
 
+    ``status_callback`` receives the stream's stream-started / stream-stopped / stream-error events.
     ``action`` is fetched when the stream ends (e.g. to transfer without REST credentials).
     ``allow_insecure`` also accepts ``ws://``, for local fakes only: real Twilio refuses it.
     Raises :class:`StreamUrlError` for a URL Twilio would refuse.
@@ -76,9 +78,17 @@ def _say(response: VoiceResponse, text: str | None) -> None:
 
 
 def dial_twiml(
-    number: str, *, say: str | None = None, caller_id: str | None = None, timeout_s: int = 20
+    number: str,
+    *,
+    say: str | None = None,
+    caller_id: str | None = None,
+    timeout_s: int = 20,
+    status_callback: str | None = None,
 ) -> str:
-    """Optionally say something, then ``<Dial>`` ``number`` (E.164, or a ``sip:`` URI)."""
+    """Optionally say something, then ``<Dial>`` ``number`` (E.164, or a ``sip:`` URI).
+
+    With ``status_callback``, Twilio reports the dialed leg (initiated ... completed) there.
+    """
     if not number.strip():
         raise ValueError("dial_twiml needs a number to dial, e.g. '+15551230003'")
     low, high = DIAL_TIMEOUT_RANGE_S
@@ -87,10 +97,11 @@ def dial_twiml(
     response = VoiceResponse()
     _say(response, say)
     dial = Dial(caller_id=caller_id, timeout=timeout_s)
+    events = STATUS_CALLBACK_EVENTS if status_callback else None
     if number.startswith("sip:"):
-        dial.sip(number)
+        dial.sip(number, status_callback=status_callback, status_callback_event=events)
     else:
-        dial.number(number)
+        dial.number(number, status_callback=status_callback, status_callback_event=events)
     response.append(dial)
     return str(response)
 
