@@ -325,7 +325,7 @@ async def _run_stream(state: ServerState, far_end: TwilioMediaStream) -> None:
         why = "the server is draining" if state.draining else "all lines are busy"
         log.warning("refused a media stream without a ticket: %s", why)
         with contextlib.suppress(Exception):
-            await websocket.close(code=1013, reason="try again later")
+            await far_end.websocket.close(code=1013, reason="try again later")
         return
     try:
         admission = state.registry.admit(started)
