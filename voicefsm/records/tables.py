@@ -123,3 +123,23 @@ class ErrorRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     where: Mapped[str] = mapped_column(String(NAME_LENGTH))
     message: Mapped[str] = mapped_column(Text)
+
+
+class SnapshotRow(Base):
+    """The latest snapshot of a live call's flow (state, slots, counters), so another stream may resume it.
+
+    No foreign key: a snapshot may be written before the call's first record, and it is deleted when
+    the flow ends (or purged once no call could still be resumed). ``generation`` counts the resumes
+    and ``seq`` the snapshots within one: a write lands only when it is newer than the row, so a
+    late write from a stream that has since been replaced cannot overwrite the resumed one's.
+    """
+
+    __tablename__ = "call_snapshots"
+
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    flow: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)

@@ -24,6 +24,7 @@ from voicefsm.providers.base import TextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import Clock, LoopClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits
+from voicefsm.runtime.snapshot import FlowSnapshot, SnapshotSink
 
 CallHandler = Callable[[Call], Awaitable[object]]
 """What runs on a call: a flow (:class:`FlowRun`) or, in tests and benchmarks, a plain coroutine."""
@@ -45,7 +46,8 @@ SessionOpener = Callable[[CallStarted], AbstractAsyncContextManager[CallSession]
 class FlowRun:
     """``flow`` on ``call`` with these providers and listeners: the one place a :class:`FlowRuntime` is built.
 
-    ``resources`` and ``stubs`` are handed to the runtime only when given. Use it as the
+    ``resources`` and ``stubs`` are handed to the runtime only when given. ``snapshots`` receives the
+    flow's snapshots; ``restore`` resumes the flow from one (runtime/snapshot.py). Use it as the
     session's handler: it runs the flow, keeps its result (or its error), and closes the
     synthesizer when the flow ends, whatever ended it.
     """
@@ -63,8 +65,14 @@ class FlowRun:
         limits: RuntimeLimits | None = None,
         resources: Mapping[str, object] | None = None,
         stubs: object | None = None,
+        restore: FlowSnapshot | None = None,
+        snapshots: SnapshotSink | None = None,
     ) -> None:
         extra: dict[str, Any] = {}
+        if restore is not None:
+            extra["restore"] = restore
+        if snapshots is not None:
+            extra["snapshots"] = snapshots
         if today is not None:
             extra["today"] = today
         if resources is not None:

@@ -16,7 +16,9 @@ from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
+from voicefsm.records.snapshots import SnapshotStore
 from voicefsm.runtime.driver import CallLimits
+from voicefsm.runtime.snapshot import SnapshotKeeper
 from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.campaign_wiring import server_campaigns
@@ -132,12 +134,14 @@ async def flow_app(
         )
         async with (
             RecordWriter(store) as writer,
+            SnapshotKeeper(SnapshotStore.of(store)) as snapshots,  # calls resume after a lost stream
             opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
         ):
             service = flow_service(settings, chosen, writer=writer, prompts=prompts)
             service.resources, service.fake_resources = resources, fakes
+            service.snapshots = snapshots
 
             def stalled(stall: Stall) -> None:
                 service.metrics.loop_stalled(stall.duration_s)

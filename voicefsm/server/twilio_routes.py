@@ -23,6 +23,7 @@ from starlette.datastructures import FormData
 from voicefsm.core.events import CallStarted
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
+from voicefsm.runtime.snapshot import RESUME_PARAMETER, Verdict
 from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
@@ -30,7 +31,7 @@ from voicefsm.server.state import ServerState
 from voicefsm.settings import STREAM_PATH
 from voicefsm.telephony.twilio.signature import is_valid_signature_any, webhook_url
 from voicefsm.telephony.twilio.stream import TwilioMediaStream
-from voicefsm.telephony.twilio.twiml import busy_twiml, stream_twiml
+from voicefsm.telephony.twilio.twiml import busy_twiml, hangup_twiml, stream_twiml
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,40 @@ async def voice_webhook(request: Request) -> Response:
             busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
         )
     call_sid = str(form.get("CallSid") or f"CA{secrets.token_hex(16)}")
+    resume = await _resume_verdict(state, call_sid, str(form.get("CallStatus") or ""))
+    if resume == "ended":  # Twilio's redirect after a flow that ended: nothing more to say
+        return Response(hangup_twiml(), media_type=XML)
     caller = form.get("From")
     token = state.registry.issue_token(call_sid, str(caller) if caller else None)
     stream_url = _stream_url(state, request)
     parameters = {**await campaign_parameters(request), "token": token}  # a campaign call: its CSV row
-    twiml = stream_twiml(stream_url, parameters, allow_insecure=state.settings.dev_mode)
+    if resume == "resume":
+        parameters[RESUME_PARAMETER] = "1"
+    redirect = _voice_url(state, request) if resume is not None else None
+    twiml = stream_twiml(stream_url, parameters, allow_insecure=state.settings.dev_mode, redirect=redirect)
     return Response(twiml, media_type=XML)
+
+
+async def _resume_verdict(state: ServerState, call_sid: str, status: str) -> Verdict | None:
+    """resume (the call's flow has a snapshot), ended (its flow ended), new; None: calls cannot resume.
+
+    When the database cannot answer, an inbound call still ringing is new (Twilio's first request);
+    anything else may be the redirect after a flow that ended, which must not start the flow again.
+    """
+    snapshots = state.services.snapshots
+    if snapshots is None:
+        return None
+    try:
+        return await snapshots.verdict(call_sid)
+    except Exception:
+        log.exception("could not look up whether call %s can resume (its status: %s)", call_sid, status)
+        return "new" if status == "ringing" else "ended"
+
+
+def _voice_url(state: ServerState, request: Request) -> str:
+    """This webhook's absolute URL, where Twilio goes when a stream closes without the call ending."""
+    base = state.settings.public_base_url() or f"{request.url.scheme}://{request.url.netloc}"
+    return f"{base.rstrip('/')}{router.prefix}/voice"
 
 
 @router.post("/status")
