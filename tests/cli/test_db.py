@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from voicefsm.records.migrate import MIGRATIONS
+from voicefsm.records.migrate import MIGRATIONS, head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKING = REPO / "flows" / "booking.py"
 TIMEOUT_S = 30
+HEAD = head_revision()
 #: Issue 16: a database that cannot be opened or migrated stops serve within seconds.
 FAILS_WITHIN_S = 5.0
 READY = re.compile(r"voicefsm serving \w+ from .* on (http://127\.0\.0\.1:\d+)")
@@ -34,12 +35,12 @@ sys.argv = ["voicefsm", *sys.argv[2:]]
 from voicefsm.cli import main
 main()
 """
-REVISION_0002 = """
+REVISION_NEWER = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9998"
+down_revision = "{head}"
 
 
 def upgrade() -> None:
@@ -85,12 +86,12 @@ def test_db_upgrade_creates_a_sqlite_file_then_finds_it_up_to_date(tmp_path: Pat
 
     assert (created.returncode, created.stdout.strip()) == (
         0,
-        "created the call records at sqlite:///calls.db (schema 0001)",
+        f"created the call records at sqlite:///calls.db (schema {HEAD})",
     )
     assert (tmp_path / "calls.db").is_file()
     assert (again.returncode, again.stdout.strip()) == (
         0,
-        "the call records at sqlite:///calls.db are up to date (schema 0001)",
+        f"the call records at sqlite:///calls.db are up to date (schema {HEAD})",
     )
 
 
@@ -129,7 +130,7 @@ async def test_db_upgrade_then_serve_on_postgresql_answers_and_reads_its_records
 ) -> None:
     upgraded = voicefsm(tmp_path, "db", "upgrade", "--db", postgres_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == f"created the call records at {postgres_url} (schema 0001)"
+    assert upgraded.stdout.strip() == f"created the call records at {postgres_url} (schema {HEAD})"
 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voicefsm", "serve", str(BOOKING), "--port", "0", "--db", postgres_url,
@@ -164,10 +165,10 @@ async def test_db_upgrade_then_serve_on_postgresql_answers_and_reads_its_records
 def test_serve_refuses_a_postgresql_schema_behind_with_the_command_and_db_upgrade_fixes_it(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    assert voicefsm(tmp_path, "db", "upgrade", "--db", postgres_url).returncode == 0  # at 0001
+    assert voicefsm(tmp_path, "db", "upgrade", "--db", postgres_url).returncode == 0  # at HEAD
     newer = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "v0002_campaign.py").write_text(REVISION_0002)
+    (newer / "versions" / "v9998_campaign.py").write_text(REVISION_NEWER.replace("{head}", HEAD))
 
     started = time.monotonic()
     refused = voicefsm(
@@ -179,9 +180,9 @@ def test_serve_refuses_a_postgresql_schema_behind_with_the_command_and_db_upgrad
     assert refused.returncode == 2
     assert took < FAILS_WITHIN_S + 5
     line = one_error_line(refused)
-    assert "are at schema revision 0001, behind this voicefsm's 0002" in line
+    assert f"are at schema revision {HEAD}, behind this voicefsm's 9998" in line
     assert f"run `voicefsm db upgrade --db {postgres_url}` once" in line
     assert (upgraded.returncode, upgraded.stdout.strip()) == (
         0,
-        f"upgraded the call records at {postgres_url} from schema 0001 to 0002",
+        f"upgraded the call records at {postgres_url} from schema {HEAD} to 9998",
     )

@@ -40,14 +40,17 @@ from voicefsm.records.migrate import (
 from voicefsm.records.tables import Base
 
 CALL = "CA00000000000000000000000000000001"
+#: The newest revision this voicefsm ships; the tests' "newer voicefsm" adds 9998 on top of it.
+HEAD = head_revision()
+NEWER = "9998"
 
 # A revision a newer voicefsm would ship: one more column on calls.
 ADD_COLUMN = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9998"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -70,8 +73,8 @@ FAILS_HALF_WAY = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9998"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -90,7 +93,7 @@ def newer_voicefsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: st
     """From now on, this process is a voicefsm whose migrations end with ``revision``."""
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "v0002_newer.py").write_text(revision)
+    (folder / "versions" / "v9998_newer.py").write_text(revision.replace("{head}", HEAD))
     monkeypatch.setattr(migrate_module, "MIGRATIONS", folder)
 
 
@@ -126,11 +129,36 @@ def differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
+def initial_columns() -> dict[str, set[str]]:
+    """The tables and columns of the initial revision (what create_all made before migrations)."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate_module.alembic_config(connection), INITIAL_REVISION)
+            found = inspect(connection)
+            return {
+                name: {column["name"] for column in found.get_columns(name)}
+                for name in found.get_table_names()
+                if name != VERSION_TABLE
+            }
+    finally:
+        engine.dispose()
+
+
 def as_before_migrations(connection: Connection) -> None:
     """The tables as voicefsm made them with create_all before it had migrations (no constraint names)."""
     legacy = MetaData()
+    initial = initial_columns()
     for table in Base.metadata.sorted_tables:
+        if table.name not in initial:
+            continue  # added by a later revision
         copy = table.to_metadata(legacy)
+        for column in [c for c in copy.columns if c.name not in initial[table.name]]:
+            copy._columns.remove(column)  # added by a later revision, as were its indexes
+            copy.indexes = {i for i in copy.indexes if column.name not in {c.name for c in i.columns}}
         for constraint in copy.constraints:
             constraint.name = None
         for index in copy.indexes:  # create_all named the indexes as the migrations do
@@ -154,13 +182,13 @@ async def test_a_new_database_gets_exactly_the_tables_the_code_writes(records_ur
     store = await CallStore.open(records_url)
     try:
         assert store.schema is not None
-        assert (store.schema.before, store.schema.after, store.schema.action) == (None, "0001", "created")
+        assert (store.schema.before, store.schema.after, store.schema.action) == (None, HEAD, "created")
         assert await store.call_started(CALL, flow="booking", caller=None)
     finally:
         await store.aclose()
 
     assert await in_database(records_url, differences) == []  # the initial revision == tables.py
-    assert await in_database(records_url, version_of) == head_revision() == INITIAL_REVISION
+    assert await in_database(records_url, version_of) == HEAD
     reopened = await CallStore.open(records_url, migrate="check")
     try:
         assert reopened.schema is not None and reopened.schema.action == "none"
@@ -171,15 +199,22 @@ async def test_a_new_database_gets_exactly_the_tables_the_code_writes(records_ur
 async def test_tables_made_before_migrations_are_stamped_and_kept(records_url: str) -> None:
     await in_database(records_url, as_before_migrations)
 
+    report = await upgrade_database(records_url)  # what `serve` does itself on SQLite
     store = await CallStore.open(records_url)
     try:
-        assert store.schema is not None and store.schema.action == "stamped"
+        assert store.schema is not None and store.schema.action == "none"
         kept = await store.get_call(CALL)
     finally:
         await store.aclose()
 
+    expected = "stamped" if HEAD == INITIAL_REVISION else "upgraded"
+    assert (report.before, report.after, report.action) == (
+        None if HEAD == INITIAL_REVISION else INITIAL_REVISION,
+        HEAD,
+        expected,
+    )
     assert kept is not None and kept.flow == "booking"
-    assert await in_database(records_url, version_of) == INITIAL_REVISION
+    assert await in_database(records_url, version_of) == HEAD
     assert await in_database(records_url, differences) == []
 
 
@@ -204,14 +239,14 @@ async def test_a_postgresql_database_behind_is_refused_until_db_upgrade(
         await CallStore.open(postgres_url)
 
     message = str(caught.value)
-    assert "are at schema revision 0001, behind this voicefsm's 0002" in message
+    assert f"are at schema revision {HEAD}, behind this voicefsm's {NEWER}" in message
     assert f"run `voicefsm db upgrade --db {postgres_url}` once" in message
     assert "\n" not in message
     assert "campaign" not in await in_database(postgres_url, columns_of_calls)
 
     report = await upgrade_database(postgres_url)
 
-    assert (report.before, report.after, report.action) == ("0001", "0002", "upgraded")
+    assert (report.before, report.after, report.action) == (HEAD, NEWER, "upgraded")
     assert "campaign" in await in_database(postgres_url, columns_of_calls)
     store = await CallStore.open(postgres_url)
     try:
@@ -235,7 +270,7 @@ async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
         store = await CallStore.open(sqlite_url)
     try:
         assert store.schema is not None
-        assert (store.schema.before, store.schema.after, store.schema.action) == ("0001", "0002", "upgraded")
+        assert (store.schema.before, store.schema.after, store.schema.action) == (HEAD, NEWER, "upgraded")
         kept = await store.get_call(CALL)
         await store.turn(CALL, speaker="caller", text="two", started_at=dt.datetime.now(dt.UTC))
         async with store.engine.connect() as connection:
@@ -246,14 +281,14 @@ async def test_a_sqlite_file_behind_is_upgraded_at_start_and_keeps_its_records(
     assert kept is not None and [t.text for t in kept.transcript] == ["Hello"] and kept.slots == {"party": 2}
     assert foreign_keys == 1  # on again for the store's own connections
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, f"upgraded the call records at {sqlite_url} from schema 0001 to 0002")
+        (logging.WARNING, f"upgraded the call records at {sqlite_url} from schema {HEAD} to {NEWER}")
     ]
 
 
 async def test_a_revision_that_fails_half_way_leaves_the_database_as_it_was(
     records_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await (await CallStore.open(records_url)).aclose()  # at 0001
+    await (await CallStore.open(records_url)).aclose()  # at HEAD
     newer_voicefsm(tmp_path, monkeypatch, FAILS_HALF_WAY)
 
     with pytest.raises(StoreUnavailableError) as caught:
@@ -262,7 +297,7 @@ async def test_a_revision_that_fails_half_way_leaves_the_database_as_it_was(
     assert "no_such_table" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert "half_done" not in await in_database(records_url, tables_of)
-    assert await in_database(records_url, version_of) == "0001"
+    assert await in_database(records_url, version_of) == HEAD
 
 
 async def test_a_database_from_a_newer_voicefsm_is_refused(records_url: str) -> None:
@@ -276,7 +311,7 @@ async def test_a_database_from_a_newer_voicefsm_is_refused(records_url: str) -> 
     for mode in ("auto", "upgrade"):
         with pytest.raises(SchemaError) as caught:
             await CallStore.open(records_url, migrate=mode)
-        assert "revision 0099, which this voicefsm does not know (its newest is 0001)" in str(caught.value)
+        assert f"revision 0099, which this voicefsm does not know (its newest is {HEAD})" in str(caught.value)
         assert "upgrade voicefsm" in str(caught.value)
 
 

@@ -23,6 +23,7 @@ from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
+from voicefsm.server.leases import LeaseKeeper, worker_name
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.prompt_warmup import PromptCaching, WarmProgress, prompt_caching
@@ -124,9 +125,15 @@ async def flow_app(
     """
     store = await CallStore.open(settings.db_url)
     try:
-        recovered = await store.recover_abandoned()
+        store.worker, store.lease_s = worker_name(settings), settings.call_lease_s
+        recovered = await store.recover_abandoned()  # this worker's earlier run's, and lapsed ones
         if recovered:
-            log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
+            log.warning(
+                "marked %d call(s) abandoned: left unfinished by an earlier run of %s, or by a worker "
+                "whose lease lapsed",
+                recovered,
+                store.worker,
+            )
         public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
         fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened
         opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
@@ -159,7 +166,9 @@ async def flow_app(
                 )
                 service.metrics.watch_prompt_cache(prompts.cache)
                 await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
-                yield app
+                registry = app.state.voicefsm.registry
+                async with LeaseKeeper(store, lambda: registry.active.keys()):
+                    yield app
     finally:
         await store.aclose()
 

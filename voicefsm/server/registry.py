@@ -1,14 +1,23 @@
-"""Which calls are live, and the single-use tokens that tie a media stream to its signed webhook."""
+"""Which calls are live, and the single-use tokens that tie a media stream to its signed webhook.
+
+With a records database (every served app has one), the tickets live in it (``stream_tickets``,
+only a hash of each token): the stream may reach any worker on the database, and using a ticket is
+one atomic UPDATE, so exactly one stream is admitted however many workers see the token. Without
+one (an app built bare, in tests), they are kept in this process's memory with the same rules.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from voicefsm.core.events import CallStarted
+from voicefsm.records import CallStore, utcnow
 from voicefsm.runtime.call import Call
 
 TOKEN_TTL_S = 120.0
@@ -33,33 +42,56 @@ class StreamRejected(Exception):
     """A media stream may not run; the message says why (and is safe to log)."""
 
 
-class CallRegistry:
-    """Live calls by CallSid (one stream each) and the tokens minted for them by the voice webhook."""
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
-    def __init__(self, *, require_token: bool, clock: Callable[[], float] = time.monotonic) -> None:
+
+class CallRegistry:
+    """Live calls by CallSid (one stream each) and the tokens minted for them by the voice webhook.
+
+    ``store``: keep the tickets in the records database, shared by every worker on it.
+    """
+
+    def __init__(
+        self,
+        *,
+        require_token: bool,
+        clock: Callable[[], float] = time.monotonic,
+        store: CallStore | None = None,
+    ) -> None:
         self.require_token = require_token
         self._clock = clock
+        self._store = store
+        # In memory: every ticket. With a store: the tokens this worker minted, so that a retried
+        # webhook reaching it gets the same one (the store keeps only hashes).
         self._tickets: dict[str, _Ticket] = {}
         self.active: dict[str, Call] = {}
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def issue_token(self, call_sid: str, caller: str | None) -> str:
+    async def issue_token(self, call_sid: str, caller: str | None) -> str:
         """A token for ``call_sid``'s stream; a retried webhook for the same call gets the same one."""
         now = self._clock()
         self._tickets = {sid: t for sid, t in self._tickets.items() if t.expires_at > now}
         ticket = self._tickets.get(call_sid)
         if ticket is None:
             ticket = _Ticket(secrets.token_urlsafe(18), caller, now + TOKEN_TTL_S)
+            if self._store is not None:
+                expires_at = utcnow() + dt.timedelta(seconds=TOKEN_TTL_S)
+                await self._store.add_ticket(
+                    call_sid, _hash(ticket.token), caller=caller, expires_at=expires_at
+                )
             self._tickets[call_sid] = ticket
         return ticket.token
 
-    def is_taken(self, call_sid: str) -> bool:
+    async def is_taken(self, call_sid: str) -> bool:
         """True when ``call_sid`` is live or has a token waiting for its stream (a webhook ran for it)."""
         ticket = self._tickets.get(call_sid)
-        return call_sid in self.active or (ticket is not None and ticket.expires_at > self._clock())
+        if call_sid in self.active or (ticket is not None and ticket.expires_at > self._clock()):
+            return True
+        return self._store is not None and await self._store.call_sid_taken(call_sid)
 
-    def admit(self, started: CallStarted) -> Admission:
+    async def admit(self, started: CallStarted) -> Admission:
         """Check a started call against its token and the live calls (StreamRejected if not)."""
         call_sid = started.call_id
         if call_sid in self.active:
@@ -67,19 +99,35 @@ class CallRegistry:
                 f"a stream for call {call_sid} is already running; the second one is refused"
             )
         token = started.parameters.get("token")
-        ticket = self._tickets.get(call_sid)
         if token is None:
             if self.require_token:
                 raise StreamRejected(
                     f"stream for call {call_sid} carries no token; it did not come from our webhook"
                 )
             return Admission(call_sid, started.caller)
+        if self._store is not None:
+            return await self._admit_shared(call_sid, token)
+        ticket = self._tickets.get(call_sid)
         if ticket is None or ticket.expires_at <= self._clock():
             raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")
         if not secrets.compare_digest(ticket.token, token):
             raise StreamRejected(f"stream for call {call_sid} carries a token minted for another call")
         del self._tickets[call_sid]
         return Admission(call_sid, ticket.caller)
+
+    async def _admit_shared(self, call_sid: str, token: str) -> Admission:
+        assert self._store is not None
+        used = await self._store.use_ticket(call_sid, _hash(token))
+        if not used.admitted:
+            if used.other_call:
+                raise StreamRejected(f"stream for call {call_sid} carries a token minted for another call")
+            raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")
+        self._tickets.pop(call_sid, None)
+        if call_sid in self.active:  # a second stream for the call won the same race on this worker
+            raise StreamRejected(
+                f"a stream for call {call_sid} is already running; the second one is refused"
+            )
+        return Admission(call_sid, used.caller)
 
     def add(self, call: Call) -> None:
         """Register a running call under its CallSid."""

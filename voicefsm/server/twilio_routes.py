@@ -93,7 +93,7 @@ async def voice_webhook(request: Request) -> Response:
     if resume == "ended":  # Twilio's redirect after a flow that ended: nothing more to say
         return Response(hangup_twiml(), media_type=XML)
     caller = form.get("From")
-    token = state.registry.issue_token(call_sid, str(caller) if caller else None)
+    token = await state.registry.issue_token(call_sid, str(caller) if caller else None)
     stream_url = _stream_url(state, request)
     parameters = {**await campaign_parameters(request), "token": token}  # a campaign call: its CSV row
     if resume == "resume":
@@ -171,7 +171,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await far_end.close("no start")
         return
     try:
-        admission = state.registry.admit(started)
+        admission = await state.registry.admit(started)
     except StreamRejected as exc:
         state.metrics.request_rejected()
         log.warning("refused a media stream: %s", exc)
