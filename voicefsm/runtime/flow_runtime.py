@@ -74,6 +74,7 @@ from voicefsm.runtime.snapshot import (
     FlowSnapshot,
     SnapshotSink,
     flow_fingerprint,
+    line_lost,
     restored_flow,
     slot_values,
 )
@@ -683,13 +684,12 @@ class FlowRuntime:
         """The chart is final: forget the snapshot, unless the line was lost under the flow.
 
         A stream that closed without Twilio's ``stop`` (dropped socket, lost connection, idle line,
-        server shutdown) keeps the snapshot: Twilio's redirect may bring the call back. A ``stop``
-        (the call itself ended) or an end the flow chose deletes it.
+        server shutdown: :func:`~voicefsm.runtime.snapshot.line_lost`) keeps the snapshot: Twilio's
+        redirect may bring the call back. A hang-up (``stop``) or an end the flow chose deletes it.
         """
         if self._snapshots is None:
             return
-        lost = self._disconnected is not None and self._disconnected != "stream stopped"
-        if lost and self.flow.steps and self.flow.steps[-1].event == DISCONNECTED:
+        if line_lost(self._disconnected) and self.flow.steps and self.flow.steps[-1].event == DISCONNECTED:
             return
         self._snapshots.delete(self.call.call_sid or "", self._generation)
 
@@ -717,6 +717,7 @@ class FlowRuntime:
                 f"the call was cut off while step {state.id} ran; it is not run again "
                 f"(it may have done its work: declare Do(..., idempotent=True) to re-run it on resume)"
             )
+            self._fail("step", error)
             self._notify("on_step", state.id, FAILURE, error)
             self.set_builtin("error", "the call was cut off")
             await self._send_waited(FAILURE, error=error)

@@ -51,6 +51,17 @@ BODY_VERSION = 1
 
 Verdict = Literal["resume", "ended", "new"]
 
+#: How the driver says the line was lost under the call (runtime/driver.py), not ended by anyone:
+#: a socket closed without Twilio's ``stop``, a send that failed, an idle line, a server shutting down.
+_LOST_EXACT = frozenset({"connection closed", "server shutdown"})
+_LOST_PREFIXES = ("connection lost", "no media for ")
+
+
+def line_lost(reason: str | None) -> bool:
+    """True when ``reason`` (a call's disconnect reason) says the stream was lost, not hung up: Twilio
+    then runs the TwiML after the stream, whose redirect may resume the call."""
+    return reason is not None and (reason in _LOST_EXACT or reason.startswith(_LOST_PREFIXES))
+
 
 class SnapshotError(ValueError):
     """A snapshot that cannot be read or restored; the message says why (no slot values in it)."""

@@ -32,6 +32,7 @@ from voicefsm.runtime.clock import VirtualClock
 from voicefsm.runtime.driver import CallLimits, run_call
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits, Turn
 from voicefsm.runtime.session import CallSession, FlowRun
+from voicefsm.runtime.snapshot import FlowSnapshot, SnapshotSink
 from voicefsm.telephony.recording import RecordingActions
 from voicefsm.transports.memory import MemoryFarEnd
 
@@ -68,8 +69,13 @@ class FlowLine(FlowListener):
         clock: VirtualClock | None = None,
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, object] | None = None,
+        restore: FlowSnapshot | None = None,
+        snapshots: SnapshotSink | None = None,
     ) -> None:
         self.flow = flow
+        #: Resume from this snapshot instead of starting; ``snapshots`` receives the flow's snapshots.
+        self.restore = restore
+        self.snapshots = snapshots
         #: Resources by name over the flow's declared fakes.
         self.resources = resources
         #: Step stubs by state id or method (a dict given is kept, so it can change during the call).
@@ -143,6 +149,8 @@ class FlowLine(FlowListener):
                 self.flow if isinstance(self.flow, type) else type(self.flow), given=self.resources
             ),
             stubs=self.stubs,
+            restore=self.restore,
+            snapshots=self.snapshots,
         )
         self._opened.set()
         await self._go.wait()
