@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,11 +180,20 @@ async def serve(
     *,
     on_ready: Callable[[RunningServer], None],
     on_progress: WarmProgress | None = None,
+    sock: socket.socket | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short."""
+    """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short.
+
+    ``sock``: the listening socket a ``serve --workers`` supervisor handed this worker.
+    """
     async with flow_app(settings, chosen, progress=on_progress) as app:
         return await serve_until_signalled(
-            app, settings.host, settings.port, drain_timeout_s=settings.drain_timeout_s, on_ready=on_ready
+            app,
+            settings.host,
+            settings.port,
+            drain_timeout_s=settings.drain_timeout_s,
+            on_ready=on_ready,
+            sock=sock,
         )
 
 
