@@ -46,6 +46,8 @@ RESUME_APOLOGY = "Sorry, we were cut off."
 CANNOT_RESUME = "Sorry, we were cut off and cannot continue this call. Please call again. Goodbye!"
 #: How long a snapshot is kept after its last write: Twilio ends every call at 4 hours.
 KEEP_S = 4 * 3600.0
+#: How often each worker deletes the snapshots older than ``keep_s`` (and once when it starts).
+PURGE_EVERY_S = 3600.0
 #: The body's format; a body of another version is not resumed.
 BODY_VERSION = 1
 
@@ -214,7 +216,8 @@ class SnapshotKeeper:
     Snapshots waiting for the database are coalesced per call (only the newest is worth writing),
     so a slow database costs writes, never memory or the call's time. A write that fails is logged
     once and counted in ``dropped``; the next transition writes a newer one. Start it with
-    ``async with SnapshotKeeper(store):`` (or :meth:`start` / :meth:`aclose`).
+    ``async with SnapshotKeeper(store):`` (or :meth:`start` / :meth:`aclose`). The task also deletes
+    snapshots older than ``keep_s``, when it starts and every :data:`PURGE_EVERY_S`.
     """
 
     def __init__(
@@ -341,12 +344,19 @@ class SnapshotKeeper:
     # -- the writer task ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         await self._purge()
+        purge_at = loop.time() + PURGE_EVERY_S
         while True:
+            if loop.time() >= purge_at:
+                await self._purge()
+                purge_at = loop.time() + PURGE_EVERY_S
             if not self._pending:
                 self._idle.set()
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, purge_at - loop.time())):
+                        await self._wake.wait()
                 continue
             call_sid = next(iter(self._pending))
             item = self._inflight = self._pending.pop(call_sid)
