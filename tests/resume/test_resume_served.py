@@ -7,17 +7,14 @@ socket without ``stop`` mid-question, then follows the ``<Redirect>`` the TwiML 
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pizza_line import CRUST_PROMPT, SIZE_PROMPT, Pizza, heard, idle, marks, ring, stream_parameters
 
-from voicefsm.flow import Ask, Choice, Hangup, Say, VoiceFlow
 from voicefsm.records import CallStore
 from voicefsm.records.snapshots import SnapshotStore
 from voicefsm.runtime.snapshot import RESUME_APOLOGY, FlowSnapshot
@@ -27,39 +24,6 @@ from voicefsm.settings import Settings
 from voicefsm.telephony.twilio.client import TwilioStreamClient
 
 CALL = "CA" + "5" * 32
-SIZE_PROMPT = "Small or large? Press 1 for small, 2 for large."
-CRUST_PROMPT = "Thin or thick crust? Press 1 for thin, 2 for thick."
-
-
-class Order(BaseModel):
-    size: str | None = None
-    crust: str | None = None
-
-
-class Pizza(VoiceFlow):
-    """Two questions answered on the keypad, then a goodbye that repeats the order."""
-
-    slots_model = Order
-    greet = Say("Pizza line.", initial=True)
-    ask_size = Ask(
-        SIZE_PROMPT,
-        slot="size",
-        expect=Choice({"small": ["small"], "large": ["large"]}, keys={"1": "small", "2": "large"}),
-        no_input_s=30.0,
-    )
-    ask_crust = Ask(
-        CRUST_PROMPT,
-        slot="crust",
-        expect=Choice({"thin": ["thin"], "thick": ["thick"]}, keys={"1": "thin", "2": "thick"}),
-        no_input_s=30.0,
-    )
-    done = Hangup("A {size} pizza with a {crust} crust. Goodbye!")
-    give_up = Hangup("Sorry, goodbye.")
-
-    spoken = greet.to(ask_size)
-    filled = ask_size.to(ask_crust) | ask_crust.to(done)
-    no_input = ask_size.to(give_up) | ask_crust.to(give_up)
-    no_match = ask_size.to(give_up) | ask_crust.to(give_up)
 
 
 @pytest.fixture
@@ -78,38 +42,11 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, RunningServer, 
         yield app, server, http
 
 
-async def ring(http: httpx.AsyncClient) -> str:
-    """Twilio asks the voice webhook (first, or after a stream ended); returns the TwiML."""
-    answer = await http.post("/twilio/voice", data={"CallSid": CALL, "From": "+15550001234"})
-    assert answer.status_code == 200
-    return answer.text
-
-
-def stream_parameters(twiml: str) -> dict[str, str]:
-    return dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
-
-
-def marks(twilio: TwilioStreamClient) -> list[str]:
-    """The labels of the prompts the caller has heard to the end, in order (``ask_size#3`` -> ask_size)."""
-    return [name.split("#")[0] for name in twilio.played_marks]
-
-
-async def heard(twilio: TwilioStreamClient, label: str, *, count: int = 1) -> None:
-    await twilio.wait_until(lambda: marks(twilio).count(label) >= count, timeout_s=10)
-
-
-async def idle(app: FastAPI) -> None:
-    """Wait (bounded) until the server has no live call left: the lost stream's session has closed."""
-    registry = app.state.voicefsm.registry
-    async with asyncio.timeout(10):
-        await registry.idle.wait()
-
-
 async def test_a_stream_dropped_mid_question_resumes_with_an_apology_and_the_question_again(
     served: tuple[FastAPI, RunningServer, httpx.AsyncClient],
 ) -> None:
     app, server, http = served
-    twiml = await ring(http)
+    twiml = await ring(http, CALL)
     assert f'<Redirect method="POST">{server.http_url}/twilio/voice</Redirect>' in twiml
     parameters = stream_parameters(twiml)
     assert "resume" not in parameters
@@ -122,7 +59,7 @@ async def test_a_stream_dropped_mid_question_resumes_with_an_apology_and_the_que
     await first.close()  # the socket drops without Twilio's stop, mid-question
     await idle(app)
 
-    twiml = await ring(http)  # Twilio follows the <Redirect>
+    twiml = await ring(http, CALL)  # Twilio follows the <Redirect>
     parameters = stream_parameters(twiml)
     assert parameters["resume"] == "1"
     async with TwilioStreamClient(
@@ -134,7 +71,7 @@ async def test_a_stream_dropped_mid_question_resumes_with_an_apology_and_the_que
         assert await second.wait_closed(timeout_s=10) == 1000  # goodbye said, hung up
     await idle(app)
 
-    assert "<Hangup" in await ring(http)  # Twilio's redirect after the flow ended: nothing to resume
+    assert "<Hangup" in await ring(http, CALL)  # Twilio's redirect after the flow ended: nothing to resume
 
     await app.state.voicefsm.writer.flush()
     store: CallStore = app.state.voicefsm.store
@@ -168,7 +105,7 @@ async def test_a_stream_dropped_mid_prompt_with_no_redirect_still_ends_cleanly_a
     served: tuple[FastAPI, RunningServer, httpx.AsyncClient],
 ) -> None:
     app, server, http = served
-    parameters = stream_parameters(await ring(http))
+    parameters = stream_parameters(await ring(http, CALL))
     twilio = TwilioStreamClient(f"{server.ws_url}/twilio/stream", call_sid=CALL, custom_parameters=parameters)
     await twilio.open()
     await twilio.wait_for("media", timeout_s=10)  # the greeting is on its way: drop mid-TTS
