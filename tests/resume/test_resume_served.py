@@ -57,9 +57,10 @@ async def test_a_stream_dropped_mid_question_resumes_with_an_apology_and_the_que
     await first.press("2")  # large
     await heard(first, "ask_crust")
     await first.close()  # the socket drops without Twilio's stop, mid-question
-    await idle(app)
 
-    twiml = await ring(http, CALL)  # Twilio follows the <Redirect>
+    # Twilio follows the <Redirect> at once: the webhook lets the lost stream's session close first.
+    twiml = await ring(http, CALL)
+    assert CALL not in app.state.voicefsm.registry.active
     parameters = stream_parameters(twiml)
     assert parameters["resume"] == "1"
     async with TwilioStreamClient(
@@ -124,3 +125,16 @@ async def test_a_stream_dropped_mid_prompt_with_no_redirect_still_ends_cleanly_a
     assert isinstance(snapshot, FlowSnapshot)
     assert snapshot.state == "greet"  # a later redirect would say the greeting again
     assert await snapshots.verdict(CALL) == "resume"
+
+
+async def test_a_stream_asking_to_resume_a_call_without_a_snapshot_hears_why_and_is_hung_up(
+    served: tuple[FastAPI, RunningServer, httpx.AsyncClient],
+) -> None:
+    app, server, http = served
+    parameters = {**stream_parameters(await ring(http, CALL)), "resume": "1"}  # e.g. its snapshot purged
+    async with TwilioStreamClient(
+        f"{server.ws_url}/twilio/stream", call_sid=CALL, custom_parameters=parameters
+    ) as twilio:
+        assert await twilio.wait_closed(timeout_s=10) == 1000
+        assert marks(twilio) == ["cannot_resume"]
+    await idle(app)

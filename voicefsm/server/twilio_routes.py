@@ -11,6 +11,7 @@ which proxies rewrite); anything else gets 403 before any work is done.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -98,6 +99,7 @@ async def voice_webhook(request: Request) -> Response:
     parameters = {**await campaign_parameters(request), "token": token}  # a campaign call: its CSV row
     if resume == "resume":
         parameters[RESUME_PARAMETER] = "1"
+        await _lost_stream_closed(state, call_sid)
     redirect = _voice_url(state, request) if resume is not None else None
     twiml = stream_twiml(stream_url, parameters, allow_insecure=state.settings.dev_mode, redirect=redirect)
     return Response(twiml, media_type=XML)
@@ -117,6 +119,20 @@ async def _resume_verdict(state: ServerState, call_sid: str, status: str) -> Ver
     except Exception:
         log.exception("could not look up whether call %s can resume (its status: %s)", call_sid, status)
         return "new" if status == "ringing" else "ended"
+
+
+#: How long the webhook waits for the lost stream's session on this worker to close before resuming.
+LOST_STREAM_CLOSE_S = 5.0
+
+
+async def _lost_stream_closed(state: ServerState, call_sid: str) -> None:
+    """Let the lost stream's session on this worker finish closing (bounded): its last records first,
+    and the resumed stream is not refused as a second stream of a live call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOST_STREAM_CLOSE_S
+    # The registry has no per-call event (its `idle` is for all calls); a resume is rare, so poll.
+    while call_sid in state.registry.active and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def _voice_url(state: ServerState, request: Request) -> str:
