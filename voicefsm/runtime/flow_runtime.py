@@ -22,6 +22,7 @@ as :class:`~voicefsm.flow.kinds.base.SttFailed`, and is held for the next state 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import itertools
@@ -71,6 +72,7 @@ from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn
 from voicefsm.runtime.snapshot import (
     RESUME_APOLOGY,
     RESUMED,
+    SETTLE_S,
     FlowSnapshot,
     SnapshotSink,
     flow_fingerprint,
@@ -194,6 +196,7 @@ class FlowRuntime:
         self._generation = restore.generation + 1 if restore is not None else 0
         self._snapshot_seq = 0
         self._before_s = 0.0  # seconds the call lasted before it was resumed
+        self._snapshot_dropped = False
         if restore is not None:
             self._builtins.update(restore.builtins)
             self._stt_failed = restore.stt_failed
@@ -232,6 +235,7 @@ class FlowRuntime:
             await self._stop_activity()
             await cancel_and_wait(guard)
             await self._finish()
+            await self._snapshot_deleted()
         finally:
             unsubscribe()
             await cancel_and_wait(guard)
@@ -692,6 +696,17 @@ class FlowRuntime:
         if line_lost(self._disconnected) and self.flow.steps and self.flow.steps[-1].event == DISCONNECTED:
             return
         self._snapshots.delete(self.call.call_sid or "", self._generation)
+        self._snapshot_dropped = True
+
+    async def _snapshot_deleted(self) -> None:
+        """Before the stream closes, let the deletion of an ended flow's snapshot reach the database
+        (bounded): Twilio's redirect that follows, on any worker, must find no snapshot to resume."""
+        settled = getattr(self._snapshots, "settled", None)
+        if settled is None or not self._snapshot_dropped:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_S):
+                await settled(self.call.call_sid or "")
 
     async def _resume(self, snapshot: FlowSnapshot) -> None:
         """Go on in the restored state: say we were cut off, then the state's question again.

@@ -127,6 +127,11 @@ class SnapshotSink(Protocol):
         """The call's flow has ended: forget its snapshot (up to ``generation``)."""
 
 
+#: How long a flow that ended waits for its snapshot's deletion to be written before its stream
+#: closes (Twilio's redirect then finds no snapshot, on any worker).
+SETTLE_S = 2.0
+
+
 @functools.lru_cache(maxsize=64)
 def flow_fingerprint(flow: type[VoiceFlow]) -> str:
     """A short hash of the flow's shape: states, kinds, transitions, slots (not its prompts' wording).
@@ -234,6 +239,7 @@ class SnapshotKeeper:
         self._drain_timeout_s = drain_timeout_s
         self._pending: dict[str, _Pending] = {}
         self._inflight: _Pending | None = None
+        self._written_one = asyncio.Condition()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -277,6 +283,13 @@ class SnapshotKeeper:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
+
+    async def settled(self, call_sid: str) -> None:
+        """Wait until nothing of ``call_sid``'s is waiting to be written (nor being written)."""
+        async with self._written_one:
+            await self._written_one.wait_for(
+                lambda: self._waiting(call_sid) is None or self._task is None or self._task.done()
+            )
 
     async def flush(self) -> None:
         """Wait until nothing is waiting to be written (nor being written)."""
@@ -364,6 +377,8 @@ class SnapshotKeeper:
                 await self._write(item)
             finally:
                 self._inflight = None
+            async with self._written_one:
+                self._written_one.notify_all()
 
     async def _purge(self) -> None:
         try:

@@ -214,6 +214,8 @@ class FlowService:
             yield CallSession(call, run)
         finally:
             outcome = run.result.outcome if run.result is not None else "hung_up"
+            if restore is not None:  # the lost stream's end may have been written late, by its worker
+                await self._reopen(sid)
             if self.writer is not None:
                 self.writer.call_ended(sid, outcome=outcome)
             ended = self.feeds.pop(sid)
@@ -261,6 +263,8 @@ class FlowService:
             log.exception("could not read the snapshot of call %s", call_sid)
             snapshot, problem = None, f"its snapshot could not be read ({type(exc).__name__})"
         if problem is None:
+            assert snapshot is not None
+            log.warning("call %s lost its stream; it resumes in %s", call_sid, snapshot.state)
             return snapshot
         log.warning("call %s cannot resume: %s", call_sid, problem)
         if self.writer is not None:
@@ -268,7 +272,11 @@ class FlowService:
         return None
 
     async def _reopen(self, call_sid: str) -> None:
-        """The record of a resumed call goes on: after the lost stream's records, clear its end."""
+        """The record of a resumed call goes on: after the lost stream's records, clear its end.
+
+        Done when the resumed stream starts and again before it writes its own end: the lost stream
+        may have run on another worker, whose end can land after the first.
+        """
         assert self.snapshots is not None
         if self.writer is not None:
             with contextlib.suppress(TimeoutError):
