@@ -390,7 +390,11 @@ class CallStore:
         return True
 
     async def recover_abandoned(self, now: dt.datetime | None = None, *, own: bool = True) -> int:
-        """Mark calls that will not end by themselves ``abandoned`` at ``now``; returns how many.
+        """:meth:`abandon_calls`, counted."""
+        return len(await self.abandon_calls(now, own=own))
+
+    async def abandon_calls(self, now: dt.datetime | None = None, *, own: bool = True) -> list[str]:
+        """Mark calls that will not end by themselves ``abandoned`` at ``now``; returns their CallSids.
 
         Those are the calls whose lease has lapsed (their worker died or lost the database; calls
         recorded before leases have none) and, with ``own`` (at start-up), this store's worker's
@@ -405,12 +409,13 @@ class CallStore:
             update(CallRow)
             .where(CallRow.ended_at.is_(None), lapsed)
             .values(outcome=ABANDONED, ended_at=at, final_state=CallRow.current_state)
+            .returning(CallRow.call_sid)
         )
         async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
+            marked = list((await connection.execute(statement)).scalars())
             # Tickets nobody used in time: they can never be used now.
             await connection.execute(delete(StreamTicketRow).where(StreamTicketRow.expires_at < at))
-        return result.rowcount
+        return sorted(marked)
 
     async def renew_leases(self, call_sids: Collection[str], now: dt.datetime | None = None) -> int:
         """Extend this worker's lease on its live ``call_sids`` by ``lease_s``; returns how many were renewed.

@@ -24,7 +24,7 @@ from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
-from voicefsm.server.leases import LeaseKeeper, worker_name
+from voicefsm.server.leases import LeaseKeeper, listed, worker_name
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.prompt_warmup import PromptCaching, WarmProgress, prompt_caching
@@ -127,13 +127,14 @@ async def flow_app(
     store = await CallStore.open(settings.db_url)
     try:
         store.worker, store.lease_s = worker_name(settings), settings.call_lease_s
-        recovered = await store.recover_abandoned()  # this worker's earlier run's, and lapsed ones
+        recovered = await store.abandon_calls()  # this worker's earlier run's, and lapsed ones
         if recovered:
             log.warning(
-                "marked %d call(s) abandoned: left unfinished by an earlier run of %s, or by a worker "
-                "whose lease lapsed",
-                recovered,
+                "marked %d call(s) abandoned, left unfinished by an earlier run of %s or by a worker "
+                "whose lease lapsed: %s",
+                len(recovered),
                 store.worker,
+                listed(recovered),
             )
         public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
         fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened

@@ -34,6 +34,12 @@ def worker_name(settings: Settings) -> str:
     return f"{host}:{settings.port}" if settings.port else f"{host}:pid-{os.getpid()}"
 
 
+def listed(call_sids: list[str], most: int = 10) -> str:
+    """Up to ``most`` CallSids for a log line, and how many more."""
+    shown = ", ".join(call_sids[:most])
+    return f"{shown} and {len(call_sids) - most} more" if len(call_sids) > most else shown
+
+
 class LeaseKeeper:
     """Renews a worker's leases on the calls ``live()`` names, and sweeps lapsed ones (``async with``)."""
 
@@ -52,13 +58,14 @@ class LeaseKeeper:
         """Renew this worker's live calls, then mark calls whose lease lapsed abandoned."""
         live = list(self.live())
         await self.store.renew_leases(live)
-        swept = await self.store.recover_abandoned(own=False)
+        swept = await self.store.abandon_calls(own=False)
         if swept:
-            self.recovered += swept
+            self.recovered += len(swept)
             log.warning(
-                "marked %d call(s) abandoned: their worker stopped renewing their lease %.0f s ago or more",
-                swept,
+                "marked %d call(s) abandoned, their worker gone (no lease renewal for %.0f s): %s",
+                len(swept),
                 self.store.lease_s,
+                listed(swept),
             )
 
     async def _run(self) -> None:

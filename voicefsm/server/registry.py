@@ -62,34 +62,40 @@ class CallRegistry:
         self.require_token = require_token
         self._clock = clock
         self._store = store
-        # In memory: every ticket. With a store: the tokens this worker minted, so that a retried
-        # webhook reaching it gets the same one (the store keeps only hashes).
+        # Without a store: every ticket. (With one, the database keeps them, as hashes.)
         self._tickets: dict[str, _Ticket] = {}
         self.active: dict[str, Call] = {}
         self.idle = asyncio.Event()
         self.idle.set()
 
     async def issue_token(self, call_sid: str, caller: str | None) -> str:
-        """A token for ``call_sid``'s stream; a retried webhook for the same call gets the same one."""
+        """A token for ``call_sid``'s stream.
+
+        In memory, a retried webhook for the same call gets the same one. In the database, each
+        webhook (a retry, or Twilio's redirect to resume the call, on any worker) gets a new one; the
+        first used wins and voids the others, so a call still has one stream at a time.
+        """
+        if self._store is not None:
+            token = secrets.token_urlsafe(18)
+            expires_at = utcnow() + dt.timedelta(seconds=TOKEN_TTL_S)
+            await self._store.add_ticket(call_sid, _hash(token), caller=caller, expires_at=expires_at)
+            return token
         now = self._clock()
         self._tickets = {sid: t for sid, t in self._tickets.items() if t.expires_at > now}
         ticket = self._tickets.get(call_sid)
         if ticket is None:
             ticket = _Ticket(secrets.token_urlsafe(18), caller, now + TOKEN_TTL_S)
-            if self._store is not None:
-                expires_at = utcnow() + dt.timedelta(seconds=TOKEN_TTL_S)
-                await self._store.add_ticket(
-                    call_sid, _hash(ticket.token), caller=caller, expires_at=expires_at
-                )
             self._tickets[call_sid] = ticket
         return ticket.token
 
     async def is_taken(self, call_sid: str) -> bool:
-        """True when ``call_sid`` is live or has a token waiting for its stream (a webhook ran for it)."""
-        ticket = self._tickets.get(call_sid)
-        if call_sid in self.active or (ticket is not None and ticket.expires_at > self._clock()):
+        """True when ``call_sid`` is live, has a record, or has a token waiting for its stream."""
+        if call_sid in self.active:
             return True
-        return self._store is not None and await self._store.call_sid_taken(call_sid)
+        if self._store is not None:
+            return await self._store.call_sid_taken(call_sid)
+        ticket = self._tickets.get(call_sid)
+        return ticket is not None and ticket.expires_at > self._clock()
 
     async def admit(self, started: CallStarted) -> Admission:
         """Check a started call against its token and the live calls (StreamRejected if not)."""
@@ -122,7 +128,6 @@ class CallRegistry:
             if used.other_call:
                 raise StreamRejected(f"stream for call {call_sid} carries a token minted for another call")
             raise StreamRejected(f"stream for call {call_sid} carries an unknown, used or expired token")
-        self._tickets.pop(call_sid, None)
         if call_sid in self.active:  # a second stream for the call won the same race on this worker
             raise StreamRejected(
                 f"a stream for call {call_sid} is already running; the second one is refused"
