@@ -80,3 +80,11 @@ async def test_a_body_this_voicefsm_did_not_write_is_refused_with_the_reason(sto
     async with SnapshotKeeper(SnapshotStore.of(store)) as keeper:
         with pytest.raises(SnapshotError, match="format version 1"):
             await keeper.load(CALL)
+
+
+async def test_erasing_a_call_erases_its_snapshot_too(store: CallStore) -> None:
+    await store.call_started(CALL, flow="Pizza", caller="+15550001234")
+    snapshots = SnapshotStore.of(store)
+    await snapshots.save(CALL, generation=0, seq=1, flow="Pizza", state="ask_size", body="{}")
+    assert await store.delete_call(CALL)
+    assert await snapshots.load(CALL) is None  # it holds the caller's number and answers

@@ -47,7 +47,15 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
-from voicefsm.records.tables import CallRow, ErrorRow, SlotRow, StreamTicketRow, TransitionRow, TurnRow
+from voicefsm.records.tables import (
+    CallRow,
+    ErrorRow,
+    SlotRow,
+    SnapshotRow,
+    StreamTicketRow,
+    TransitionRow,
+    TurnRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +523,7 @@ class CallStore:
     async def delete_call(self, call_sid: str) -> bool:
         """Delete a call and everything recorded for it (retention, erasure requests); False if unknown."""
         async with self._sessions.begin() as session:
-            for child in (TurnRow, TransitionRow, SlotRow, ErrorRow):
+            for child in (TurnRow, TransitionRow, SlotRow, ErrorRow, SnapshotRow):  # snapshot: slots, caller
                 await session.execute(delete(child).where(child.call_sid == call_sid))
             result = await session.execute(delete(CallRow).where(CallRow.call_sid == call_sid))
         return bool(getattr(result, "rowcount", 0))
