@@ -156,6 +156,8 @@ class Supervisor:
             done, _ = await asyncio.wait({wait, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready in done and ready.result() == READY:
                 worker.ready = True
+                if worker.restarts:
+                    print(f"worker {worker.name} is taking calls again", file=sys.stderr, flush=True)
                 self._changed.set()
             else:
                 ready.cancel()
@@ -163,6 +165,8 @@ class Supervisor:
         finally:
             writer.close()
         self._changed.set()
+        if self.stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+            return 0  # told to stop while it was still starting (before its handlers): a clean stop
         return code
 
     async def _until_ready(self) -> int | None:
