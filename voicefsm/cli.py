@@ -223,7 +223,8 @@ def serve(
 
 
 def _check_shared_records(settings: Settings, workers: int) -> None:
-    """Refuse ``--workers N`` on SQLite: one file, not a database N processes (or hosts) share safely."""
+    """Refuse ``--workers N`` on SQLite (one file, not a database N processes or hosts share safely), or
+    on records that cannot be opened."""
     from voicefsm.records import DatabaseUrlError, database_url, masked
 
     try:
@@ -237,6 +238,18 @@ def _check_shared_records(settings: Settings, workers: int) -> None:
             "(or set VOICEFSM_DB_URL; run `voicefsm db upgrade --db ...` once), or serve with --workers 1",
             2,
         )
+    # Open the records once here, so that an unreachable database or a schema behind is one line, not
+    # one per worker (and a new database is created by one process).
+    from voicefsm.records import CallStore, RecordsError
+
+    async def opened() -> None:
+        store = await CallStore.open(settings.db_url)
+        await store.aclose()
+
+    try:
+        asyncio.run(opened())
+    except RecordsError as exc:
+        raise _fail(escape(str(exc)), 2) from exc
 
 
 def _supervise(settings: Settings, workers: int, ready: Callable[[object], None]) -> int:

@@ -160,3 +160,16 @@ def test_serve_workers_on_sqlite_is_refused_in_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("error: --workers 3 needs the call records in PostgreSQL")
     assert "--db postgresql://" in lines[0] and "--workers 1" in lines[0]
     assert not (tmp_path / "voicefsm.db").exists()  # refused before anything was opened
+
+
+def test_serve_workers_on_an_unreachable_database_says_so_once(tmp_path: Path) -> None:
+    unreachable = "postgresql://postgres@127.0.0.1:1/voicefsm"  # nothing listens on port 1
+    command = [sys.executable, "-m", "voicefsm", "serve", str(FLOW), "--workers", "2", "--port", "0"]
+    done = subprocess.run(
+        [*command, "--db", unreachable],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # the supervisor's check, not one line per worker
+    assert lines[0].startswith(f"error: cannot open the call records at {unreachable}")
