@@ -9,9 +9,11 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import func, select
 
 from voicefsm.core.events import CallStarted
 from voicefsm.records import CallStore
+from voicefsm.records.tables import StreamTicketRow
 from voicefsm.server.leases import LeaseKeeper
 from voicefsm.server.registry import Admission, CallRegistry, StreamRejected
 
@@ -167,3 +169,23 @@ async def test_an_expired_ticket_is_refused_and_swept(workers: tuple[CallStore, 
     await b.recover_abandoned(own=False)
     assert not await b.call_sid_taken(sid(11))
     assert (await b.use_ticket(sid(11), "0" * 64)).admitted is False
+
+
+async def test_erasing_a_call_erases_its_stream_tickets_with_the_callers_number(
+    workers: tuple[CallStore, CallStore],
+) -> None:
+    a, _ = workers
+    registry = CallRegistry(require_token=True, store=a)
+    await registry.issue_token(sid(12), CALLER)  # a retried webhook's ticket, never used
+    token = await registry.issue_token(sid(12), CALLER)
+    await registry.admit(CallStarted(sid(12), None, {"token": token}))
+    await a.call_started(sid(12), flow="f", caller=CALLER)
+    assert await a.call_sid_taken(sid(12))
+
+    assert await a.delete_call(sid(12))
+
+    async with a.engine.connect() as connection:
+        left = await connection.scalar(
+            select(func.count()).select_from(StreamTicketRow).where(StreamTicketRow.call_sid == sid(12))
+        )
+    assert left == 0

@@ -525,6 +525,8 @@ class CallStore:
         async with self._sessions.begin() as session:
             for child in (TurnRow, TransitionRow, SlotRow, ErrorRow, SnapshotRow):  # snapshot: slots, caller
                 await session.execute(delete(child).where(child.call_sid == call_sid))
+            # Its stream tickets hold the caller's number too.
+            await session.execute(delete(StreamTicketRow).where(StreamTicketRow.call_sid == call_sid))
             result = await session.execute(delete(CallRow).where(CallRow.call_sid == call_sid))
         return bool(getattr(result, "rowcount", 0))
 
