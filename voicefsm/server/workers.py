@@ -176,7 +176,7 @@ class Supervisor:
                 process = worker.process
                 if process is not None and process.returncode is not None and not worker.ready:
                     self.stop()
-                    return process.returncode or 1
+                    return _status(process.returncode) or 1
             if self.stopping:
                 return 0
             if all(worker.ready for worker in self.workers):
@@ -196,7 +196,7 @@ class Supervisor:
                         "worker %s exited (%s) before it was ready; stopping", worker.name, _how(process)
                     )
                     self.stop()
-                    return process.returncode or 1
+                    return _status(process.returncode) or 1
                 worker.restarts += 1
                 print(
                     f"worker {worker.name} exited ({_how(process)}); restarting it; it recovers its calls",
@@ -213,11 +213,18 @@ class Supervisor:
         for worker in self.workers:
             if worker.waiter is not None:
                 codes.append(await worker.waiter)
-        return next((code for code in codes if code), 0)
+        return next((_status(code) for code in codes if code), 0)
 
     async def exit_code(self) -> int:
         """After :meth:`run`: 0 when every worker drained and exited cleanly."""
         return await self._reap()
+
+
+def _status(code: int | None) -> int:
+    """A worker's return code as the supervisor's exit status: 128 + N for a worker killed by signal N."""
+    if code is None or code == 0:
+        return 1 if code is None else 0
+    return 128 - code if code < 0 else code
 
 
 def _how(process: asyncio.subprocess.Process) -> str:
