@@ -8,6 +8,7 @@ import datetime as dt
 import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -148,6 +149,14 @@ def serve(
             "(or VOICEFSM_LOG_FORMAT).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes taking calls on this port (records must be PostgreSQL when > 1).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a flow: Twilio webhooks and media streams, the browser phone, the calls API."""
     if log_format is not None and log_format not in LOG_FORMATS:
@@ -168,18 +177,25 @@ def serve(
     from voicefsm.server.preflight import ConfigurationError, check_configuration
 
     flow_class = _load(flow_file, flow)
+    from voicefsm.server.workers import supervised
+
+    handed = supervised(os.environ)  # this process is one of a `serve --workers N` supervisor's
     try:
         # Refuse what would fail at call time (server/preflight.py), before the server's heavy imports.
-        check_configuration(settings, stt=stt, tts=tts, uses_stt=bool(flow_class.uses_stt))
+        # A supervised worker's port is the supervisor's, bound already: it checked it.
+        checked = settings if handed is None else settings.model_copy(update={"port": 0})
+        check_configuration(checked, stt=stt, tts=tts, uses_stt=bool(flow_class.uses_stt))
         from voicefsm.server.launch import plan
         from voicefsm.server.launch import serve as run_server
-        from voicefsm.server.prompt_warmup import progress_printer
+        from voicefsm.server.prompt_warmup import WarmProgress, progress_printer
 
         chosen = plan(settings, flow_class, stt=stt, tts=tts)
         if settings.otel_endpoint:
             check_tracing_available()
     except (ProviderUnavailable, ConfigurationError, OtelUnavailableError) as exc:
         raise _fail(escape(str(exc)), 2) from exc
+    if workers > 1 and handed is None:
+        _check_shared_records(settings, workers)
 
     def ready(server: object) -> None:
         port_now = getattr(server, "port", settings.port)
@@ -210,9 +226,18 @@ def serve(
             )
         sys.stdout.flush()
 
+    if workers > 1 and handed is None:
+        raise typer.Exit(_supervise(settings, workers, ready))
+    on_ready: Callable[[object], None] = ready
+    progress: WarmProgress | None = progress_printer()
+    if handed is not None:  # the supervisor prints the banner once every worker is listening
+        handed.watch_supervisor()
+        on_ready = handed.ready_with
+        progress = progress if handed.index == 1 else None  # one worker shows the prompts warming
     try:
         with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-            serving = run_server(settings, chosen, on_ready=ready, on_progress=progress_printer())
+            sock = handed.sock if handed is not None else None
+            serving = run_server(settings, chosen, on_ready=on_ready, on_progress=progress, sock=sock)
             cut_short = runner.run(serving)
     except RecordsError as exc:  # the records' URL, database or schema: one line, the fix in it
         raise _fail(escape(str(exc)), 2) from exc
@@ -243,6 +268,69 @@ def _serve_logging(settings: Settings) -> None:
     if settings.api_tokens is not None:
         secrets += [token.strip() for token in settings.api_tokens.get_secret_value().split(",")]
     configure_logging(settings.log_format, level=root.level or logging.WARNING, secrets=secrets)
+
+
+def _check_shared_records(settings: Settings, workers: int) -> None:
+    """Refuse ``--workers N`` on SQLite (one file, not a database N processes or hosts share safely), or
+    on records that cannot be opened."""
+    from voicefsm.records import DatabaseUrlError, database_url, masked
+
+    try:
+        backend = database_url(settings.db_url).get_backend_name()
+    except DatabaseUrlError as exc:
+        raise _fail(escape(str(exc)), 2) from exc
+    if backend == "sqlite":
+        raise _fail(
+            f"--workers {workers} needs the call records in PostgreSQL, which every worker shares; "
+            f"{escape(masked(settings.db_url))} is a SQLite file. Pass --db postgresql://USER@HOST/DB "
+            "(or set VOICEFSM_DB_URL; run `voicefsm db upgrade --db ...` once), or serve with --workers 1",
+            2,
+        )
+    # Open the records once here, so that an unreachable database or a schema behind is one line, not
+    # one per worker (and a new database is created by one process).
+    from voicefsm.records import CallStore, RecordsError
+
+    async def opened() -> None:
+        store = await CallStore.open(settings.db_url)
+        await store.aclose()
+
+    try:
+        asyncio.run(opened())
+    except RecordsError as exc:
+        raise _fail(escape(str(exc)), 2) from exc
+
+
+def _supervise(settings: Settings, workers: int, ready: Callable[[object], None]) -> int:
+    """Bind the port, run ``workers`` copies of this command on it, print the banner once they listen."""
+    import socket
+
+    from voicefsm.server.serving import RunningServer
+    from voicefsm.server.workers import listening_socket, supervise, worker_names
+
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise _fail(_listen_failure(exc, settings.host, settings.port), 2) from None
+    port = sock.getsockname()[1]
+    names = worker_names(settings.worker_name or f"{socket.gethostname()}:{port}", workers)
+    # The same command, less --workers and --port (the workers accept on the supervisor's socket).
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--workers", "--port"):
+            skip = True
+        elif not arg.startswith(("--workers=", "--port=")):
+            args.append(arg)
+    os.environ["VOICEFSM_PORT"] = os.environ["VOICE_SERVER_PORT"] = str(port)
+    os.environ["VOICEFSM_DB_URL"] = settings.db_url  # in the environment, not on a command line
+
+    def all_listening() -> None:
+        ready(RunningServer(settings.host, port))
+        out.print(f"  workers        {workers} processes on this port: {names[0]} ... {names[-1]}")
+        sys.stdout.flush()
+
+    return supervise([sys.executable, "-m", "voicefsm", *args], sock, names, all_listening)
 
 
 def _listen_failure(exc: OSError, host: str, port: int) -> str:

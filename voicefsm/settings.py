@@ -275,3 +275,19 @@ class Settings(BaseSettings):
         description="how long the voice webhook may wait on the database or campaigns before it answers "
         "with what it has (Twilio gives up after 15 s)",
     )
+
+    # scale/workers: many workers on one PostgreSQL (`serve --workers N`, or one serve per host).
+    worker_name: str | None = Field(
+        None,
+        validation_alias=_env("VOICEFSM_WORKER_NAME"),
+        description="this worker's name in the call records, unique among the workers sharing a database "
+        "and the same across its restarts (default host:port; `serve --workers N` adds /1 ... /N)",
+    )
+    call_lease_s: float = Field(
+        30.0,
+        ge=3.0,
+        le=3600.0,
+        validation_alias=_env("VOICEFSM_CALL_LEASE_S"),
+        description="seconds a worker vouches for its live calls, renewed every third of it; a call whose "
+        "worker has not renewed it for this long is marked abandoned by any other worker",
+    )

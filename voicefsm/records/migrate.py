@@ -48,6 +48,8 @@ VERSION_TABLE = "voicefsm_schema_version"
 #: The revision equal to the tables voicefsm created before it had migrations.
 INITIAL_REVISION = "0001"
 TABLES = frozenset(Base.metadata.tables)
+#: The tables of the initial revision: what voicefsm made before it had migrations (later ones add more).
+INITIAL_TABLES = frozenset({"calls", "turns", "transitions", "slots", "errors"})
 #: pg_advisory_xact_lock key ("voicefsm" in ASCII): one schema change at a time per PostgreSQL database.
 ADVISORY_LOCK_KEY = 0x766F69636566736D
 #: How long a start waits for another process's schema change before giving up with a clear line.
@@ -142,11 +144,11 @@ def _known(revision: str) -> bool:
 
 def _prepare(connection: Connection, mode: MigrateMode, shown: str) -> SchemaReport:
     head = head_revision()
-    present = TABLES & set(inspect(connection).get_table_names())
+    present = INITIAL_TABLES & set(inspect(connection).get_table_names())
     before = current_revision(connection)
     run = f"run `voicefsm db upgrade --db {shown}`"
     if before is None:
-        if present and present != TABLES:
+        if present and present != INITIAL_TABLES:
             raise SchemaError(
                 shown,
                 f"have some of voicefsm's tables ({', '.join(sorted(present))}) but not all, and no "

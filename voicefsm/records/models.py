@@ -100,6 +100,8 @@ class CallSummary(_Record):
     final_state: str | None
     recording_path: str | None
     turn_count: int
+    #: The worker that ran (or runs) the call: ``VOICEFSM_WORKER_NAME``; None before 0002 or unleased.
+    worker: str | None = None
 
 
 class CallRecord(CallSummary):

@@ -13,7 +13,8 @@ import contextvars
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -49,7 +50,15 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
-from voicefsm.records.tables import CallRow, ErrorRow, SlotRow, TransitionRow, TurnRow
+from voicefsm.records.tables import (
+    CallRow,
+    ErrorRow,
+    SlotRow,
+    SnapshotRow,
+    StreamTicketRow,
+    TransitionRow,
+    TurnRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +71,20 @@ _BATCH: contextvars.ContextVar[tuple[CallStore, AsyncSession] | None] = contextv
 )
 
 ABANDONED = "abandoned"
+#: Seconds a worker vouches for its calls at each renewal (``VOICEFSM_CALL_LEASE_S``).
+DEFAULT_LEASE_S = 30.0
 #: Seconds to wait for a PostgreSQL server to accept a connection: a start fails within seconds, not 60.
 CONNECT_TIMEOUT_S = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class TicketUse:
+    """What using a stream ticket found: ``admitted`` once, with the signed webhook's caller."""
+
+    admitted: bool
+    caller: str | None
+    #: The token is another call's (not merely used or expired).
+    other_call: bool = False
 
 
 class StoreUnavailableError(RecordsError):
@@ -136,6 +157,10 @@ class CallStore:
 
     #: What opening did to the schema (None for a store built on an engine directly).
     schema: SchemaReport | None = None
+    #: The worker this store records calls for: each call it starts is leased to it (None: no lease).
+    worker: str | None = None
+    #: How long a call's lease lasts from its start or last renewal, in seconds.
+    lease_s: float = DEFAULT_LEASE_S
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -229,21 +254,41 @@ class CallStore:
     ) -> bool:
         """Create the call's record; False (and no change) when it already exists, e.g. a replayed webhook."""
         _check("direction", direction, DIRECTIONS)
+        now = utcnow()
         row = CallRow(
             call_sid=call_sid,
             flow=flow,
             direction=direction,
             caller=caller,
-            started_at=started_at or utcnow(),
+            started_at=started_at or now,
+            worker=self.worker,
+            lease_until=self._lease_end(now),
         )
         try:
             async with self._begin() as session:
-                if await session.get(CallRow, call_sid) is not None:
+                existing = await session.get(CallRow, call_sid)
+                if existing is not None:
+                    self._take_over(existing, now)
                     return False
                 session.add(row)
         except IntegrityError:
             return False  # a concurrent replay of the same webhook inserted it first
         return True
+
+    def _lease_end(self, now: dt.datetime) -> dt.datetime | None:
+        return None if self.worker is None else now + dt.timedelta(seconds=self.lease_s)
+
+    def _take_over(self, call: CallRow, now: dt.datetime) -> None:
+        """A call's stream admitted here again (a resumed call): this worker now runs it and leases it.
+
+        A call that ended for real stays ended; one only guessed ``abandoned`` is live again.
+        """
+        if self.worker is None or (call.ended_at is not None and call.outcome != ABANDONED):
+            return
+        call.worker = self.worker
+        call.lease_until = self._lease_end(now)
+        if call.outcome == ABANDONED:
+            call.ended_at = call.outcome = call.final_state = None
 
     async def turn(
         self,
@@ -381,22 +426,186 @@ class CallStore:
             call.final_state = call.current_state
         return True
 
-    async def recover_abandoned(self, now: dt.datetime | None = None) -> int:
-        """Mark calls that never ended as ``abandoned`` at ``now`` (run at start-up); returns how many."""
+    async def recover_abandoned(self, now: dt.datetime | None = None, *, own: bool = True) -> int:
+        """:meth:`abandon_calls`, counted."""
+        return len(await self.abandon_calls(now, own=own))
+
+    async def abandon_calls(self, now: dt.datetime | None = None, *, own: bool = True) -> list[str]:
+        """Mark calls that will not end by themselves ``abandoned`` at ``now``; returns their CallSids.
+
+        Those are the calls whose lease has lapsed (their worker died or lost the database; calls
+        recorded before leases have none) and, with ``own`` (at start-up), this store's worker's
+        own calls: a worker starting under the same name as a previous run is that run's successor.
+        A live worker's calls, renewed by :meth:`renew_leases`, are never touched.
+        """
+        at = now or utcnow()
+        lapsed = CallRow.lease_until.is_(None) | (CallRow.lease_until < at)
+        if own and self.worker is not None:
+            lapsed = lapsed | (CallRow.worker == self.worker)
         statement = (
             update(CallRow)
-            .where(CallRow.ended_at.is_(None))
-            .values(outcome=ABANDONED, ended_at=now or utcnow(), final_state=CallRow.current_state)
+            .where(CallRow.ended_at.is_(None), lapsed)
+            .values(outcome=ABANDONED, ended_at=at, final_state=CallRow.current_state)
+            .returning(CallRow.call_sid)
         )
         async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return result.rowcount
+            marked = list((await connection.execute(statement)).scalars())
+            # Tickets nobody used in time: they can never be used now.
+            await connection.execute(delete(StreamTicketRow).where(StreamTicketRow.expires_at < at))
+        return sorted(marked)
+
+    async def renew_leases(self, call_sids: Collection[str], now: dt.datetime | None = None) -> int:
+        """Extend this worker's lease on its live ``call_sids`` by ``lease_s``; returns how many were renewed.
+
+        A live call another worker guessed ``abandoned`` (this one could not renew in time) is live
+        again: the guess gives way to the call.
+        """
+        if self.worker is None or not call_sids:
+            return 0
+        at = now or utcnow()
+        mine = (CallRow.worker == self.worker) & CallRow.call_sid.in_(list(call_sids))
+        async with self._engine.begin() as connection:
+            renewed = await connection.execute(
+                update(CallRow)
+                .where(mine, CallRow.ended_at.is_(None))
+                .values(lease_until=self._lease_end(at))
+            )
+            revived = await connection.execute(
+                update(CallRow)
+                .where(mine, CallRow.outcome == ABANDONED)
+                .values(lease_until=self._lease_end(at), ended_at=None, outcome=None, final_state=None)
+            )
+        return renewed.rowcount + revived.rowcount
+
+    # -- stream tickets: minted by the voice webhook, used once by the stream on any worker ----------
+
+    async def add_ticket(
+        self, call_sid: str, token_hash: str, *, caller: str | None, expires_at: dt.datetime
+    ) -> None:
+        """Keep a new stream ticket (only its token's hash) until ``expires_at``."""
+        async with self._sessions.begin() as session:
+            session.add(
+                StreamTicketRow(
+                    token_hash=token_hash,
+                    call_sid=call_sid,
+                    caller=caller,
+                    expires_at=expires_at,
+                    issued_by=self.worker,
+                )
+            )
+
+    async def use_ticket(
+        self, call_sid: str, token_hash: str, *, now: dt.datetime | None = None
+    ) -> TicketUse:
+        """Use ``call_sid``'s ticket ``token_hash`` once, atomically across workers; its other tickets go too.
+
+        Exactly one of several workers (or replays) using the same ticket gets ``admitted``.
+        """
+        at = now or utcnow()
+        async with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # One claim per call at a time (it touches all the call's tickets, which two claims of
+                # different tickets would otherwise lock in opposite orders). SQLite: the UPDATE below,
+                # the first statement, takes the database's write lock.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:sid))"), {"sid": call_sid}
+                )
+            claimed = await connection.execute(
+                update(StreamTicketRow)
+                .where(
+                    StreamTicketRow.token_hash == token_hash,
+                    StreamTicketRow.call_sid == call_sid,
+                    StreamTicketRow.used_at.is_(None),
+                    StreamTicketRow.expires_at > at,
+                )
+                .values(used_at=at, used_by=self.worker or "-")
+            )
+            if claimed.rowcount != 1:
+                owner = await connection.scalar(
+                    select(StreamTicketRow.call_sid).where(StreamTicketRow.token_hash == token_hash)
+                )
+                return TicketUse(False, None, other_call=owner is not None and owner != call_sid)
+            caller = await connection.scalar(
+                select(StreamTicketRow.caller).where(StreamTicketRow.token_hash == token_hash)
+            )
+            # A retried webhook's other ticket for this call may not open a second stream.
+            await connection.execute(
+                update(StreamTicketRow)
+                .where(StreamTicketRow.call_sid == call_sid, StreamTicketRow.used_at.is_(None))
+                .values(used_at=at, used_by=self.worker or "-")
+            )
+        return TicketUse(True, caller)
+
+    async def call_sid_taken(self, call_sid: str, *, now: dt.datetime | None = None) -> bool:
+        """True when ``call_sid`` has a record or a ticket still waiting for its stream."""
+        at = now or utcnow()
+        async with self._sessions() as session:
+            if await session.get(CallRow, call_sid) is not None:
+                return True
+            waiting = await session.scalar(
+                select(func.count())
+                .select_from(StreamTicketRow)
+                .where(
+                    StreamTicketRow.call_sid == call_sid,
+                    StreamTicketRow.used_at.is_(None),
+                    StreamTicketRow.expires_at > at,
+                )
+            )
+        return bool(waiting)
+
+    async def waiting_tickets(self, *, now: dt.datetime | None = None) -> int:
+        """Calls this store's worker answered whose stream has not started yet (unused, unexpired tickets)."""
+        at = now or utcnow()
+        waiting = (StreamTicketRow.used_at.is_(None)) & (StreamTicketRow.expires_at > at)
+        if self.worker is not None:
+            waiting = waiting & (StreamTicketRow.issued_by == self.worker)
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count(func.distinct(StreamTicketRow.call_sid))).where(waiting)
+            )
+        return int(count or 0)
+
+    async def has_waiting_ticket(self, call_sid: str, *, now: dt.datetime | None = None) -> bool:
+        """True when ``call_sid`` was answered (by any worker) and its stream has not started yet."""
+        at = now or utcnow()
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(StreamTicketRow)
+                .where(
+                    StreamTicketRow.call_sid == call_sid,
+                    StreamTicketRow.used_at.is_(None),
+                    StreamTicketRow.expires_at > at,
+                )
+            )
+        return bool(count)
+
+    async def withdraw_tickets(
+        self, call_sid: str, *, now: dt.datetime | None = None
+    ) -> tuple[bool, str | None]:
+        """Void ``call_sid``'s unused tickets (its call ended before its stream): (any waited, caller)."""
+        at = now or utcnow()
+        waiting = (
+            (StreamTicketRow.call_sid == call_sid)
+            & StreamTicketRow.used_at.is_(None)
+            & (StreamTicketRow.expires_at > at)
+        )
+        async with self._sessions.begin() as session:
+            callers = (await session.scalars(select(StreamTicketRow.caller).where(waiting))).all()
+            if not callers:
+                return False, None
+            await session.execute(
+                update(StreamTicketRow).where(waiting).values(used_at=at, used_by="withdrawn")
+            )
+        return True, next((caller for caller in callers if caller), None)
 
     async def delete_call(self, call_sid: str) -> bool:
         """Delete a call and everything recorded for it (retention, erasure requests); False if unknown."""
         async with self._sessions.begin() as session:
-            for child in (TurnRow, TransitionRow, SlotRow, ErrorRow):
+            for child in (TurnRow, TransitionRow, SlotRow, ErrorRow, SnapshotRow):  # snapshot: slots, caller
                 await session.execute(delete(child).where(child.call_sid == call_sid))
+            # Its stream tickets hold the caller's number too.
+            await session.execute(delete(StreamTicketRow).where(StreamTicketRow.call_sid == call_sid))
             result = await session.execute(delete(CallRow).where(CallRow.call_sid == call_sid))
         return bool(getattr(result, "rowcount", 0))
 
@@ -553,6 +762,7 @@ def _summary(call: CallRow, turn_count: int) -> dict[str, Any]:
         "final_state": call.final_state,
         "recording_path": call.recording_path,
         "turn_count": turn_count,
+        "worker": call.worker,
     }
 
 

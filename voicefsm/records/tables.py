@@ -66,6 +66,9 @@ class CallRow(Base):
     final_state: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
     current_state: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
     recording_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # scale/workers (revision 0002): the worker running the call, and until when it vouches for it.
+    worker: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
 
 
 class TurnRow(Base):
@@ -133,3 +136,42 @@ class ErrorRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     where: Mapped[str] = mapped_column(String(NAME_LENGTH))
     message: Mapped[str] = mapped_column(Text)
+
+
+class StreamTicketRow(Base):
+    """A single-use ticket the voice webhook minted for a call's media stream (revision 0002).
+
+    Kept in the database so that any worker can admit the stream; only a hash of the token is stored.
+    """
+
+    __tablename__ = "stream_tickets"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), index=True)
+    # The signed webhook's From: personal data, as in calls.caller; the row goes when the ticket expires.
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    used_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    # The worker whose webhook minted it: an answered call waiting for its stream holds one of its lines.
+    issued_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+
+
+class SnapshotRow(Base):
+    """The latest snapshot of a live call's flow (state, slots, counters), so another stream may resume it.
+
+    No foreign key: a snapshot may be written before the call's first record, and it is deleted when
+    the flow ends (or purged once no call could still be resumed). ``generation`` counts the resumes
+    and ``seq`` the snapshots within one: a write lands only when it is newer than the row, so a
+    late write from a stream that has since been replaced cannot overwrite the resumed one's.
+    """
+
+    __tablename__ = "call_snapshots"
+
+    call_sid: Mapped[str] = mapped_column(String(SID_LENGTH), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    flow: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)

@@ -49,6 +49,7 @@ from voicefsm.flow.expect_base import Expectation
 from voicefsm.flow.kinds import (
     DISCONNECTED,
     ERROR_EXECUTION,
+    FAILURE,
     LIMIT_REACHED,
     Activity,
     CallerKey,
@@ -72,6 +73,17 @@ from voicefsm.runtime.call import Call, SpeakResult
 from voicefsm.runtime.clock import Clock, LoopClock, VirtualClock
 from voicefsm.runtime.flow_endings import cancel_and_wait, echo_caller, wait_for_hangup
 from voicefsm.runtime.flow_listener import FlowListener, FlowResult, Turn, TurnLatency, Via
+from voicefsm.runtime.snapshot import (
+    RESUME_APOLOGY,
+    RESUMED,
+    SETTLE_S,
+    FlowSnapshot,
+    SnapshotSink,
+    flow_fingerprint,
+    line_lost,
+    restored_flow,
+    slot_values,
+)
 from voicefsm.runtime.step_pool import run_sync
 from voicefsm.runtime.watchdog import running_callback
 
@@ -176,7 +188,13 @@ class FlowRuntime:
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, Any] | None = None,
         speak_ahead: bool = False,
+        restore: FlowSnapshot | None = None,
+        snapshots: SnapshotSink | None = None,
     ) -> None:
+        if restore is not None:  # resume (runtime/snapshot.py): in the saved state, no entry code run
+            if isinstance(flow, VoiceFlow):
+                raise TypeError("restore= needs the flow class, not an instance")
+            flow = restored_flow(flow, restore, resources=resources)
         if isinstance(flow, VoiceFlow):
             if resources is not None and not len(flow.resources):
                 flow.resources = Resources.for_flow(type(flow), resources)
@@ -215,6 +233,20 @@ class FlowRuntime:
         self._speech_end: float | None = None  # the caller's last interim words
         self._last_key: float | None = None
 
+        # Snapshots (runtime/snapshot.py): taken at every transition, handed to ``snapshots``.
+        self._restore = restore
+        self._snapshots = snapshots
+        self._generation = restore.generation + 1 if restore is not None else 0
+        self._snapshot_seq = 0
+        self._before_s = 0.0  # seconds the call lasted before it was resumed
+        self._snapshot_dropped = False
+        if restore is not None:
+            self._builtins.update(restore.builtins)
+            self._stt_failed = restore.stt_failed
+            self._entries, self._same = restore.entries, restore.same
+            self._last_entered, self._limited = restore.last_entered, restore.limited
+            self._before_s = restore.elapsed_s
+
     @property
     def name(self) -> str:
         """The flow's class name."""
@@ -236,14 +268,17 @@ class FlowRuntime:
         limit = getattr(self.flow, "max_duration_s", None)
         guard = None
         if limit and isinstance(self.clock, LoopClock):
-            guard = asyncio.create_task(self._duration_guard(limit), name="flow-limit-duration")
+            left = max(0.0, limit - self._before_s)
+            guard = asyncio.create_task(self._duration_guard(left), name="flow-limit-duration")
         try:
             await self._activate()
             while not self.flow.is_terminated and not self._aborted:
                 await self._handle(await self._mailbox.get())
+            self._end_snapshots()
             await self._stop_activity()
             await cancel_and_wait(guard)
             await self._finish()
+            await self._snapshot_deleted()
         finally:
             unsubscribe()
             await cancel_and_wait(guard)
@@ -276,6 +311,9 @@ class FlowRuntime:
             self._fail("flow", f"{self.name} could not start: {exc}", exc)
             self._aborted = True
             return
+        if self._restore is not None:
+            await self._resume(self._restore)
+            return
         self._notify("on_transition", "", "start", self.flow.current.id)
         self._count_entry(self.flow.current.id)
         self._report_steps()
@@ -283,6 +321,7 @@ class FlowRuntime:
             await self._on_disconnected(self.call.disconnect_reason or "hangup")
             return
         await self._enter(self.flow.current)
+        self._take_snapshot()
 
     async def _handle(self, message: Any) -> None:
         if isinstance(message, Disconnected):
@@ -361,6 +400,7 @@ class FlowRuntime:
         if crossed is not None and not self.flow.is_terminated:
             return await self._limit_reached(*crossed)
         await self._enter(self.flow.current)
+        self._take_snapshot()
         return True
 
     async def _send_waited(self, event: str, **payload: Any) -> None:
@@ -455,12 +495,12 @@ class FlowRuntime:
     def time_left(self) -> float | None:
         """Seconds until the call's max_duration_s, or None."""
         longest = getattr(self.flow, "max_duration_s", None)
-        return max(0.0, longest - self._elapsed()) if longest else None
+        return max(0.0, longest - self._before_s - self._elapsed()) if longest else None
 
     async def check_limits(self, *, due: bool = False) -> None:
         """Send limit_reached if the call has lasted max_duration_s (``due``: its timer says so)."""
         longest = getattr(self.flow, "max_duration_s", None)
-        over = due or (longest is not None and self._elapsed() >= longest - 1e-6)
+        over = due or (longest is not None and self._before_s + self._elapsed() >= longest - 1e-6)
         if longest and over and not self._limited and not self.flow.is_terminated:
             await self._limit_reached(
                 "max_duration_s", f"the call lasted {longest:g} seconds (max_duration_s)"
@@ -488,6 +528,8 @@ class FlowRuntime:
     def notify(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every listener."""
         self._notify(hook, *args)
+        if hook == "on_listen":  # an Ask listens (again): its retry counts are worth keeping
+            self._take_snapshot()
 
     def fail(self, kind: str, message: str, error: BaseException | None = None) -> None:
         """Log and report a failure."""
@@ -730,6 +772,106 @@ class FlowRuntime:
             return None
         latency, self._last_caller_end = max(0.0, start - self._last_caller_end), None
         return latency
+
+    # -- snapshots and resuming (runtime/snapshot.py) ---------------------------------------------
+
+    def snapshot(self) -> FlowSnapshot:
+        """The flow as it stands, for resuming it on another stream."""
+        state = self.flow.current
+        activity = self._activity
+        failures = getattr(activity, "failures", None)
+        self._snapshot_seq += 1
+        return FlowSnapshot(
+            call_sid=self.call.call_sid or "",
+            flow=self.name,
+            fingerprint=flow_fingerprint(type(self.flow)),
+            state=state.id,
+            slots=slot_values(self.flow),
+            builtins=dict(self._builtins),
+            failures=dict(failures) if isinstance(failures, dict) else {},
+            entries=self._entries,
+            same=self._same,
+            last_entered=self._last_entered,
+            limited=self._limited,
+            elapsed_s=self._before_s + self._elapsed(),
+            stt_failed=self._stt_failed,
+            step_running=activity is not None and activity.running("step"),
+            caller=self.flow.caller,
+            parameters=dict(self.flow.parameters),
+            generation=self._generation,
+            seq=self._snapshot_seq,
+        )
+
+    def _take_snapshot(self) -> None:
+        """Hand the sink a snapshot of a flow still talking with the caller (never of a final state)."""
+        if self._snapshots is None or self.flow.is_terminated or not self.line_open():
+            return
+        try:
+            snapshot = self.snapshot()
+        except Exception as exc:  # e.g. a slot value JSON cannot hold: the call goes on, unresumable
+            self._fail("snapshot", f"{self.name} could not be snapshotted in {self._current_id()}: {exc}")
+            return
+        self._snapshots.save(snapshot)
+
+    def _end_snapshots(self) -> None:
+        """The chart is final: forget the snapshot, unless the line was lost under the flow.
+
+        A stream that closed without Twilio's ``stop`` (dropped socket, lost connection, idle line,
+        server shutdown: :func:`~voicefsm.runtime.snapshot.line_lost`) keeps the snapshot: Twilio's
+        redirect may bring the call back. A hang-up (``stop``) or an end the flow chose deletes it.
+        """
+        if self._snapshots is None:
+            return
+        if line_lost(self._disconnected) and self.flow.steps and self.flow.steps[-1].event == DISCONNECTED:
+            return
+        self._snapshots.delete(self.call.call_sid or "", self._generation)
+        self._snapshot_dropped = True
+
+    async def _snapshot_deleted(self) -> None:
+        """Before the stream closes, let the deletion of an ended flow's snapshot reach the database
+        (bounded): Twilio's redirect that follows, on any worker, must find no snapshot to resume."""
+        settled = getattr(self._snapshots, "settled", None)
+        if settled is None or not self._snapshot_dropped:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_S):
+                await settled(self.call.call_sid or "")
+
+    async def _resume(self, snapshot: FlowSnapshot) -> None:
+        """Go on in the restored state: say we were cut off, then the state's question again.
+
+        An Ask asks again (its retry counts kept), a Say is said again, a Do step that had not
+        started runs; one that had started runs again only when its state is ``idempotent=True``,
+        otherwise it ends with ``failure`` (it may have done its work: it is never run twice).
+        """
+        state = self.flow.current
+        self._notify("on_transition", state.id, RESUMED, state.id)
+        if self.call.is_disconnected:
+            await self._on_disconnected(self.call.disconnect_reason or "hangup")
+            return
+        apology = getattr(self.flow, "resume_apology", RESUME_APOLOGY)
+        if apology:
+            await self.speak(next(self._tokens), apology, RESUMED)  # its PromptEnded is nobody's
+        if self.call.is_disconnected:
+            await self._on_disconnected(self.call.disconnect_reason or "hangup")
+            return
+        kind = kind_for(state)
+        if snapshot.step_running and not getattr(kind, "idempotent", False):
+            error = (
+                f"the call was cut off while step {state.id} ran; it is not run again "
+                f"(it may have done its work: declare Do(..., idempotent=True) to re-run it on resume)"
+            )
+            self._fail("step", error)
+            self._notify("on_step", state.id, FAILURE, error)
+            self.set_builtin("error", "the call was cut off")
+            await self._send_waited(FAILURE, error=error)
+            return
+        activity = self._activity = kind.activity(self)
+        failures = getattr(activity, "failures", None)
+        if isinstance(failures, dict):
+            failures.update(snapshot.failures)
+        await activity.enter()
+        self._take_snapshot()
 
     # -- the end ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from voicefsm.providers.base import TextToSpeech
 from voicefsm.runtime.call import Call
 from voicefsm.runtime.clock import Clock, LoopClock
 from voicefsm.runtime.flow_runtime import FlowListener, FlowResult, FlowRuntime, RuntimeLimits
+from voicefsm.runtime.snapshot import FlowSnapshot, SnapshotSink
 
 CallHandler = Callable[[Call], Awaitable[object]]
 """What runs on a call: a flow (:class:`FlowRun`) or, in tests and benchmarks, a plain coroutine."""
@@ -46,7 +47,8 @@ class FlowRun:
     """``flow`` on ``call`` with these providers and listeners: the one place a :class:`FlowRuntime` is built.
 
     ``resources`` and ``stubs`` are handed to the runtime only when given; ``speak_ahead`` makes it
-    synthesize each next prompt ahead of need (its prefetcher is closed with the run). Use it as the
+    synthesize each next prompt ahead of need (its prefetcher is closed with the run). ``snapshots``
+    receives the flow's snapshots; ``restore`` resumes the flow from one (runtime/snapshot.py). Use it as the
     session's handler: it runs the flow, keeps its result (or its error), and closes the
     synthesizer when the flow ends, whatever ended it.
     """
@@ -65,8 +67,14 @@ class FlowRun:
         resources: Mapping[str, object] | None = None,
         stubs: object | None = None,
         speak_ahead: bool = False,
+        restore: FlowSnapshot | None = None,
+        snapshots: SnapshotSink | None = None,
     ) -> None:
         extra: dict[str, Any] = {}
+        if restore is not None:
+            extra["restore"] = restore
+        if snapshots is not None:
+            extra["snapshots"] = snapshots
         if today is not None:
             extra["today"] = today
         if resources is not None:

@@ -47,7 +47,7 @@ def create_app(
     state = ServerState(
         settings=settings,
         services=services or CallServices(),
-        registry=CallRegistry(require_token=not settings.dev_mode),
+        registry=CallRegistry(require_token=not settings.dev_mode, store=store),
         store=store,
         writer=writer,
         flow_description=flow_description,

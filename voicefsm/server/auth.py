@@ -465,12 +465,12 @@ async def stream_ticket(request: Request, body: StreamTicketRequest) -> dict[str
     state = request.app.state.voicefsm
     if state.draining:
         raise HTTPException(503, "the server is shutting down; try again in a minute")
-    if state.registry.is_taken(body.call_sid):  # never hand out another call's ticket
+    if await state.registry.is_taken(body.call_sid):  # never hand out another call's ticket
         raise HTTPException(409, "that call id is in use; the browser phone makes a new one for each call")
     registry = state.registry
     if len(registry.active) + await registry.outstanding() >= state.settings.max_concurrent_calls:
         raise HTTPException(503, "all lines are busy (VOICEFSM_MAX_CONCURRENT_CALLS); try again in a minute")
-    return {"token": state.registry.issue_token(body.call_sid, "browser")}
+    return {"token": await state.registry.issue_token(body.call_sid, "browser")}
 
 
 def install_access_control(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> AccessControl:

@@ -10,6 +10,7 @@ and the Prometheus metrics. None of them can slow down or end a call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,6 +30,14 @@ from voicefsm.runtime.driver import CallLimits
 from voicefsm.runtime.flow_runtime import FlowListener, Turn, TurnLatency
 from voicefsm.runtime.recorder import AudioMixer
 from voicefsm.runtime.session import CallSession, FlowRun
+from voicefsm.runtime.snapshot import (
+    CANNOT_RESUME,
+    RESUME_PARAMETER,
+    FlowSnapshot,
+    SnapshotError,
+    SnapshotKeeper,
+    resume_problem,
+)
 from voicefsm.server.live import LiveFeed, LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.services import CallServices
@@ -187,6 +196,8 @@ class FlowService:
     fake_resources: bool = False
     #: Synthesize each call's next prompt ahead of need (``VOICEFSM_SPEAK_AHEAD``).
     speak_ahead: bool = False
+    #: Where the flows' snapshots go; with it a call whose stream is lost can resume (scale/resume).
+    snapshots: SnapshotKeeper | None = None
 
     def description(self) -> dict[str, Any]:
         """What ``GET /api/flow`` returns: states, transitions and slots for the diagram."""
@@ -194,21 +205,30 @@ class FlowService:
 
     def services(self) -> CallServices:
         """The server's per-call wiring for this flow: every call opens :meth:`open_session`."""
-        return CallServices(open_session=self.open_session, limits=self.limits or CallLimits())
+        return CallServices(
+            open_session=self.open_session, limits=self.limits or CallLimits(), snapshots=self.snapshots
+        )
 
     @contextlib.asynccontextmanager
     async def open_session(self, started: CallStarted) -> AsyncIterator[CallSession]:
         """One call's session: recording, record, live feed, the complete call and its flow; closed once."""
         sid = started.call_id
-        recording = self._recording_path(sid)
+        resuming = started.parameters.get(RESUME_PARAMETER) == "1" and self.snapshots is not None
+        restore = await self._to_resume(sid) if resuming else None
+        if resuming and restore is None:
+            yield self._cannot_resume(started)
+            return
+        recording = self._recording_path(sid, restore)
         tap = await self._start_recording(sid, recording)
         feed = LiveFeed(sid)
         await self.feeds.add(feed)
+        if restore is not None:
+            await self._reopen(sid)
         if self.writer is not None:
             self.writer.call_started(
                 sid, flow=self.flow.__name__, caller=started.caller, started_at=datetime.now(UTC)
             )
-            if tap is not None:
+            if tap is not None and restore is None:  # a resumed call's record keeps its first recording
                 self.writer.set_recording(sid, str(recording))
         call = Call(
             call_sid=sid,
@@ -226,12 +246,16 @@ class FlowService:
             listeners=[observer],
             resources=fakes_for(self.flow) if self.fake_resources else self.resources,
             speak_ahead=self.speak_ahead,
+            restore=restore,
+            snapshots=self.snapshots,
         )
         try:
             yield CallSession(call, run)
         finally:
             outcome = run.result.outcome if run.result is not None else "hung_up"
             observer.flush()
+            if restore is not None:  # the lost stream's end may have been written late, by its worker
+                await self._reopen(sid)
             if self.writer is not None:
                 self.writer.call_ended(sid, outcome=outcome)
             ended = self.feeds.pop(sid)
@@ -254,7 +278,65 @@ class FlowService:
             return None
         return mixer
 
-    def _recording_path(self, call_sid: str) -> Path | None:
+    def _recording_path(self, call_sid: str, restore: FlowSnapshot | None = None) -> Path | None:
         if self.recordings_dir is None:
             return None
+        if restore is not None:  # the first stream's file is kept; each resume records its own part
+            return self.recordings_dir / f"{call_sid}.resumed-{restore.generation + 1}.wav"
         return self.recordings_dir / f"{call_sid}.wav"
+
+    # -- resuming a call whose stream was lost (runtime/snapshot.py) ------------------------------------
+
+    async def _to_resume(self, call_sid: str) -> FlowSnapshot | None:
+        """The snapshot to resume ``call_sid`` from, or None (logged, and recorded) when there is none."""
+        assert self.snapshots is not None
+        try:
+            snapshot = await self.snapshots.load(call_sid)
+            problem = (
+                "its snapshot is gone (the flow ended, or it was kept longer than allowed)"
+                if snapshot is None
+                else resume_problem(self.flow, snapshot)
+            )
+        except SnapshotError as exc:
+            snapshot, problem = None, str(exc)
+        except Exception as exc:  # the database: the caller hears an apology rather than silence
+            log.exception("could not read the snapshot of call %s", call_sid)
+            snapshot, problem = None, f"its snapshot could not be read ({type(exc).__name__})"
+        if problem is None:
+            assert snapshot is not None
+            log.warning("call %s lost its stream; it resumes in %s", call_sid, snapshot.state)
+            return snapshot
+        log.warning("call %s cannot resume: %s", call_sid, problem)
+        if self.writer is not None:
+            self.writer.error(call_sid, kind="resume", where="-", message=f"cannot resume: {problem}")
+        return None
+
+    async def _reopen(self, call_sid: str) -> None:
+        """The record of a resumed call goes on: after the lost stream's records, clear its end.
+
+        Done when the resumed stream starts and again before it writes its own end: the lost stream
+        may have run on another worker, whose end can land after the first.
+        """
+        assert self.snapshots is not None
+        if self.writer is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self.writer.flush()  # the lost stream's call_ended first
+        try:
+            await self.snapshots.reopen_call(call_sid)
+        except Exception:
+            log.exception("could not reopen the record of resumed call %s; the call goes on", call_sid)
+
+    def _cannot_resume(self, started: CallStarted) -> CallSession:
+        """A session that says the call cannot go on, then hangs up."""
+        call = Call(call_sid=started.call_id, caller=started.caller, parameters=started.parameters)
+        tts = self.tts_factory()
+
+        async def apologise(call: Call) -> None:
+            try:
+                await call.speak(tts, CANNOT_RESUME, label="cannot_resume")
+            finally:
+                await tts.aclose()
+            call.request_disconnect("cannot resume")
+
+        return CallSession(call, apologise)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,14 @@ from voicefsm.providers.base import SpeechToText, TextToSpeech
 from voicefsm.providers.fallback import resilient_tts
 from voicefsm.providers.registry import choose_provider, create_stt, create_tts, get_stt_class, get_tts_class
 from voicefsm.records import CallStore, RecordWriter
+from voicefsm.records.snapshots import SnapshotStore
 from voicefsm.runtime.driver import CallLimits
+from voicefsm.runtime.snapshot import SnapshotKeeper
 from voicefsm.runtime.watchdog import LoopWatchdog, Stall
 from voicefsm.server.app import create_app
 from voicefsm.server.campaign_wiring import server_campaigns
 from voicefsm.server.flow_service import FlowService
+from voicefsm.server.leases import LeaseKeeper, listed, worker_name
 from voicefsm.server.live import LiveFeeds
 from voicefsm.server.metrics import Metrics
 from voicefsm.server.prompt_warmup import PromptCaching, WarmProgress, prompt_caching
@@ -136,9 +140,16 @@ async def flow_app(
             tracing.shutdown()
         raise
     try:
-        recovered = await store.recover_abandoned()
+        store.worker, store.lease_s = worker_name(settings), settings.call_lease_s
+        recovered = await store.abandon_calls()  # this worker's earlier run's, and lapsed ones
         if recovered:
-            log.warning("marked %d call(s) left unfinished by an earlier run as abandoned", recovered)
+            log.warning(
+                "marked %d call(s) abandoned, left unfinished by an earlier run of %s or by a worker "
+                "whose lease lapsed: %s",
+                len(recovered),
+                store.worker,
+                listed(recovered),
+            )
         public_base = settings.public_base_url() or f"http://{settings.host}:{settings.port}"
         fakes = settings.fake_resources  # each call gets the declared fakes; nothing real is opened
         opened: contextlib.AbstractAsyncContextManager[Mapping[str, object]] = (
@@ -152,12 +163,14 @@ async def flow_app(
                 spool_dir=settings.records_spool_path(),
                 spool_max_bytes=int(settings.records_spool_max_mb * 1024 * 1024),
             ) as writer,
+            SnapshotKeeper(SnapshotStore.of(store)) as snapshots,  # calls resume after a lost stream
             opened as resources,
             prompt_caching(settings, chosen.flow, chosen.tts_name) as prompts,
             server_campaigns(settings, public_base) as campaigns,
         ):
             service = flow_service(settings, chosen, writer=writer, prompts=prompts)
             service.resources, service.fake_resources = resources, fakes
+            service.snapshots = snapshots
 
             def stalled(stall: Stall) -> None:
                 service.metrics.loop_stalled(stall.duration_s)
@@ -180,7 +193,9 @@ async def flow_app(
                 warmed = await prompts.warm(lambda: create_tts(chosen.tts_name, settings), progress=progress)
                 if failed := sum(1 for result in warmed if result.source is None):
                     service.metrics.prompt_warm_failed(failed)
-                yield app
+                registry = app.state.voicefsm.registry
+                async with LeaseKeeper(store, lambda: registry.active.keys()):
+                    yield app
     finally:
         try:
             await store.aclose()
@@ -195,11 +210,20 @@ async def serve(
     *,
     on_ready: Callable[[RunningServer], None],
     on_progress: WarmProgress | None = None,
+    sock: socket.socket | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short."""
+    """Serve until SIGTERM/SIGINT, then drain; returns how many calls had to be cut short.
+
+    ``sock``: the listening socket a ``serve --workers`` supervisor handed this worker.
+    """
     async with flow_app(settings, chosen, progress=on_progress) as app:
         return await serve_until_signalled(
-            app, settings.host, settings.port, drain_timeout_s=settings.drain_timeout_s, on_ready=on_ready
+            app,
+            settings.host,
+            settings.port,
+            drain_timeout_s=settings.drain_timeout_s,
+            on_ready=on_ready,
+            sock=sock,
         )
 
 

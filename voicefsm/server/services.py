@@ -10,6 +10,7 @@ from voicefsm.core.events import CallStarted
 from voicefsm.runtime.call import Call, SttFactory
 from voicefsm.runtime.driver import CallLimits
 from voicefsm.runtime.session import CallHandler, CallSession, SessionOpener
+from voicefsm.runtime.snapshot import SnapshotKeeper
 
 StatusHook = Callable[[Mapping[str, str]], Awaitable[None]]
 
@@ -27,6 +28,8 @@ class CallServices:
     open_session: SessionOpener | None = None
     on_status: StatusHook | None = None
     limits: CallLimits = field(default_factory=CallLimits)
+    #: The flows' snapshots, when calls can resume after a lost stream (scale/resume).
+    snapshots: SnapshotKeeper | None = None
 
     def session(self, started: CallStarted) -> contextlib.AbstractAsyncContextManager[CallSession]:
         """The session for a call that has started (already admitted, its parameters cleaned)."""

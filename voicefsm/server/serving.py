@@ -63,12 +63,16 @@ def server_config(app: FastAPI, *, log_level: str = "warning", **options: object
 
 @contextlib.asynccontextmanager
 async def running_server(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 0
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
 ) -> AsyncIterator[RunningServer]:
-    """Serve ``app`` on ``host:port`` (0 = any free port) until the block exits; startup is awaited."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """Serve ``app`` on ``host:port`` (0 = any free port) until the block exits; startup is awaited.
+
+    ``sock``: accept on this bound socket instead (``serve --workers``: one socket, N processes).
+    """
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
     server = uvicorn.Server(server_config(app))
     config = server.config
     if not config.loaded:
@@ -129,6 +133,7 @@ async def serve_until_signalled(
     *,
     drain_timeout_s: float,
     on_ready: Callable[[RunningServer], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain gracefully. Returns the number of calls cut short."""
     stop = asyncio.Event()
@@ -136,7 +141,7 @@ async def serve_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with running_server(app, host, port) as server:
+        async with running_server(app, host, port, sock=sock) as server:
             if on_ready is not None:
                 on_ready(server)
             await stop.wait()

@@ -27,6 +27,7 @@ from voicefsm.core.events import CallStarted
 from voicefsm.core.identifiers import InvalidIdentifier, check_parameters, check_sid
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
+from voicefsm.runtime.snapshot import RESUME_PARAMETER, Verdict
 from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
@@ -173,9 +174,10 @@ async def _at_capacity(state: ServerState) -> bool:
 async def voice_webhook(request: Request) -> Response:
     """Answer an incoming (or outbound, once answered) call with TwiML that opens the media stream.
 
-    A retry of the same webhook (same ``I-Twilio-Idempotency-Token``, or the same CallSid while its
-    ticket is unused) gets the same TwiML. Draining, or every line taken (live calls and answered
-    ones whose stream is on its way), the caller hears a polite busy message.
+    A retry of the same webhook (same ``I-Twilio-Idempotency-Token``) gets the same TwiML. Twilio's
+    redirect after a lost stream resumes the call (or hangs up if its flow ended). Draining, or every
+    line taken (live calls and answered ones whose stream is on its way), a new caller hears a polite
+    busy message.
     """
     state = _state(request)
     form = await _verified_form(request)
@@ -190,7 +192,15 @@ async def voice_webhook(request: Request) -> Response:
     if not given and not state.settings.dev_mode:
         return _refuse(state, request, 400, "CallSid is missing; Twilio sends one with every call")
     call_sid = str(given or f"CA{secrets.token_hex(16)}")
-    if not await state.registry.has_ticket(call_sid) and (state.draining or await _at_capacity(state)):
+    resume = await _resume_verdict(state, call_sid, str(form.get("CallStatus") or ""))
+    if resume == "ended":  # Twilio's redirect after a flow that ended: nothing more to say
+        return Response(hangup_twiml(), media_type=XML)
+    # A call coming back after a lost stream had its line already; anyone else needs a free one.
+    if (
+        resume != "resume"
+        and not await state.registry.has_ticket(call_sid)
+        and (state.draining or await _at_capacity(state))
+    ):
         return Response(
             busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
         )
@@ -206,17 +216,58 @@ async def voice_webhook(request: Request) -> Response:
         )
         return Response(hangup_twiml(UNAVAILABLE_MESSAGE), media_type=XML)
     caller = form.get("From")
-    token = state.registry.issue_token(call_sid, str(caller) if caller else None)
+    token = await state.registry.issue_token(call_sid, str(caller) if caller else None)
     stream_url = _stream_url(state, request)
     parameters = {**campaign, "token": token}
+    if resume == "resume":
+        parameters[RESUME_PARAMETER] = "1"
+        await _lost_stream_closed(state, call_sid)
+    redirect = _voice_url(state, request) if resume is not None else None
     twiml = stream_twiml(
         stream_url,
         parameters,
         status_callback=status_callback_url(state.settings),  # the stream's events: /twilio/status
         allow_insecure=state.settings.dev_mode,
+        redirect=redirect,
     )
     replies.put(idempotency, twiml)
     return Response(twiml, media_type=XML)
+
+
+async def _resume_verdict(state: ServerState, call_sid: str, status: str) -> Verdict | None:
+    """resume (the call's flow has a snapshot), ended (its flow ended), new; None: calls cannot resume.
+
+    When the database cannot answer, an inbound call still ringing is new (Twilio's first request);
+    anything else may be the redirect after a flow that ended, which must not start the flow again.
+    """
+    snapshots = state.services.snapshots
+    if snapshots is None:
+        return None
+    try:
+        return await snapshots.verdict(call_sid)
+    except Exception:
+        log.exception("could not look up whether call %s can resume (its status: %s)", call_sid, status)
+        return "new" if status == "ringing" else "ended"
+
+
+#: How long the webhook waits for the lost stream's session on this worker to close before resuming.
+LOST_STREAM_CLOSE_S = 5.0
+
+
+async def _lost_stream_closed(state: ServerState, call_sid: str) -> None:
+    """Let the lost stream's session on this worker finish closing (bounded): its last records first,
+    and the resumed stream is not refused as a second stream of a live call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOST_STREAM_CLOSE_S
+    # The registry has no per-call event (its `idle` is for all calls); a resume is rare, so poll.
+    while call_sid in state.registry.active and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+def _voice_url(state: ServerState, request: Request) -> str:
+    """This webhook's absolute URL, where Twilio goes when a stream closes without the call ending."""
+    base = state.settings.public_base_url() or f"{request.url.scheme}://{request.url.netloc}"
+    return f"{base.rstrip('/')}{router.prefix}/voice"
 
 
 @router.post("/status")
@@ -328,7 +379,7 @@ async def _run_stream(state: ServerState, far_end: TwilioMediaStream) -> None:
             await far_end.websocket.close(code=1013, reason="try again later")
         return
     try:
-        admission = state.registry.admit(started)
+        admission = await state.registry.admit(started)
     except StreamRejected as exc:
         state.metrics.request_rejected()
         log.warning("refused a media stream: %s", exc)

@@ -39,6 +39,7 @@ from voicefsm.runtime.flow_runtime import (
     TurnLatency,
 )
 from voicefsm.runtime.session import CallSession, FlowRun
+from voicefsm.runtime.snapshot import FlowSnapshot, SnapshotSink
 from voicefsm.telephony.recording import RecordingActions
 from voicefsm.transports.memory import MemoryFarEnd
 
@@ -78,11 +79,16 @@ class FlowLine(FlowListener):
         resources: Mapping[str, object] | None = None,
         stubs: Mapping[str, object] | None = None,
         speak_ahead: bool = False,
+        restore: FlowSnapshot | None = None,
+        snapshots: SnapshotSink | None = None,
     ) -> None:
         self.flow = flow
         #: Synthesize each next prompt ahead of need, as a served call does (``tts.spoken`` then also
         #: lists the prompts synthesized ahead, heard or not).
         self.speak_ahead = speak_ahead
+        #: Resume from this snapshot instead of starting; ``snapshots`` receives the flow's snapshots.
+        self.restore = restore
+        self.snapshots = snapshots
         #: Resources by name over the flow's declared fakes.
         self.resources = resources
         #: Step stubs by state id or method (a dict given is kept, so it can change during the call).
@@ -159,6 +165,8 @@ class FlowLine(FlowListener):
             ),
             stubs=self.stubs,
             speak_ahead=self.speak_ahead,
+            restore=self.restore,
+            snapshots=self.snapshots,
         )
         self._opened.set()
         await self._go.wait()

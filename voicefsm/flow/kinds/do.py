@@ -126,6 +126,8 @@ class Do(StateKind):
 
     ``results`` names the outcome events the method may return (default: just ``done``);
     ``slot`` stores a plain return value. See the module documentation for the rules.
+    ``idempotent=True`` says running the step twice does no harm: a call resumed after its stream
+    was lost while the step ran runs it again (otherwise the step ends with ``failure``).
     """
 
     kind = "do"
@@ -146,6 +148,7 @@ class Do(StateKind):
         filler_min_s: float = 2.0,
         on_hangup: OnHangup = "cancel",
         finish_s: float = 5.0,
+        idempotent: bool = False,
         name: str = "",
         initial: bool = False,
         enter: Any = None,
@@ -153,6 +156,7 @@ class Do(StateKind):
     ) -> None:
         super().__init__(None, name=name, initial=initial, barge_in=False, enter=enter, exit=exit)
         self.method = method
+        self.idempotent = idempotent
         self.results: tuple[str, ...] = (results,) if isinstance(results, str) else tuple(results)
         self.slot = slot
         self.timeout_s = timeout_s

@@ -51,11 +51,14 @@ def stream_twiml(
     status_callback: str | None = None,
     action: str | None = None,
     allow_insecure: bool = False,
+    redirect: str | None = None,
 ) -> str:
     """``<Connect><Stream>``: bridge the call to our WebSocket, passing ``parameters`` as ``<Parameter>``s.
 
     ``status_callback`` receives the stream's stream-started / stream-stopped / stream-error events.
     ``action`` is fetched when the stream ends (e.g. to transfer without REST credentials).
+    ``redirect`` (an absolute URL) is where Twilio goes next when the stream closes without the call
+    ending: ``<Redirect method="POST">`` back to the voice webhook resumes the call (scale/resume).
     ``allow_insecure`` also accepts ``ws://``, for local fakes only: real Twilio refuses it.
     Raises :class:`StreamUrlError` for a URL Twilio would refuse.
     """
@@ -69,6 +72,8 @@ def stream_twiml(
     connect.append(stream)
     response = VoiceResponse()
     response.append(connect)
+    if redirect is not None:
+        response.redirect(redirect, method="POST")
     return str(response)
 
 

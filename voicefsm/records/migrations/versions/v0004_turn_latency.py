@@ -1,7 +1,7 @@
 """A caller turn's latency, by stage: seven nullable columns at the end of ``turns``.
 
 Revision ID: 0004
-Revises: 0001 (re-chained after 0003 when the branches are merged)
+Revises: 0003
 Create Date: 2026-12-07
 
 Frozen: a revision never imports voicefsm's current tables. Batch mode, so SQLite (which cannot
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0001"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
