@@ -47,7 +47,12 @@ def create_app(
     state = ServerState(
         settings=settings,
         services=services or CallServices(),
-        registry=CallRegistry(require_token=not settings.dev_mode, store=store),
+        # Stream tickets in the database when it is one several workers or hosts can share; a SQLite
+        # file serves one process (`--workers` refuses it), whose memory keeps them without a write.
+        registry=CallRegistry(
+            require_token=not settings.dev_mode,
+            store=store if store is not None and store.engine.dialect.name != "sqlite" else None,
+        ),
         store=store,
         writer=writer,
         flow_description=flow_description,

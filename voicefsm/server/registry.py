@@ -1,9 +1,10 @@
 """Which calls are live, and the single-use tokens that tie a media stream to its signed webhook.
 
-With a records database (every served app has one), the tickets live in it (``stream_tickets``,
+With a records database that workers share (PostgreSQL), the tickets live in it (``stream_tickets``,
 only a hash of each token): the stream may reach any worker on the database, and using a ticket is
 one atomic UPDATE, so exactly one stream is admitted however many workers see the token. Without
-one (an app built bare, in tests), they are kept in this process's memory with the same rules.
+one (SQLite, which one process serves, or an app built bare in tests), they are kept in this
+process's memory with the same rules.
 """
 
 from __future__ import annotations

@@ -138,6 +138,26 @@ class WebhookReplies:
         self._ttl_s = ttl_s
         self._capacity = capacity
         self._replies: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # Retries that arrive while the first is still being answered wait for its answer.
+        self._answering: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, key: str | None) -> AsyncIterator[None]:
+        """Answer the webhooks with ``key`` one after another, so a retry finds the first one's reply."""
+        if not key:
+            yield
+            return
+        lock, waiting = self._answering.get(key, (asyncio.Lock(), 0))
+        self._answering[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._answering[key]
+            if waiting == 1:
+                del self._answering[key]
+            else:
+                self._answering[key] = (lock, waiting - 1)
 
     def get(self, key: str | None) -> str | None:
         if not key:
@@ -185,38 +205,48 @@ async def voice_webhook(request: Request) -> Response:
         return form
     replies = _replies(request)
     idempotency = request.headers.get(IDEMPOTENCY_HEADER)
-    replayed = replies.get(idempotency)
-    if replayed is not None:
-        return Response(replayed, media_type=XML)
+    async with replies.one_at_a_time(idempotency):
+        replayed = replies.get(idempotency)
+        if replayed is not None:
+            return Response(replayed, media_type=XML)
+        return await _answer_call(state, request, form, replies, idempotency)
+
+
+async def _answer_call(
+    state: ServerState, request: Request, form: FormData, replies: WebhookReplies, idempotency: str | None
+) -> Response:
+    """The voice webhook's TwiML for a call: a stream (new or resumed), busy, or hang up."""
     given = form.get("CallSid")
     if not given and not state.settings.dev_mode:
         return _refuse(state, request, 400, "CallSid is missing; Twilio sends one with every call")
     call_sid = str(given or f"CA{secrets.token_hex(16)}")
-    resume = await _resume_verdict(state, call_sid, str(form.get("CallStatus") or ""))
-    if resume == "ended":  # Twilio's redirect after a flow that ended: nothing more to say
-        return Response(hangup_twiml(), media_type=XML)
-    # A call coming back after a lost stream had its line already; anyone else needs a free one.
-    if (
-        resume != "resume"
-        and not await state.registry.has_ticket(call_sid)
-        and (state.draining or await _at_capacity(state))
-    ):
-        return Response(
-            busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
-        )
     try:
+        # What the database says (a call to resume? a free line? a campaign's row? the stream's ticket)
+        # must come in time: Twilio waits 15 s at most, and a caller hears silence meanwhile.
         async with asyncio.timeout(state.settings.webhook_deadline_s):
+            resume = await _resume_verdict(state, call_sid, str(form.get("CallStatus") or ""))
+            if resume == "ended":  # Twilio's redirect after a flow that ended: nothing more to say
+                return Response(hangup_twiml(), media_type=XML)
+            # A call coming back after a lost stream had its line already; anyone else needs a free one.
+            if (
+                resume != "resume"
+                and not await state.registry.has_ticket(call_sid)
+                and (state.draining or await _at_capacity(state))
+            ):
+                return Response(
+                    busy_twiml("Sorry, all our lines are busy. Please call again shortly."), media_type=XML
+                )
             campaign = await campaign_parameters(request)  # a campaign call: its CSV row, from the database
+            caller = form.get("From")
+            token = await state.registry.issue_token(call_sid, str(caller) if caller else None)
     except TimeoutError:
         log.warning(
-            "call %s: the campaign's values did not come within %g s (VOICEFSM_WEBHOOK_DEADLINE_S); "
+            "call %s: the database did not answer the webhook within %g s (VOICEFSM_WEBHOOK_DEADLINE_S); "
             "the caller is told to call again",
             call_sid,
             state.settings.webhook_deadline_s,
         )
         return Response(hangup_twiml(UNAVAILABLE_MESSAGE), media_type=XML)
-    caller = form.get("From")
-    token = await state.registry.issue_token(call_sid, str(caller) if caller else None)
     stream_url = _stream_url(state, request)
     parameters = {**campaign, "token": token}
     if resume == "resume":
