@@ -23,6 +23,7 @@ from voicefsm.campaigns.contacts import check_timezone, parse_contacts
 from voicefsm.campaigns.errors import CampaignError, CampaignsUnavailableError, UnknownCampaignError
 from voicefsm.campaigns.store import CampaignOptions
 from voicefsm.campaigns.windows import CallingWindow
+from voicefsm.server.amd import deliver_verdict
 from voicefsm.server.campaign_calls import campaign_service
 from voicefsm.server.twilio_routes import _verified_form
 
@@ -76,7 +77,9 @@ async def campaign_callback(attempt_id: int, request: Request) -> Response:
     form = await _verified_form(request)
     if isinstance(form, Response):
         return form
-    await (await _service(request)).callback(attempt_id, {key: str(value) for key, value in form.items()})
+    fields = {key: str(value) for key, value in form.items()}
+    deliver_verdict(request.app.state.voicefsm.registry, fields)  # the flow hears a machine at once
+    await (await _service(request)).callback(attempt_id, fields)
     return Response(status_code=204)
 
 

@@ -23,6 +23,7 @@ from starlette.datastructures import FormData
 from voicefsm.core.events import CallStarted
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
+from voicefsm.server.amd import deliver_verdict
 from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
@@ -105,6 +106,7 @@ async def status_callback(request: Request) -> Response:
         return form
     fields: Mapping[str, str] = {key: str(value) for key, value in form.items()}
     log.info("call %s status %s", fields.get("CallSid", "?"), fields.get("CallStatus", "?"))
+    deliver_verdict(state.registry, fields)  # an async AMD verdict (`voicefsm call --amd`) for a live call
     if state.services.on_status is not None:
         try:
             await state.services.on_status(fields)
