@@ -204,7 +204,7 @@ class Reminder(VoiceFlow):
     resources = (appointments,)
 
     greet = Say(
-        "Hello {patient}, this is Bright Smile Dental calling about your appointment {when}.",
+        "{hello}, this is Bright Smile Dental calling about your appointment {when}.",
         initial=True,
     )
     ask = Ask(
@@ -231,17 +231,17 @@ class Reminder(VoiceFlow):
         on_hangup="finish",
     )
     taken_time = Say("Sorry, {day:%A} at {time:%H:%M} is taken.")
-    confirmed = Hangup("Thank you, {patient}. We'll see you {when}. Goodbye!", outcome="confirmed")
+    confirmed = Hangup("Thank you{to_patient}, your appointment is confirmed. Goodbye!", outcome="confirmed")
     cancelled = Hangup(
         "Your appointment is cancelled. Call us on " + PHONE + " whenever you'd like a new one. Goodbye!",
         outcome="cancelled",
     )
     rescheduled = Hangup(
-        "Done: your appointment is now on {day:%A} at {time:%H:%M}. See you then, {patient}. Goodbye!",
+        "Done: your appointment is now on {day:%A} at {time:%H:%M}. See you then{to_patient}. Goodbye!",
         outcome="rescheduled",
     )
     voicemail = Hangup(
-        "Hello, this is Bright Smile Dental with a reminder for {patient}: your appointment is {when}. "
+        "Hello, this is Bright Smile Dental with a reminder{for_patient} about your appointment {when}. "
         "To change it, please call us on " + PHONE + ". Goodbye!",
         outcome="voicemail",
     )
@@ -282,8 +282,23 @@ class Reminder(VoiceFlow):
 
     @property
     def patient(self) -> str:
-        """The patient's name from the call's ``name`` parameter ("there" without one: "Hello there")."""
-        return self.parameters.get("name", "").strip() or "there"
+        """The patient's name, from the call's ``name`` parameter ("" without one)."""
+        return self.parameters.get("name", "").strip()
+
+    @property
+    def hello(self) -> str:
+        """ "Hello Ada" ("Hello" without a name)."""
+        return f"Hello {self.patient}" if self.patient else "Hello"
+
+    @property
+    def to_patient(self) -> str:
+        """ ", Ada", for "Thank you, Ada" ("" without a name)."""
+        return f", {self.patient}" if self.patient else ""
+
+    @property
+    def for_patient(self) -> str:
+        """ " for Ada", for "a reminder for Ada" ("" without a name)."""
+        return f" for {self.patient}" if self.patient else ""
 
     @property
     def start(self) -> dt.datetime | None:
@@ -307,7 +322,7 @@ class Reminder(VoiceFlow):
     def appointment_key(self) -> str:
         """The ``appointment_id`` parameter, or the name and time when the row has none."""
         given = self.parameters.get("appointment_id", "").strip()
-        return given or f"{self.patient} {self.start or 'unknown'}"
+        return given or f"{self.patient or self.caller or 'unknown'} {self.start or 'unknown'}"
 
     # -- guards and steps -------------------------------------------------------------------------
 

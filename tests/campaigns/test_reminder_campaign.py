@@ -134,4 +134,4 @@ async def test_a_reminder_campaign_leaves_voicemails_on_machines_and_asks_people
     assert {
         g.split(",")[0].removeprefix("Hello ") for g in greetings if g.startswith("Hello ") and "," in g
     } >= names
-    assert any("reminder for Grace: your appointment is on Wednesday 5 June at 09:30" in g for g in greetings)
+    assert any("reminder for Grace about your appointment on Wednesday 5 June at 09:30" in g for g in greetings)

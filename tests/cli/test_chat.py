@@ -288,6 +288,13 @@ async def test_transfers_and_text_messages_are_shown_not_sent() -> None:
     assert result.outcome == "completed"
 
 
+async def test_the_reminder_flow_chats_without_a_campaign_row() -> None:
+    screen, result = await chat("reminder.py", ["/3", "Thursday", "half past two"])
+    assert "agent: Hello, this is Bright Smile Dental calling about your appointment with us.\n" in screen
+    assert "agent: Done: your appointment is now on Thursday at 14:30. See you then. Goodbye!\n" in screen
+    assert (result.outcome, result.slots["day"]) == ("rescheduled", dt.date(2024, 6, 6))
+
+
 @pytest.mark.parametrize(
     ("last", "reason"), [(["/hangup"], "caller hung up"), ([], "end of input: caller hung up")]
 )
