@@ -154,21 +154,23 @@ def record_rows(database: Path) -> tuple[dict[str, int], int]:
 async def idle_sample(
     server: servers.Server, http: httpx.AsyncClient, database: Path, calls_done: int, begin: float
 ) -> Sample:
-    """Wait until no call is live and the records stop changing, then read the server's figures."""
+    """Wait until no call is live and the records, descriptors and tasks stop changing, then read the
+    server's figures (a socket the server has not closed yet, or a record not yet written, is not growth)."""
     deadline = time.monotonic() + IDLE_TIMEOUT_S
-    previous: tuple[dict[str, int], int] | None = None
+    previous: tuple[object, ...] | None = None
     while True:
         health = (await http.get("/healthz")).json()
-        current = record_rows(database)
-        settled = health["active_calls"] == 0 and current[1] == 0 and current == previous
+        rows, unfinished = record_rows(database)
+        fds = open_fds(server.pid)
+        current = (rows, unfinished, fds, health["asyncio_tasks"])
+        settled = health["active_calls"] == 0 and unfinished == 0 and current == previous
         if settled or time.monotonic() > deadline:
             break
         previous = current
         await asyncio.sleep(0.25)  # polling another process: the records writer flushes on its own time
-    rows, unfinished = current
     return Sample(
         calls_done=calls_done,
-        fds=open_fds(server.pid),
+        fds=fds,
         tasks=int(health["asyncio_tasks"]),
         threads=procstat.status_kib(server.pid, "Threads"),  # a plain count, read like the kB fields
         rss_kib=procstat.status_kib(server.pid, "VmRSS"),

@@ -35,5 +35,4 @@ def test_fifty_calls_through_a_served_instance_report_every_figure(tmp_path: Pat
     # The figures the soak judges are all there (their growth over 50 calls is not judged here).
     for sample in (start, warm, end):
         assert sample["fds"] > 0 and sample["tasks"] > 0 and sample["threads"] > 0 and sample["rss_kib"] > 0
-    assert end["fds"] == warm["fds"] and end["tasks"] == warm["tasks"]
     assert "fds" in completed.stdout and ("PASSED" in completed.stdout or "FAILED" in completed.stdout)
