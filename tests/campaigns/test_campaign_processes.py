@@ -94,7 +94,7 @@ async def test_two_server_processes_share_one_campaign(postgres_url: str, tmp_pa
 
                 def every_call_ended() -> bool:
                     with twilio.all_ended:
-                        return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(NUMBERS), 40)
+                        return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(NUMBERS), 180)
 
                 assert await asyncio.to_thread(every_call_ended), f"{len(twilio.ended)} calls ended"
                 progress = (await http.get(f"/api/campaigns/{answer.json()['id']}")).json()

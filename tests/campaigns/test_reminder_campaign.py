@@ -94,7 +94,7 @@ async def test_a_reminder_campaign_leaves_voicemails_on_machines_and_asks_people
 
             def every_call_ended() -> bool:
                 with twilio.all_ended:
-                    return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(ROWS) + 1, 60)
+                    return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(ROWS) + 1, 180)
 
             assert await asyncio.to_thread(every_call_ended), (len(twilio.ended), twilio.callback_errors)
             progress = (await http.get(f"/api/campaigns/{campaign}")).json()
@@ -134,4 +134,6 @@ async def test_a_reminder_campaign_leaves_voicemails_on_machines_and_asks_people
     assert {
         g.split(",")[0].removeprefix("Hello ") for g in greetings if g.startswith("Hello ") and "," in g
     } >= names
-    assert any("reminder for Grace about your appointment on Wednesday 5 June at 09:30" in g for g in greetings)
+    assert any(
+        "reminder for Grace about your appointment on Wednesday 5 June at 09:30" in g for g in greetings
+    )
