@@ -96,6 +96,8 @@ class Soak:
     failures: Counter[str] = field(default_factory=Counter)
     outcomes: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: The server's first warnings and errors (its log is removed with its folder).
+    server_warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     calls_per_s: float = 0.0
 
@@ -318,6 +320,8 @@ def report(soak: Soak) -> str:
     )
     lines.append(f"threads by name: warmed up {warm.thread_names}, end {end.thread_names}")
     lines.append(f"outcomes: {soak.outcomes}; failed calls: {dict(soak.failures) or 'none'}")
+    if soak.server_warnings:
+        lines.append("the server's warnings and errors (first 40):\n  " + "\n  ".join(soak.server_warnings))
     lines.append("PASSED" if soak.passed else "FAILED:\n  " + "\n  ".join(soak.problems))
     return "\n".join(lines)
 
@@ -348,6 +352,8 @@ async def soak_run(args: argparse.Namespace) -> Soak:
                     print(f"  {done} calls, RSS {soak.samples[-1].rss_kib} KiB", file=sys.stderr, flush=True)
                 soak.elapsed_s = time.monotonic() - started
                 soak.calls_per_s = args.calls / soak.elapsed_s if soak.elapsed_s else 0.0
+            log = (folder / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()
+            soak.server_warnings = [line for line in log if "WARNING" in line or "ERROR" in line][:40]
             with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
                 soak.outcomes = dict(
                     db.execute("SELECT outcome, count(*) FROM calls GROUP BY outcome").fetchall()
