@@ -75,14 +75,17 @@ async def test_two_workers_respect_rate_and_cap_retry_busy_and_end_each_number_o
                 window_end="00:00",
             )
             contacts = [
-                Contact(row, number, None, {"name": f"caller {row}"}) for row, number in enumerate(NUMBERS, 2)
+                Contact(row, number, None, {"name": f"caller {row}", "day": "2024-06-05", "time": "09:30"})
+                for row, number in enumerate(NUMBERS, 2)
             ]
-            campaign_id = await first.start("reminders", "Survey", options, contacts)
+            campaign_id = await first.start("reminders", "Reminder", options, contacts)
 
             def every_call_ended() -> bool:
                 return len(twilio.created) >= EXPECTED_CALLS and len(twilio.ended) >= EXPECTED_CALLS
 
-            ended = await asyncio.to_thread(_wait_for, twilio, every_call_ended, 40.0)
+            ended = await asyncio.to_thread(
+                _wait_for, twilio, every_call_ended, 180.0
+            )  # a bound, not a pace: loaded hosts are slow
             assert ended, (
                 f"{len(twilio.created)} calls created, {len(twilio.ended)} ended of {EXPECTED_CALLS}"
             )

@@ -39,9 +39,9 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server(port: int, env: dict[str, str], folder: Path) -> AsyncIterator[None]:
-    """``voicefsm serve flows/survey.py`` on ``port`` until the block ends (SIGTERM, then awaited)."""
+    """``voicefsm serve flows/reminder.py`` on ``port`` until the block ends (SIGTERM, then awaited)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voicefsm", "serve", str(ROOT / "flows" / "survey.py"), "--port", str(port),
+        sys.executable, "-m", "voicefsm", "serve", str(ROOT / "flows" / "reminder.py"), "--port", str(port),
         cwd=folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
@@ -88,13 +88,13 @@ async def test_two_server_processes_share_one_campaign(postgres_url: str, tmp_pa
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second}", headers=headers) as http:
                 answer = await http.post(
-                    "/api/campaigns", json={"flow": "Survey", "csv": csv, "options": options}
+                    "/api/campaigns", json={"flow": "Reminder", "csv": csv, "options": options}
                 )
                 assert answer.status_code == 201, answer.text
 
                 def every_call_ended() -> bool:
                     with twilio.all_ended:
-                        return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(NUMBERS), 40)
+                        return twilio.all_ended.wait_for(lambda: len(twilio.ended) >= len(NUMBERS), 180)
 
                 assert await asyncio.to_thread(every_call_ended), f"{len(twilio.ended)} calls ended"
                 progress = (await http.get(f"/api/campaigns/{answer.json()['id']}")).json()

@@ -288,6 +288,25 @@ async def test_transfers_and_text_messages_are_shown_not_sent() -> None:
     assert result.outcome == "completed"
 
 
+async def test_a_machine_typed_in_chat_gets_the_reminders_voicemail_and_a_person_does_not() -> None:
+    screen, result = await chat("reminder.py", ["hi, leave a message after the tone", "/machine"])
+    assert "caller: [a machine: machine_end_beep]\n" in screen
+    assert "  ~ answering-machine detection: answered by machine_end_beep\n" in screen
+    assert "  -> voicemail (machine_answered)\n" in screen
+    assert (result.outcome, result.final_state) == ("voicemail", "voicemail")
+    screen, result = await chat("reminder.py", ["/machine human", "/1"])
+    assert result.outcome == "confirmed"
+    screen, result = await chat("reminder.py", ["/machine <b>", "/hangup"])
+    assert "/machine <b>: a verdict is a word such as machine_end_beep, human or fax\n" in screen
+
+
+async def test_the_reminder_flow_chats_without_a_campaign_row() -> None:
+    screen, result = await chat("reminder.py", ["/3", "Thursday", "half past two"])
+    assert "agent: Hello, this is Bright Smile Dental calling about your appointment with us.\n" in screen
+    assert "agent: Done: your appointment is now on Thursday at 14:30. See you then. Goodbye!\n" in screen
+    assert (result.outcome, result.slots["day"]) == ("rescheduled", dt.date(2024, 6, 6))
+
+
 @pytest.mark.parametrize(
     ("last", "reason"), [(["/hangup"], "caller hung up"), ([], "end of input: caller hung up")]
 )

@@ -12,7 +12,7 @@ from voicefsm.flow import Ask, Echo, FlowDefinitionError, FlowProblem, Hangup, S
 from voicefsm.flow.checks import check_flow
 from voicefsm.flow.loader import load_flow
 
-SHIPPED = ("flows/booking.py", "flows/ivr_menu.py", "flows/survey.py", "flows/echo.py")
+SHIPPED = ("flows/booking.py", "flows/ivr_menu.py", "flows/survey.py", "flows/echo.py", "flows/reminder.py")
 
 
 class Appointment(BaseModel):

@@ -50,6 +50,7 @@ def test_the_booking_spec_describes_states_expectations_timers_and_transitions()
         "disconnected",
         "error.execution",
         "limit_reached",
+        "machine_answered",
     ]
     confirm = spec.state("confirm")
     assert confirm.expect is not None and confirm.expect.params == {"yes_key": "1", "no_key": "2"}

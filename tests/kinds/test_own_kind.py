@@ -27,7 +27,14 @@ def test_validate_spec_and_graph_see_the_kind() -> None:
     spec = FlowSpec.of(HoldLine)
     hold = spec.state("hold")
     assert hold.kind == "hold"
-    assert hold.receives == ["waited", "skipped", "disconnected", "error.execution", "limit_reached"]
+    assert hold.receives == [
+        "waited",
+        "skipped",
+        "disconnected",
+        "error.execution",
+        "limit_reached",
+        "machine_answered",
+    ]
     assert hold.extra == {"seconds": 4.0}
     assert hold.prompt == "Please hold."
     assert '"hold" [label="hold\\n«hold»", shape=octagon];' in dot(HoldLine)

@@ -106,6 +106,34 @@ class Disconnected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class MachineDetected:
+    """The carrier's answering-machine detection decided who answered (Twilio's async AMD).
+
+    ``answered_by`` is the verdict as the carrier says it: ``human``, ``machine_start``,
+    ``machine_end_beep``, ``machine_end_silence``, ``machine_end_other``, ``fax`` or ``unknown``.
+    """
+
+    answered_by: str
+
+    @property
+    def machine(self) -> bool:
+        """True for a verdict a flow acts on: a machine whose greeting has ended (the beep, or silence).
+
+        ``machine_start`` (said before the greeting ends) misfires on people who pause, so it is not
+        one; ``fax`` and ``unknown`` are not either.
+        """
+        return self.answered_by.startswith("machine_end_")
+
+
 CallEvent = (
-    CallStarted | MarkReceived | Committed | Recognizing | KeyPressed | SttError | TtsError | Disconnected
+    CallStarted
+    | MarkReceived
+    | Committed
+    | Recognizing
+    | KeyPressed
+    | SttError
+    | TtsError
+    | Disconnected
+    | MachineDetected
 )

@@ -20,7 +20,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
-from voicefsm.core.events import CallStarted, Committed
+from voicefsm.core.events import CallStarted, Committed, MachineDetected
 from voicefsm.core.intents import OutboundItem
 from voicefsm.errors import VoiceFsmError
 from voicefsm.flow.chart import VoiceFlow
@@ -39,6 +39,7 @@ from voicefsm.transports.terminal import (
     Invalid,
     Keys,
     Leave,
+    Machine,
     Silence,
     Speech,
     TerminalActions,
@@ -220,6 +221,11 @@ class ChatLine:
                 except TimeoutError:
                     raise ChatStuckError(self.end_wait_s) from None
                 return
+            if isinstance(typed, Machine):  # the flow acts on it at once, or not at all
+                if self.call is not None:
+                    self.call.emit(MachineDetected(typed.answered_by))
+                await settled()
+                continue
             listens, doings = self.progress.listens, self.progress.doings
             if self._act(typed):
                 await self._flow_waits(call, listens=listens, doings=doings, keys=isinstance(typed, Keys))

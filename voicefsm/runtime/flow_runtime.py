@@ -40,6 +40,7 @@ from voicefsm.core.events import (
     Committed,
     Disconnected,
     KeyPressed,
+    MachineDetected,
     Recognizing,
     SttError,
 )
@@ -51,6 +52,7 @@ from voicefsm.flow.kinds import (
     ERROR_EXECUTION,
     FAILURE,
     LIMIT_REACHED,
+    MACHINE_ANSWERED,
     Activity,
     CallerKey,
     CallerSaid,
@@ -126,7 +128,7 @@ class RuntimeLimits:
 CallHandler = Callable[[Call], Awaitable[None]]
 
 
-_CALLER_EVENTS = (Committed, Recognizing, KeyPressed, SttError, Disconnected)
+_CALLER_EVENTS = (Committed, Recognizing, KeyPressed, SttError, Disconnected, MachineDetected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,9 @@ class FlowRuntime:
         if isinstance(message, Disconnected):
             await self._on_disconnected(message.reason)
             return
+        if isinstance(message, MachineDetected):
+            await self._on_machine(message)
+            return
         left = self.time_left()
         if isinstance(message, _DurationUp) or (left == 0.0 and not self._limited):
             await self.check_limits(due=isinstance(message, _DurationUp))
@@ -374,6 +379,22 @@ class FlowRuntime:
                 "%s did not reach a final state on disconnected (in %s)", self.name, self.flow.current.id
             )
             self._aborted = True
+
+    async def _on_machine(self, verdict: MachineDetected) -> None:
+        """Answering-machine detection answered: noted on the call's record (an ``amd`` row); a machine
+        whose greeting has ended becomes ``machine_answered`` for a flow with a transition on it.
+
+        A flow without one, a verdict that is not a machine, or a state with no transition on it (the
+        flow already ended, or chose not to leave it) changes nothing: the call goes on.
+        """
+        note = f"answering-machine detection: answered by {verdict.answered_by}"
+        self.call.log.info("%s", note)
+        self._notify("on_error", "amd", note, None)
+        if not verdict.machine or self.flow.is_terminated or self._disconnected is not None:
+            return
+        if MACHINE_ANSWERED not in self.flow._event_ids:
+            return
+        await self._send(MACHINE_ANSWERED, answered_by=verdict.answered_by)
 
     # -- talking to the chart -----------------------------------------------------------------
 

@@ -87,6 +87,7 @@ def create_app(
         body: dict[str, object] = {
             "status": "draining" if state.draining else "ok" if pool.healthy else "unhealthy",
             "active_calls": len(state.registry.active),
+            "asyncio_tasks": len(asyncio.all_tasks()),  # the soak (benchmarks/soak.py) watches it for leaks
             "dev_mode": settings.dev_mode,
             "version": __version__,
             "step_pool": {"busy": pool.busy, "abandoned": pool.abandoned, "problem": pool.problem()},

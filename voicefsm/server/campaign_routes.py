@@ -23,6 +23,7 @@ from voicefsm.campaigns.contacts import check_timezone, parse_contacts
 from voicefsm.campaigns.errors import CampaignError, CampaignsUnavailableError, UnknownCampaignError
 from voicefsm.campaigns.store import CampaignOptions
 from voicefsm.campaigns.windows import CallingWindow
+from voicefsm.server.amd import deliver_verdict
 from voicefsm.server.campaign_calls import campaign_service
 from voicefsm.server.twilio_routes import _verified_form, reconcile_call_status
 
@@ -78,6 +79,7 @@ async def campaign_callback(attempt_id: int, request: Request) -> Response:
         return form
     fields = {key: str(value) for key, value in form.items()}
     await reconcile_call_status(request.app.state.voicefsm, fields)  # the call's record too (edge)
+    deliver_verdict(request.app.state.voicefsm.registry, fields)  # the flow hears a machine at once
     await (await _service(request)).callback(attempt_id, fields)
     return Response(status_code=204)
 

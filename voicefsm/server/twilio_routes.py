@@ -28,6 +28,7 @@ from voicefsm.core.identifiers import InvalidIdentifier, check_parameters, check
 from voicefsm.runtime.driver import run_call, wait_for_start
 from voicefsm.runtime.session import CallSession
 from voicefsm.runtime.snapshot import RESUME_PARAMETER, Verdict
+from voicefsm.server.amd import deliver_verdict
 from voicefsm.server.auth import browser_may_stream
 from voicefsm.server.campaign_calls import campaign_parameters
 from voicefsm.server.registry import Admission, StreamRejected
@@ -324,6 +325,7 @@ async def status_callback(request: Request) -> Response:
         log.info("call %s stream %s", call_sid or "?", fields["StreamEvent"])
     elif fields.get("MessageStatus"):
         log.info("message %s status %s", fields.get("MessageSid", "?"), fields["MessageStatus"])
+    deliver_verdict(state.registry, fields)  # an async AMD verdict (`voicefsm call --amd`) for a live call
     if state.services.on_status is not None:
         try:
             await state.services.on_status(fields)

@@ -35,7 +35,16 @@ from typing import Any, Literal
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.expect_base import Expectation, NoMatch
-from voicefsm.flow.kinds import DISCONNECTED, DONE, FAILURE, TIMED_OUT, StepStub, events_received, kind_for
+from voicefsm.flow.kinds import (
+    DISCONNECTED,
+    DONE,
+    FAILURE,
+    MACHINE_ANSWERED,
+    TIMED_OUT,
+    StepStub,
+    events_received,
+    kind_for,
+)
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.runtime.flow_runtime import FlowResult
 from voicefsm.testing.line import MONDAY, FlowLine
@@ -63,6 +72,9 @@ SILENCE = "\x00silence"  # an action: say nothing at this listen
 HANG_UP = "\x00hangup"  # an action: hang up at this listen
 FORCE = "\x00step:"  # an action's prefix: "\x00step:<state>=<outcome>": that step's first run ends so
 BARGE_IN = "!"  # an action's prefix: say the rest over the agent's next prompt
+MACHINE = "\x00machine:"  # an action's prefix: answering-machine detection answers (the verdict follows)
+#: The verdict a fault run's machine gives: its greeting ended with a beep.
+MACHINE_VERDICT = "machine_end_beep"
 GARBAGE_TEXT = (
     "zxq blorf wibble",
     "mmm hmm hmm",
@@ -215,6 +227,8 @@ def shown(action: Action) -> str:
         return "(silence)"
     if action == HANG_UP:
         return "(hangs up)"
+    if action.startswith(MACHINE):
+        return f"(a machine answered: {action[len(MACHINE) :]})"
     if action.startswith(BARGE_IN):
         return f"(talks over the prompt) {action[len(BARGE_IN) :]}"
     if action.startswith("#"):
@@ -338,6 +352,8 @@ class _FaultLine(FlowLine):
             return
         if action == HANG_UP:
             self.hang_up()
+        elif action.startswith(MACHINE):
+            self.machine_answers(action[len(MACHINE) :])
         elif action.startswith("#"):
             self.press(action[1:])
         else:
@@ -540,13 +556,20 @@ def _still_going(line: _FaultLine, bound_hit: bool, max_simulated_s: float, real
 
 
 def answers_for(flow: type[VoiceFlow], state: str) -> list[Action]:
-    """What a caller might do in ``state``: each example answer and keypad input, then a wrong one."""
+    """What a caller might do in ``state``: each example answer and keypad input, then a wrong one;
+    and be a machine, when the state has a transition on ``machine_answered``."""
     expectation = _expectation(flow, state)
     if expectation is None:
         return []
     wrong = [text for text in expectation.counter_examples() if text.strip()][:1]
     keys = ["#" + keys for keys in expectation.dtmf_examples()]
-    return list(dict.fromkeys([*expectation.examples(), *keys, *wrong]))
+    found = flow.states_map.get(state) if hasattr(flow, "states_map") else None
+    machine = [
+        MACHINE + MACHINE_VERDICT
+        for transition in (found.transitions if found is not None else ())
+        if MACHINE_ANSWERED in (str(event) for event in transition.events)
+    ][:1]
+    return list(dict.fromkeys([*expectation.examples(), *keys, *wrong, *machine]))
 
 
 async def find_paths(

@@ -22,7 +22,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 
-from voicefsm.core.events import CallStarted
+from voicefsm.core.events import CallStarted, MachineDetected
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlayAudio
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.resources import fakes_for
@@ -81,6 +81,7 @@ class FlowLine(FlowListener):
         speak_ahead: bool = False,
         restore: FlowSnapshot | None = None,
         snapshots: SnapshotSink | None = None,
+        parameters: Mapping[str, str] | None = None,
     ) -> None:
         self.flow = flow
         #: Synthesize each next prompt ahead of need, as a served call does (``tts.spoken`` then also
@@ -89,6 +90,8 @@ class FlowLine(FlowListener):
         #: Resume from this snapshot instead of starting; ``snapshots`` receives the flow's snapshots.
         self.restore = restore
         self.snapshots = snapshots
+        #: The call's custom parameters (a campaign's CSV row: ``self.parameters`` in the flow).
+        self.parameters = dict(parameters or {})
         #: Resources by name over the flow's declared fakes.
         self.resources = resources
         #: Step stubs by state id or method (a dict given is kept, so it can change during the call).
@@ -129,7 +132,7 @@ class FlowLine(FlowListener):
         self._before = asyncio.all_tasks()
         if isinstance(self.flow, VoiceFlow) and self.flow.caller is None:
             self.flow.caller = self.caller
-        self.far_end.start(CALL_ID, self.caller)
+        self.far_end.start(CALL_ID, self.caller, self.parameters)
         self.run_task = asyncio.create_task(self._run_call(), name="line-flow")
         self.run_task.add_done_callback(lambda _: self._changed.set())
         opened = asyncio.create_task(self._opened.wait(), name="line-open")
@@ -240,6 +243,10 @@ class FlowLine(FlowListener):
     def hang_up(self) -> None:
         """The caller hangs up."""
         self.far_end.hang_up("caller hung up")
+
+    def machine_answers(self, answered_by: str = "machine_end_beep") -> None:
+        """Answering-machine detection answers now with ``answered_by`` (Twilio's AnsweredBy)."""
+        self.call.emit(MachineDetected(answered_by))
 
     # -- the caller: in turn ----------------------------------------------------------------------
 

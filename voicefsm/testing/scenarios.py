@@ -8,6 +8,7 @@
       - name: books next Tuesday at half past ten
         today: 2024-06-05          # optional: this scenario's own "today"
         caller: "+15550001234"     # optional: the caller's number (null: withheld)
+        parameters: {name: Ada}    # optional: the call's custom parameters (a campaign's CSV row)
         steps:
           - agent: Which day           # wait until the agent has said this (or {re: "regex"})
           - say: next Tuesday          # when the agent next listens, say it
@@ -18,6 +19,7 @@
           - stt_fails                  # the recognizer dies now
           - state: ask_time            # wait until the call is in this state
           - hangup                     # the caller hangs up
+          - machine: machine_end_beep  # answering-machine detection answers now (Twilio's AnsweredBy)
           - step: {check: taken}       # from now on the step in state `check` (or method) returns "taken"
           - step: {check: {fail: calendar down}}      # ... fails with that error
           - step: {check: {delay: 12}}                # ... takes 12 s (on the virtual clock), then returns
@@ -117,6 +119,11 @@ class Step(_Model):
     stt_fails: bool | None = Field(None, description="the recognizer dies now")
     state: str | None = Field(None, description="wait until the call is in this state")
     hangup: bool | None = Field(None, description="the caller hangs up")
+    machine: str | None = Field(
+        None,
+        pattern=r"^[a-z_]{1,32}$",
+        description="answering-machine detection answers now with this verdict (machine_end_beep...)",
+    )
     step: dict[str, StepOutcome] | None = Field(
         None, description="stub a step (by Do state or method name) from now on: a result, a failure, a delay"
     )
@@ -184,6 +191,9 @@ class Scenario(_Model):
     name: str
     today: dt.date | None = None
     caller: str | None = "+15550001234"
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="the call's custom parameters (a campaign's CSV row)"
+    )
     steps: list[Step] = Field(default_factory=list)
     expect: Expect = Field(default_factory=lambda: Expect())
 
@@ -314,7 +324,12 @@ async def run_scenario(
 ) -> ScenarioResult:
     """Run one scenario through the real runtime on a virtual clock."""
     result = ScenarioResult(scenario.name, passed=False)
-    line = FlowLine(flow_class, caller=scenario.caller, today=scenario.today or today or MONDAY)
+    line = FlowLine(
+        flow_class,
+        caller=scenario.caller,
+        today=scenario.today or today or MONDAY,
+        parameters=scenario.parameters,
+    )
     flow_result: FlowResult | None = None
     await line.__aenter__()  # not `async with`: its exit asserts on leaks, which are reported here
     try:
@@ -366,6 +381,9 @@ async def _perform(line: FlowLine, step: Step) -> None:
             await line.until(lambda: line.state == step.state, f"the call to be in {step.state}")
         case "hangup":
             line.hang_up()
+        case "machine":
+            await line.until(lambda: line.state is not None, "the call to start")
+            line.machine_answers(step.machine or "")
         case "step":
             for name, outcome in (step.step or {}).items():
                 _known_step(line, name)

@@ -46,14 +46,18 @@ DONE = "done"
 FAILURE = "failure"
 TIMED_OUT = "timed_out"
 LIMIT_REACHED = "limit_reached"
+#: Answering-machine detection says a machine answered and its greeting has ended (payload
+#: ``answered_by``: ``machine_end_beep``, ``machine_end_silence`` or ``machine_end_other``). Sent only
+#: to a flow that has a transition on it, from whatever state the call is in; no default exit.
+MACHINE_ANSWERED = "machine_answered"
 
 #: Every event the built-in kinds and the runtime send to a chart (a state receives only its kind's).
 RUNTIME_EVENTS: tuple[str, ...] = (
     SPOKEN, FILLED, NO_INPUT, NO_MATCH, TTS_ERROR, STT_ERROR, DISCONNECTED, ERROR_EXECUTION,
-    DONE, FAILURE, TIMED_OUT, LIMIT_REACHED,
+    DONE, FAILURE, TIMED_OUT, LIMIT_REACHED, MACHINE_ANSWERED,
 )  # fmt: skip
 #: Events every state that is not final can receive, whatever its kind.
-ALWAYS_RECEIVED: tuple[str, ...] = (ERROR_EXECUTION, LIMIT_REACHED)
+ALWAYS_RECEIVED: tuple[str, ...] = (ERROR_EXECUTION, LIMIT_REACHED, MACHINE_ANSWERED)
 
 #: The final states the metaclass adds when a default exit needs them.
 HUNG_UP = "hung_up"

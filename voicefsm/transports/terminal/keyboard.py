@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import re
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ HELP = (
     "  /1  /123#   press keys (0-9 * # A-D)\n"
     "  /silence    say nothing: the question's no-input timer (or the keypad pause) runs out now\n"
     "  /hangup     hang up (so does the end of input, Ctrl-D)\n"
+    "  /machine    a machine answered: answering-machine detection says machine_end_beep now\n"
+    "              (or /machine VERDICT: human, machine_end_silence, fax...)\n"
     "  /help       this help"
 )
 
@@ -50,6 +53,17 @@ class Leave:
     reason: str = "caller hung up"
 
 
+#: What ``/machine`` alone says: a machine whose greeting ended with a beep.
+MACHINE_VERDICT = "machine_end_beep"
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """Answering-machine detection answers now with ``answered_by`` (Twilio's AnsweredBy)."""
+
+    answered_by: str = MACHINE_VERDICT
+
+
 @dataclass(frozen=True, slots=True)
 class Help:
     """The caller asks how to use the terminal."""
@@ -63,7 +77,7 @@ class Invalid:
     problem: str
 
 
-CallerInput = Speech | Keys | Silence | Leave | Help | Invalid
+CallerInput = Speech | Keys | Silence | Leave | Machine | Help | Invalid
 
 
 def parse_input(line: str) -> CallerInput | None:
@@ -79,7 +93,15 @@ def parse_input(line: str) -> CallerInput | None:
         return named[command.lower()]
     if command and set(command) <= KEYPAD_DIGITS:
         return Keys(command)
-    return Invalid(text, "not a command: press keys with /1 or /123#, or type /silence, /hangup or /help")
+    word, _, verdict = command.partition(" ")
+    if word.lower() == "machine":
+        verdict = verdict.strip().lower() or MACHINE_VERDICT
+        if re.fullmatch(r"[a-z_]{1,32}", verdict):
+            return Machine(verdict)
+        return Invalid(text, "a verdict is a word such as machine_end_beep, human or fax")
+    return Invalid(
+        text, "not a command: press keys with /1 or /123#, or type /silence, /hangup, /machine or /help"
+    )
 
 
 class StdinLines:

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from voicefsm.core.actions import OutboundCall
 from voicefsm.errors import TelephonyError
-from voicefsm.transports.terminal.keyboard import CallerInput, Keys, Leave, Silence, Speech
+from voicefsm.transports.terminal.keyboard import CallerInput, Keys, Leave, Machine, Silence, Speech
 
 
 class TurnLike(Protocol):
@@ -75,7 +75,10 @@ class TerminalView:
         self._print(("  = ", "green"), (name, "green"), ": ", show_value(value))
 
     def on_error(self, kind: str, message: str, error: BaseException | None = None) -> None:
-        """Something failed on the call."""
+        """Something failed on the call (an ``amd`` note is not a failure: it is shown as news)."""
+        if kind == "amd":
+            self._print(("  ~ ", "bold cyan"), message)
+            return
         self._print(("  ! ", "bold red"), (f"{kind}: ", "red"), message)
 
     # the line's own notices
@@ -92,6 +95,8 @@ class TerminalView:
             self._print(("caller: ", "bold magenta"), ("[silence]", "magenta"))
         elif isinstance(typed, Leave):
             self._print(("caller: ", "bold magenta"), (f"[{typed.reason}]", "magenta"))
+        elif isinstance(typed, Machine):
+            self._print(("caller: ", "bold magenta"), (f"[a machine: {typed.answered_by}]", "magenta"))
 
     def action(self, description: str) -> None:
         """The flow asked the phone network for something (a transfer, a text message)."""
