@@ -261,13 +261,17 @@ async def test_a_served_instance_exports_its_traces_over_otlp_http(tmp_path: Pat
 
 def test_a_json_line_logged_inside_a_span_names_its_trace(exported: InMemorySpanExporter) -> None:
     stream = io.StringIO()
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
     handler = configure_logging("json", level=logging.INFO, stream=stream)
     try:
         with span("voicefsm.turn", state="greet"):
             logging.getLogger("voicefsm.tests").info("inside")
         logging.getLogger("voicefsm.tests").info("outside")
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])  # the next tests' log capture sees what it saw before
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     (turn,) = exported.get_finished_spans()
     assert inside["trace_id"] == f"{turn.context.trace_id:032x}"
