@@ -46,6 +46,7 @@ from statemachine.event import Event
 from statemachine.event_data import TriggerData
 from statemachine.exceptions import InvalidDefinition
 from statemachine.factory import StateMachineMetaclass
+from statemachine.orderedset import OrderedSet
 from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 from statemachine.transition_list import TransitionList
@@ -83,6 +84,20 @@ class _VoiceEngine(AsyncEngine):
     """
 
     _voice_entered: bool = False
+
+    def __init__(self, sm: StateChart) -> None:  # type: ignore[type-arg]
+        super().__init__(sm)
+        # A chart without eventless transitions (voice flows have none unless a flow writes one) need
+        # not look for them twice per event in every state it is in.
+        self._voice_eventless = any(
+            transition.is_eventless for state in type(sm).states for transition in state.transitions
+        )
+
+    async def select_eventless_transitions(self, trigger_data: TriggerData) -> OrderedSet[Transition]:
+        if not self._voice_eventless:
+            return OrderedSet()
+        found: OrderedSet[Transition] = await super().select_eventless_transitions(trigger_data)
+        return found
 
     async def _enter_states(
         self,
