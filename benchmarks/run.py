@@ -301,6 +301,8 @@ def booking(plan: Plan, workdir: Path, cores: tuple[int | None, int | None]) -> 
 
 def speak_ahead_available() -> bool:
     """Whether this voicefsm has the speaking-ahead switch (Settings.speak_ahead, VOICEFSM_SPEAK_AHEAD)."""
+    if str(servers.ROOT) not in sys.path:
+        sys.path.insert(0, str(servers.ROOT))  # the checkout the servers run (servers.py sets PYTHONPATH so)
     from voicefsm.settings import Settings
 
     return "speak_ahead" in Settings.model_fields
@@ -567,6 +569,19 @@ def latency_table(latency: dict[str, Any]) -> list[str]:
             _fmt(run["server_ready_s"], 1),
         ]
         out.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    labels = list(latency["runs"][0]["turn_latency_by_state_ms"]) if latency["runs"] else []
+    out.append("\nSilence p50 / max ms by the question answered (the reply that follows it):\n")
+    out.append("| prompt cache | speaking ahead | " + " | ".join(labels) + " |")
+    out.append("|---|---|" + "---:|" * len(labels))
+    for run in latency["runs"]:
+        ahead = run.get("speak_ahead")
+        by_state = run["turn_latency_by_state_ms"]
+        cells = [
+            "on" if run["prompt_cache"] else "off",
+            "n/a" if ahead is None else "on" if ahead else "off",
+            *(f"{_fmt(by_state[label]['p50'], 1)} / {_fmt(by_state[label]['max'], 1)}" for label in labels),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
     out.append("")
     return out
 
