@@ -28,13 +28,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import procstat
@@ -63,15 +64,17 @@ BOOKING_ANSWERS = {
 
 
 def summarize_ms(values_s: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
-    """p50/p90/p99/p99.9/max/mean in milliseconds of durations given in seconds."""
+    """p50/p90/p95/p99/p99.9/max/mean in milliseconds of durations given in seconds."""
     data = np.asarray(values_s, dtype=float) * 1000.0
     if data.size == 0:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "p999": None, "max": None, "mean": None}
-    p50, p90, p99, p999 = np.percentile(data, [50, 90, 99, 99.9])
+        empty = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+        return {"count": 0, **dict.fromkeys(empty)}
+    p50, p90, p95, p99, p999 = np.percentile(data, [50, 90, 95, 99, 99.9])
     return {
         "count": int(data.size),
         "p50": round(float(p50), 3),
         "p90": round(float(p90), 3),
+        "p95": round(float(p95), 3),
         "p99": round(float(p99), 3),
         "p999": round(float(p999), 3),
         "max": round(float(data.max()), 3),
@@ -513,13 +516,22 @@ class MiniHttp:
         return await self._post_once(path, body)
 
     async def _post_once(self, path: str, body: dict[str, Any]) -> int:
+        status, _ = await self._request(path, json.dumps(body).encode(), "application/json")
+        return status
+
+    async def post_form(self, path: str, fields: dict[str, str]) -> tuple[int, bytes]:
+        """POST a form (as Twilio posts its webhooks) on a fresh connection; (status, body)."""
+        await self.close()
+        self._writer = None
+        return await self._request(path, urlencode(fields).encode(), "application/x-www-form-urlencoded")
+
+    async def _request(self, path: str, data: bytes, content_type: str) -> tuple[int, bytes]:
         if self._writer is None or self._writer.is_closing():
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
-        data = json.dumps(body).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
         )
         self._writer.write(head.encode("ascii") + data)
         response = await self._reader.readuntil(b"\r\n\r\n")
@@ -528,9 +540,8 @@ class MiniHttp:
         for line in response.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
-        if length:
-            await self._reader.readexactly(length)
-        return status
+        body = await self._reader.readexactly(length) if length else b""
+        return status, body
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -560,10 +571,14 @@ class BookingCall:
     think_s: float
     realtime: bool
     deadline: float
+    webhook: bool = False
     turns: list[Turn] = field(default_factory=list)
     error: str | None = None
     completed: bool = False
     media_frames: int = 0
+    #: From "ringing" (the voice webhook's POST, or the stream's connect without ``webhook``) to the
+    #: first greeting frame.
+    ring_s: float | None = None
 
     def __post_init__(self) -> None:
         self.stream_sid = f"MZ{self.index:032x}"
@@ -573,23 +588,40 @@ class BookingCall:
         self.playback_until = 0.0
         self.waiting: Turn | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.rang_at = 0.0
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def _ring(self) -> dict[str, str]:
+        """Twilio's voice webhook for this call; the stream parameters its TwiML asks for (the token)."""
+        fields = {
+            "CallSid": self.call_sid,
+            "From": "+15550000000",
+            "To": "+15550000001",
+            "CallStatus": "ringing",
+        }
+        status, body = await self.http.post_form("/twilio/voice", fields)
+        if status != 200:
+            raise OSError(f"voice webhook: HTTP {status}")
+        found = re.search(rb'<Parameter name="token" value="([^"]+)"', body)
+        return {"token": found.group(1).decode()} if found else {}
+
     async def run(self) -> None:
         await sleep_until(self.connect_at)
+        self.rang_at = time.monotonic()
         try:
+            parameters = {"caller": "+15550000000", **(await self._ring() if self.webhook else {})}
             ws = await open_call(self.url)
-        except (OSError, TimeoutError, WebSocketException) as exc:
+        except (OSError, TimeoutError, WebSocketException, asyncio.IncompleteReadError) as exc:
             self.error = f"connect: {exc!r}"
             return
         sender = asyncio.create_task(self._send_audio(ws), name="booking-audio")
         try:
             await ws.send(connected_json())
-            await ws.send(start_json(self.stream_sid, self.call_sid, {"caller": "+15550000000"}))
+            await ws.send(start_json(self.stream_sid, self.call_sid, parameters))
             async with asyncio.timeout(max(0.1, self.deadline - time.monotonic())):
                 await self._read(ws)
         except TimeoutError:
@@ -625,6 +657,8 @@ class BookingCall:
             event = message.get("event")
             if event == "media":
                 self.media_frames += 1
+                if self.ring_s is None:
+                    self.ring_s = now - self.rang_at
                 waiting = self.waiting
                 if waiting is not None:
                     waiting.reply_s = now - waiting.posted_at
@@ -673,6 +707,7 @@ async def run_booking(
     timeout_s: float,
     server_pid: int | None,
     server_core: int | None = None,
+    webhook: bool = False,
 ) -> dict[str, Any]:
     """Run ``calls`` booking calls to the end; return turn latencies and the server's CPU and memory."""
     watch = ServerWatch(server_pid, server_core)
@@ -681,7 +716,7 @@ async def run_booking(
     begin = time.monotonic() + 0.2
     deadline = begin + ramp_s + timeout_s
     members = [
-        BookingCall(i, url, http_base, begin + i * ramp_s / calls, think_s, realtime, deadline)
+        BookingCall(i, url, http_base, begin + i * ramp_s / calls, think_s, realtime, deadline, webhook)
         for i in range(calls)
     ]
     watch.read_core()
@@ -725,6 +760,8 @@ async def run_booking(
         "turn_latency_ms": summarize_ms(replies),
         "turn_latency_by_state_ms": by_label,
         "inject_ack_ms": summarize_ms(acks),
+        "ring_to_greeting_ms": summarize_ms([m.ring_s for m in members if m.ring_s is not None]),
+        "ring_from": "voice webhook POST" if webhook else "stream connect",
         "elapsed_s": round(elapsed, 2),
         "client_cpu_util": round(
             ((client_end.user + client_end.system) - (client_start.user + client_start.system)) / elapsed, 3
@@ -755,6 +792,9 @@ def _parser() -> argparse.ArgumentParser:
     booking.add_argument("--think", type=float, default=0.3, help="pause before each answer, seconds")
     booking.add_argument("--playback", choices=("realtime", "instant"), default="realtime")
     booking.add_argument("--timeout", type=float, default=90.0, help="a call not done by then is a failure")
+    booking.add_argument(
+        "--webhook", action="store_true", help="ring first: POST the voice webhook, stream with its token"
+    )
     for sub in (echo, booking):
         sub.add_argument("--server-pid", type=int, default=None, help="read CPU and RSS of this process")
         sub.add_argument("--server-core", type=int, default=None, help="the core the server is pinned to")
@@ -790,6 +830,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         timeout_s=args.timeout,
         server_pid=args.server_pid,
         server_core=args.server_core,
+        webhook=args.webhook,
     )
 
 

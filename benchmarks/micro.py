@@ -314,15 +314,21 @@ async def record_writes(calls: int) -> dict[str, Any]:
         store = await CallStore.open(f"sqlite+aiosqlite:///{folder}/records.db")
         try:
             async with RecordWriter(store) as writer:
-                cpu, wall = time.process_time(), time.perf_counter()
                 now = dt.datetime.now(dt.UTC)
-                for index in range(calls):
-                    sid = f"CA{index:032x}"
+
+                def set_up(sid: str) -> None:
                     writer.call_started(sid, flow="EchoTest", caller="+15550000000", started_at=now)
                     writer.set_recording(sid, f"{folder}/{sid}.wav")
                     writer.transition(sid, source="", event="start", target="greet")
                     writer.turn(sid, speaker="agent", text="Echo test.", started_at=now, ended_at=now)
                     writer.transition(sid, source="greet", event="spoken", target="echo")
+
+                # One call first, not timed: its imports and SQL compilation happen once per server.
+                set_up("CA" + "f" * 32)
+                await writer.flush()
+                cpu, wall = time.process_time(), time.perf_counter()
+                for index in range(calls):
+                    set_up(f"CA{index:032x}")
                 await writer.flush()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:

@@ -47,13 +47,23 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         *("-m", "voicefsm", "serve", "{flows}/booking.py"),
         *("--stt", "scripted", "--tts", "scripted"),
     ),
+    # The real ElevenLabs provider against benchmarks/tts_standin.py (ELEVENLABS_BASE_URL in its env).
+    "booking-tts": (
+        *("-m", "voicefsm", "serve", "{flows}/booking.py"),
+        *("--stt", "scripted", "--tts", "elevenlabs"),
+    ),
+    "tts-standin": (str(BENCH / "tts_standin.py"),),
 }
+#: flows/booking.py's greeting: the stand-in counts how often it was asked for it.
+BOOKING_GREETING = "Hi, this is Bright Smile Dental."
 DESCRIPTIONS = {
     "floor": "minimal FastAPI/uvicorn echo (benchmarks/floor_echo.py)",
     "voicefsm": "voicefsm serve flows/echo.py --tts scripted (records calls, as shipped)",
     "voicefsm-norec": "the same with VOICEFSM_RECORDINGS_DIR='' (no call recording)",
     "voicefsm-asyncio": "the same as voicefsm, on asyncio's default loop instead of uvloop",
     "booking": "voicefsm serve flows/booking.py --stt scripted --tts scripted",
+    "booking-tts": "voicefsm serve flows/booking.py --stt scripted --tts elevenlabs (the stand-in below)",
+    "tts-standin": "an ElevenLabs stand-in with a set time to first byte (benchmarks/tts_standin.py)",
 }
 
 
@@ -135,16 +145,23 @@ def stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def running(variant: str, workdir: Path, core: int | None) -> Iterator[Server]:
+def running(
+    variant: str,
+    workdir: Path,
+    core: int | None,
+    *,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     """Start ``variant`` on ``core`` in a fresh folder under ``workdir``; stop it on exit."""
     folder = workdir / f"{variant}-{time.monotonic_ns()}"
     folder.mkdir(parents=True)
     port = free_port()
     argv = [sys.executable, *(part.format(flows=ROOT / "flows") for part in VARIANTS[variant])]
-    argv += ["--port", str(port)]
+    argv += [*extra_args, "--port", str(port)]
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:
-        env = server_env(variant, folder)
+        env = {**server_env(variant, folder), **(extra_env or {})}
         command = pinned(argv, core)
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(variant, process, port, log_path)

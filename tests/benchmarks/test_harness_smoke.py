@@ -21,7 +21,7 @@ def test_smoke_run_produces_every_number(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -53,8 +53,16 @@ def test_smoke_run_produces_every_number(tmp_path: Path) -> None:
     assert booking["turns"] > 0
     assert booking["turn_latency_ms"]["count"] > 0
     assert all(_number(booking["turn_latency_ms"][key]) for key in ("p50", "p99"))
+    latency = results["latency"]
+    assert latency["runs"], "the response-latency run measured nothing"
+    for run in latency["runs"]:
+        assert run["calls_completed"] == run["calls"], run["errors"]
+        assert run["ring_to_greeting_ms"]["count"] == run["calls"]
+        assert run["turn_latency_ms"]["count"] > 0
+        assert run["tts_requests_total"] > 0  # the provider really went to the stand-in
     assert "Capacity on one core" in completed.stdout
-    assert "Targets (issue #8)" in completed.stdout
+    assert "Response latency" in completed.stdout
+    assert "Targets (issues #8 and #17)" in completed.stdout
 
     rendered = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", str(out)],

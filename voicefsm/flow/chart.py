@@ -34,15 +34,19 @@ from __future__ import annotations
 
 import inspect
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from statemachine import State, StateChart
+from statemachine.engines.async_ import AsyncEngine
 from statemachine.event import Event
+from statemachine.event_data import TriggerData
 from statemachine.exceptions import InvalidDefinition
 from statemachine.factory import StateMachineMetaclass
+from statemachine.orderedset import OrderedSet
 from statemachine.spec_parser import names_in_boolean_expr
 from statemachine.transition import Transition
 from statemachine.transition_list import TransitionList
@@ -69,16 +73,58 @@ class Step:
     error: BaseException | None = None
 
 
-class _StepRecorder:
-    """Listener that writes down every transition. Its async method puts the chart on the async engine."""
+class _VoiceEngine(AsyncEngine):
+    """python-statemachine's async engine, writing down every transition a microstep takes.
 
-    def __init__(self, flow: VoiceFlow) -> None:
-        self._flow = flow
+    A listener's ``after_transition`` did this before: the engine then ran an awaited callback
+    (argument binding, a coroutine and an ``asyncio.gather`` task) for every transition. Here the
+    step is written down where the engine completes the transition, for the same transitions:
+    those whose target states were entered (even when an ``after`` callback raises afterwards),
+    not the initial activation.
+    """
 
-    async def after_transition(self, event: Any, source: State, target: State, error: Any = None) -> None:
-        self._flow._record_step(
-            str(event or ""), source, target, error if isinstance(error, BaseException) else None
+    _voice_entered: bool = False
+
+    def __init__(self, sm: StateChart) -> None:  # type: ignore[type-arg]
+        super().__init__(sm)
+        # A chart without eventless transitions (voice flows have none unless a flow writes one) need
+        # not look for them twice per event in every state it is in.
+        self._voice_eventless = any(
+            transition.is_eventless for state in type(sm).states for transition in state.transitions
         )
+
+    async def select_eventless_transitions(self, trigger_data: TriggerData) -> OrderedSet[Transition]:
+        if not self._voice_eventless:
+            return OrderedSet()
+        found: OrderedSet[Transition] = await super().select_eventless_transitions(trigger_data)
+        return found
+
+    async def _enter_states(
+        self,
+        enabled_transitions: list[Transition],
+        trigger_data: TriggerData,
+        states_to_exit: Any,
+        previous_configuration: Any,
+    ) -> Any:
+        result = await super()._enter_states(
+            enabled_transitions, trigger_data, states_to_exit, previous_configuration
+        )
+        self._voice_entered = True
+        return result
+
+    async def microstep(self, transitions: list[Transition], trigger_data: TriggerData) -> Any:
+        self._voice_entered = False
+        try:
+            return await super().microstep(transitions, trigger_data)
+        finally:
+            if self._voice_entered:
+                self._voice_entered = False
+                flow: VoiceFlow = self.sm  # type: ignore[assignment]
+                event = str(trigger_data.event or "")
+                error = trigger_data.kwargs.get("error")
+                error = error if isinstance(error, BaseException) else None
+                for transition in transitions:
+                    flow._record_step(event, transition.source, transition.target or transition.source, error)
 
 
 class VoiceFlowMeta(StateMachineMetaclass):
@@ -179,6 +225,13 @@ def _user_callback(cls: type, meta: Any) -> tuple[str, str] | None:
     return str(meta.attr_name or function.__name__), f"{code.co_filename}:{code.co_firstlineno}"
 
 
+#: Per flow class: which callback specs are user code ((label, where)) and which are not (None).
+#: Looking that up costs ``inspect.getattr_static`` per callback, so it is done once per spec.
+_USER_CALLBACKS: weakref.WeakKeyDictionary[type, weakref.WeakKeyDictionary[Any, tuple[str, str] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _route_user_callbacks(flow: VoiceFlow) -> None:
     """Send every user-written guard, action and hook through the runtime's callback runner
     (which runs sync ones off the loop and names every one for the watchdog).
@@ -187,11 +240,19 @@ def _route_user_callbacks(flow: VoiceFlow) -> None:
     (a flow used outside the runtime) everything runs inline, as python-statemachine would.
     """
     registry: Any = getattr(flow, "_callbacks", None)
+    cls = type(flow)
+    known = _USER_CALLBACKS.get(cls)
+    if known is None:
+        known = _USER_CALLBACKS[cls] = weakref.WeakKeyDictionary()
     for executor in getattr(registry, "_registry", {}).values():
         for wrapper in executor:
             if getattr(wrapper, "_voicefsm_routed", False):
                 continue
-            found = _user_callback(type(flow), wrapper.meta)
+            meta = wrapper.meta
+            try:
+                found = known[meta]
+            except KeyError:  # python-statemachine shares a class's specs between its instances
+                found = known[meta] = _user_callback(cls, meta)
             if found is not None:
                 wrapper._callback = _routed(flow, wrapper._callback, *found)
                 wrapper._voicefsm_routed = True
@@ -383,8 +444,12 @@ class VoiceFlow(StateChart, metaclass=VoiceFlowMeta):  # type: ignore[type-arg]
         self.steps: list[Step] = []
         #: Set by the runtime: runs a user-written sync callback off the event loop (None: inline).
         self._callback_runner: CallbackRunner | None = None
-        super().__init__(listeners=[_StepRecorder(self), *(listeners or ())], **kwargs)
+        super().__init__(listeners=list(listeners or ()), **kwargs)
         _route_user_callbacks(self)
+
+    def _get_engine(self) -> AsyncEngine:
+        """Always the async engine (the runtime awaits user callbacks via its runner); it records steps."""
+        return _VoiceEngine(self)
 
     # -- guards every flow can use ----------------------------------------------------------
 

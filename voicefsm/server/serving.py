@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -126,6 +127,17 @@ async def drain(app: FastAPI, timeout_s: float, *, hangup_grace_s: float = HANGU
     return len(remaining)
 
 
+def settle_heap() -> None:
+    """Move everything start-up made (modules, the app, flows, warmed prompts) out of the collector's sight.
+
+    A full collection otherwise walks those few hundred thousand long-lived objects again and
+    again while calls run, stopping the loop for 100-250 ms each time (measured at 100 booking
+    calls). Collected first, so no garbage is frozen; call objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_until_signalled(
     app: FastAPI,
     host: str,
@@ -142,6 +154,7 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     try:
         async with running_server(app, host, port, sock=sock) as server:
+            settle_heap()
             if on_ready is not None:
                 on_ready(server)
             await stop.wait()
