@@ -24,6 +24,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from voicefsm.records.dburl import database_url, masked
 from voicefsm.records.errors import (
@@ -538,25 +539,14 @@ class CallStore:
 
     async def call_sid_taken(self, call_sid: str, *, now: dt.datetime | None = None) -> bool:
         """True when ``call_sid`` has a record or a ticket still waiting for its stream."""
-        at = now or utcnow()
         async with self._sessions() as session:
             if await session.get(CallRow, call_sid) is not None:
                 return True
-            waiting = await session.scalar(
-                select(func.count())
-                .select_from(StreamTicketRow)
-                .where(
-                    StreamTicketRow.call_sid == call_sid,
-                    StreamTicketRow.used_at.is_(None),
-                    StreamTicketRow.expires_at > at,
-                )
-            )
-        return bool(waiting)
+        return await self.has_waiting_ticket(call_sid, now=now)
 
     async def waiting_tickets(self, *, now: dt.datetime | None = None) -> int:
         """Calls this store's worker answered whose stream has not started yet (unused, unexpired tickets)."""
-        at = now or utcnow()
-        waiting = (StreamTicketRow.used_at.is_(None)) & (StreamTicketRow.expires_at > at)
+        waiting = _unused_tickets(now or utcnow())
         if self.worker is not None:
             waiting = waiting & (StreamTicketRow.issued_by == self.worker)
         async with self._sessions() as session:
@@ -567,17 +557,9 @@ class CallStore:
 
     async def has_waiting_ticket(self, call_sid: str, *, now: dt.datetime | None = None) -> bool:
         """True when ``call_sid`` was answered (by any worker) and its stream has not started yet."""
-        at = now or utcnow()
+        waiting = _unused_tickets(now or utcnow()) & (StreamTicketRow.call_sid == call_sid)
         async with self._sessions() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(StreamTicketRow)
-                .where(
-                    StreamTicketRow.call_sid == call_sid,
-                    StreamTicketRow.used_at.is_(None),
-                    StreamTicketRow.expires_at > at,
-                )
-            )
+            count = await session.scalar(select(func.count()).select_from(StreamTicketRow).where(waiting))
         return bool(count)
 
     async def withdraw_tickets(
@@ -585,11 +567,7 @@ class CallStore:
     ) -> tuple[bool, str | None]:
         """Void ``call_sid``'s unused tickets (its call ended before its stream): (any waited, caller)."""
         at = now or utcnow()
-        waiting = (
-            (StreamTicketRow.call_sid == call_sid)
-            & StreamTicketRow.used_at.is_(None)
-            & (StreamTicketRow.expires_at > at)
-        )
+        waiting = _unused_tickets(at) & (StreamTicketRow.call_sid == call_sid)
         async with self._sessions.begin() as session:
             callers = (await session.scalars(select(StreamTicketRow.caller).where(waiting))).all()
             if not callers:
@@ -726,6 +704,11 @@ class CallStore:
         if batch is not None and batch[0] is self:
             return contextlib.nullcontext(batch[1])
         return self._sessions.begin()
+
+
+def _unused_tickets(at: dt.datetime) -> ColumnElement[bool]:
+    """Stream tickets neither used nor expired at ``at``."""
+    return StreamTicketRow.used_at.is_(None) & (StreamTicketRow.expires_at > at)
 
 
 def _ms(value: float | None) -> int | None:
