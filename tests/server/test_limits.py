@@ -18,10 +18,11 @@ from voicefsm.core.identifiers import (
     check_sid,
     is_call_sid,
 )
+from voicefsm.core.rates import TokenBuckets
 from voicefsm.runtime.call import Call
 from voicefsm.server.app import create_app
 from voicefsm.server.auth import LOGIN_CSRF_COOKIE
-from voicefsm.server.limits import TokenBuckets, client_address, parse_networks
+from voicefsm.server.limits import client_address, parse_networks
 from voicefsm.server.services import CallServices
 from voicefsm.server.serving import RunningServer, running_server
 from voicefsm.settings import Settings

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicefsm.core.events import FarEndEvent
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
+from voicefsm.core.rates import TokenBuckets
 from voicefsm.errors import TransportClosed
 from voicefsm.telephony.twilio.media import (
     Dtmf,
@@ -57,10 +58,8 @@ class TwilioMediaStream:
         #: keypad rate), ``sequence_gap`` (sequence numbers that never came) and ``sequence_reordered``.
         self.dropped: Counter[str] = Counter()
         self._closed = False
-        self._clock = clock
         self._last_sequence: int | None = None
-        self._dtmf_allowance = float(DTMF_BURST)
-        self._dtmf_at = clock()
+        self._keypad = TokenBuckets(DTMF_PER_S, DTMF_BURST, clock=clock)
 
     @property
     def started(self) -> bool:
@@ -121,13 +120,7 @@ class TwilioMediaStream:
 
     def _dtmf_allowed(self) -> bool:
         """A token bucket over keypad presses: a flood past :data:`DTMF_BURST` is dropped and counted."""
-        now = self._clock()
-        self._dtmf_allowance = min(
-            float(DTMF_BURST), self._dtmf_allowance + (now - self._dtmf_at) * DTMF_PER_S
-        )
-        self._dtmf_at = now
-        if self._dtmf_allowance >= 1.0:
-            self._dtmf_allowance -= 1.0
+        if self._keypad.take() == 0.0:
             return True
         self.dropped["dtmf_flood"] += 1
         if self.dropped["dtmf_flood"] == 1:
