@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicefsm.core.audio import FRAME_BYTES, Framer
+from voicefsm.core.audio import FRAME_BYTES, SAMPLE_RATE_HZ, Framer
 from voicefsm.core.events import (
     CallEvent,
     Committed,
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 CallListener = Callable[[CallEvent], None]
 SttFactory = Callable[[], SpeechToText]
 
-#: Mu-law audio plays at 8000 bytes a second.
-ULAW_BYTES_PER_S = 8000
 #: 10 s of caller audio: a recognizer further behind than this has stalled, so old frames go.
 INBOUND_MAX_FRAMES = 500
 
@@ -340,7 +338,8 @@ class Call:
         """Wait while the audio queued since ``began`` runs more than ``send_ahead_s`` ahead of playback."""
         if self.send_ahead_s is None:
             return
-        ahead_s = began + sent_bytes / ULAW_BYTES_PER_S - self.loop.time() - self.send_ahead_s
+        # One mu-law byte per sample: the audio sent so far plays for sent_bytes / 8000 seconds.
+        ahead_s = began + sent_bytes / SAMPLE_RATE_HZ - self.loop.time() - self.send_ahead_s
         if ahead_s > 0:
             await asyncio.sleep(ahead_s)  # a barge-in cancels this like any other wait in speak()
 
