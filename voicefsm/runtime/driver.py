@@ -21,6 +21,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from voicefsm.core.audio import SAMPLE_RATE_HZ
 from voicefsm.core.events import AudioIn, CallStarted, FarEndHungUp, KeyPressed, MarkReached
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.observability.context import bind_call
@@ -34,8 +35,8 @@ __all__ = ["CallHandler", "CallLimits", "Playout", "run_call", "wait_for_start"]
 
 log = logging.getLogger(__name__)
 
-#: Mu-law audio plays at 8000 bytes a second.
-ULAW_BYTES_PER_S = 8000
+#: The send pump lets the loop run after this many sends in a row (see _send_pump).
+_YIELD_EVERY_SENDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,8 @@ class Playout:
         """Account for ``item``; for a mark, wait until it is reached and return its name."""
         now = self.clock.now()
         if isinstance(item, PlayAudio):
-            self.playing_until = max(self.playing_until, now) + len(item.ulaw) / ULAW_BYTES_PER_S
+            # one mu-law byte a sample
+            self.playing_until = max(self.playing_until, now) + len(item.ulaw) / SAMPLE_RATE_HZ
         elif isinstance(item, ClearBuffer):
             self.playing_until = now
         elif isinstance(item, PlaceMark):
@@ -203,7 +205,14 @@ async def _receive_until_closed(
 
 
 async def _send_pump(call: Call, far_end: FarEnd, playout: Playout | None, timeout_s: float | None) -> str:
+    sent = 0
     while (item := await call.next_outbound()) is not None:
+        sent += 1
+        if sent % _YIELD_EVERY_SENDS == 0:
+            # A burst of queued audio to an open socket never suspends, so without this the loop would
+            # neither serve other calls meanwhile nor run the transport's connection_lost: asyncio logs
+            # a warning for every write past the fifth to a lost socket.
+            await asyncio.sleep(0)
         try:
             async with asyncio.timeout(timeout_s):
                 await far_end.send(item)
