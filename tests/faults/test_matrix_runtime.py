@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import resource
 import socket
 import struct
 import threading
@@ -331,14 +330,6 @@ async def test_fault_41_events_after_the_final_state(tmp_path: Path) -> None:
 # -- 42-45: churn, capacity, back-pressure, pacing ----------------------------------------------------
 
 
-def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for row in status:
-            if row.startswith("VmRSS:"):
-                return int(row.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 async def test_fault_42_a_thousand_connect_and_disconnect_cycles(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -370,13 +361,9 @@ async def test_fault_42_a_thousand_connect_and_disconnect_cycles(
         kinds = [no_start, start_then_stop, no_start, start_then_reset]
         await asyncio.gather(*(kinds[i % 4]() for i in range(batch)))  # warm up: first-use allocations
         await eventually(lambda: len(line.sessions_closed) == sum(1 for i in range(batch) if i % 2))
-        # RSS is the server's own: the records of the calls so far are written, not waiting in memory.
-        await line.writer.flush()
-        gc.collect()
         line.take_baseline()
-        rss_before = rss_kib()
         started = len(line.sessions_closed)
-        rss_half = 0
+        objects_half = 0
         for first in range(0, cycles, batch):
             await asyncio.gather(*(kinds[i % 4]() for i in range(first, first + batch)))
             calls_so_far = started + sum(1 for i in range(first + batch) if i % 2)
@@ -388,18 +375,20 @@ async def test_fault_42_a_thousand_connect_and_disconnect_cycles(
             line.ttss.clear()
             line.events.clear()
             if first + batch == cycles // 2:
-                await line.writer.flush()
+                await line.writer.flush()  # the records written, not waiting in memory
                 gc.collect()
-                rss_half = rss_kib()
+                objects_half = len(gc.get_objects())
         calls = sum(1 for i in range(cycles) if i % 2)
         await line.assert_nothing_left()
         assert not line.app.state.voicefsm.registry.active
         await line.writer.flush()
         gc.collect()
-        rss_after = rss_kib()
-        # The first cycles grow the allocator's arenas and SQLite's page cache; after them, RSS holds.
-        assert rss_after - rss_half < 10_000, f"RSS grew {rss_after - rss_half} KiB over the last 500 cycles"
-        assert rss_after - rss_before < 40_000, f"RSS grew {rss_after - rss_before} KiB over 1000 cycles"
+        # Nothing of a call stays behind: a call left over would keep thousands of objects (its Call,
+        # flow, tasks, buffers); bounded caches (SQL statements, weak references) may still settle.
+        # RSS is not asserted here: in a long test process the allocator's arenas make it noise; the
+        # soak benchmark (benchmarks/soak.py, 10,000 calls) follows it in a process of its own.
+        grown = len(gc.get_objects()) - objects_half
+        assert grown < cycles // 2, f"{grown} objects more after the last {cycles // 2} cycles"
         summaries = await line.store.list_calls(limit=2000)
         assert len(summaries) == started + calls and all(s.ended_at is not None for s in summaries)
         # A reset connection is noticed before the send pump writes to it again and again (asyncio

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from voicefsm.records import (
     encode_value,
 )
 from voicefsm.records import store as store_module
+from voicefsm.records.batch import BatchRecord
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
@@ -369,10 +370,12 @@ class GatedStore(CallStore):
     gates: dict[str, asyncio.Event]
     entered: dict[str, asyncio.Event]
 
-    async def turn(self, call_sid: str, **kwargs: Any) -> int:
-        self.entered[kwargs["text"]].set()
-        await self.gates[kwargs["text"]].wait()
-        return await super().turn(call_sid, **kwargs)
+    async def write_batch(self, records: Sequence[BatchRecord]) -> list[Any]:
+        for kind, _, arguments in records:
+            if kind == "turn":
+                self.entered[arguments["text"]].set()
+                await self.gates[arguments["text"]].wait()
+        return await super().write_batch(records)
 
 
 async def gated_store(url: str, *texts: str) -> GatedStore:
@@ -389,11 +392,14 @@ class FailingStore(CallStore):
     fail_times = 10**9
     attempts = 0
 
-    async def turn(self, call_sid: str, **kwargs: Any) -> int:
-        self.attempts += 1
-        if self.attempts <= self.fail_times:
-            raise ConnectionError(f"database unreachable while writing {kwargs['text']!r} for {CALLER}")
-        return await super().turn(call_sid, **kwargs)
+    async def write_batch(self, records: Sequence[BatchRecord]) -> list[Any]:
+        for kind, _, arguments in records:
+            if kind == "turn":
+                self.attempts += 1
+                if self.attempts <= self.fail_times:
+                    text = arguments["text"]
+                    raise ConnectionError(f"database unreachable while writing {text!r} for {CALLER}")
+        return await super().write_batch(records)
 
 
 async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes(store: CallStore) -> None:

@@ -88,3 +88,16 @@ async def test_erasing_a_call_erases_its_snapshot_too(store: CallStore) -> None:
     await snapshots.save(CALL, generation=0, seq=1, flow="Pizza", state="ask_size", body="{}")
     assert await store.delete_call(CALL)
     assert await snapshots.load(CALL) is None  # it holds the caller's number and answers
+
+
+async def test_closing_the_keeper_writes_what_waits_and_a_batch_holds_many_calls(store: CallStore) -> None:
+    others = [f"CA{index:032d}" for index in range(3)]
+    keeper = SnapshotKeeper(SnapshotStore.of(store))
+    keeper.start()
+    for call_sid in others:  # three calls' snapshots waiting together
+        keeper.save(FlowSnapshot(call_sid, "Pizza", "f" * 16, "ask_size", {}, generation=0, seq=1))
+    await keeper.aclose()
+    assert keeper.written == 3 and keeper.dropped == 0
+    for call_sid in others:
+        stored = await SnapshotStore.of(store).load(call_sid)
+        assert stored is not None and stored.state == "ask_size"

@@ -4,6 +4,7 @@
 non-blocking front the runtime writes through; the pydantic models are what ``/api/calls`` returns.
 """
 
+from voicefsm.records.batch import utcnow
 from voicefsm.records.dburl import database_url, masked
 from voicefsm.records.errors import (
     DatabaseUrlError,
@@ -29,7 +30,7 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
-from voicefsm.records.store import CallStore, StoreUnavailableError, upgrade_database, utcnow
+from voicefsm.records.store import CallStore, StoreUnavailableError, upgrade_database
 from voicefsm.records.writer import RecordWriter
 
 __all__ = [

@@ -10,15 +10,18 @@ that only :mod:`voicefsm.runtime.snapshot` reads; nothing here logs it (it holds
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from voicefsm.records.store import CallStore, utcnow
-from voicefsm.records.tables import CallRow, SnapshotRow
+from voicefsm.records.batch import utcnow
+from voicefsm.records.store import CallStore
+from voicefsm.records.tables import Base, CallRow, SnapshotRow
 
 CallStatus = Literal["unknown", "live", "ended"]
 
@@ -36,17 +39,49 @@ class StoredSnapshot:
     updated_at: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotWrite:
+    """One change to a call's snapshot row: a newer snapshot, or (``body`` None) the row's deletion.
+
+    A snapshot lands only when it is newer than the row; a deletion removes a row of ``generation``
+    or older (a lost stream cannot delete the snapshot of the stream that resumed its call).
+    """
+
+    call_sid: str
+    generation: int
+    seq: int = 0
+    flow: str = ""
+    state: str = ""
+    body: str | None = None
+    at: dt.datetime | None = None
+
+
+_SNAPSHOTS: Table = Base.metadata.tables[SnapshotRow.__tablename__]
+
+
 class SnapshotStore:
     """The ``call_snapshots`` table of a :class:`~voicefsm.records.CallStore`'s database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, store: CallStore) -> None:
+        self._store = store
+        self._engine = store.engine
+        self._sessions = async_sessionmaker(store.engine, expire_on_commit=False)
 
     @classmethod
     def of(cls, store: CallStore) -> SnapshotStore:
         """The snapshots kept next to ``store``'s call records (same database, same pool)."""
-        return cls(store.engine)
+        return cls(store)
+
+    async def write(self, changes: Sequence[SnapshotWrite]) -> list[bool]:
+        """Apply ``changes`` in order in one transaction; for each, whether it changed the row."""
+        for attempt in range(2):
+            try:
+                return await self._store.transaction(lambda connection: _write(connection, changes))
+            except IntegrityError:
+                # Portable upsert: another writer inserted a row first; compare with it on the retry.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def save(
         self,
@@ -60,31 +95,13 @@ class SnapshotStore:
         at: dt.datetime | None = None,
     ) -> bool:
         """Store this snapshot unless the row holds a newer one; True when it was stored."""
-        when = at or utcnow()
-        values = {"generation": generation, "seq": seq, "flow": flow, "state": state, "body": body}
-        newer = or_(
-            SnapshotRow.generation < generation,
-            and_(SnapshotRow.generation == generation, SnapshotRow.seq < seq),
-        )
-        for attempt in range(2):
-            try:
-                async with self._sessions.begin() as session:
-                    result = await session.execute(
-                        update(SnapshotRow)
-                        .where(SnapshotRow.call_sid == call_sid, newer)
-                        .values(updated_at=when, **values)
-                    )
-                    if result.rowcount:  # type: ignore[attr-defined]
-                        return True
-                    if await session.get(SnapshotRow, call_sid) is not None:
-                        return False  # a newer snapshot is already there
-                    session.add(SnapshotRow(call_sid=call_sid, updated_at=when, **values))
-                return True
-            except IntegrityError:
-                # Portable upsert: another writer inserted the row first; compare with it on the retry.
-                if attempt:
-                    raise
-        return False  # pragma: no cover - the loop returns or raises
+        change = SnapshotWrite(call_sid, generation, seq, flow, state, body, at)
+        return (await self.write([change]))[0]
+
+    async def delete(self, call_sid: str, *, generation: int | None = None) -> bool:
+        """Delete the call's snapshot (only up to ``generation``, when given); False if there was none."""
+        newest = generation if generation is not None else 2**31 - 1  # no generation given: any
+        return (await self.write([SnapshotWrite(call_sid, newest)]))[0]
 
     async def load(self, call_sid: str) -> StoredSnapshot | None:
         """The call's snapshot, or None when it has none (never had one, ended, or purged)."""
@@ -95,15 +112,6 @@ class SnapshotStore:
             return StoredSnapshot(
                 row.call_sid, row.generation, row.seq, row.flow, row.state, row.body, row.updated_at
             )
-
-    async def delete(self, call_sid: str, *, generation: int | None = None) -> bool:
-        """Delete the call's snapshot (only up to ``generation``, when given); False if there was none."""
-        statement = delete(SnapshotRow).where(SnapshotRow.call_sid == call_sid)
-        if generation is not None:
-            statement = statement.where(SnapshotRow.generation <= generation)
-        async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return bool(result.rowcount)
 
     async def purge(self, older_than: dt.datetime) -> int:
         """Delete snapshots last written before ``older_than`` (calls that can no longer resume)."""
@@ -130,3 +138,44 @@ class SnapshotStore:
                 .values(ended_at=None, outcome=None, final_state=None)
             )
         return bool(result.rowcount)
+
+
+def _write(connection: Connection, changes: Sequence[SnapshotWrite]) -> list[bool]:
+    """:meth:`SnapshotStore.write`'s transaction: the rows read once (locked, in order), then each change."""
+    sids = sorted({change.call_sid for change in changes})
+    statement = (
+        select(_SNAPSHOTS.c.call_sid, _SNAPSHOTS.c.generation, _SNAPSHOTS.c.seq)
+        .where(_SNAPSHOTS.c.call_sid.in_(sids))
+        .order_by(_SNAPSHOTS.c.call_sid)
+        .with_for_update()
+    )
+    rows: dict[str, tuple[int, int]] = {sid: (gen, seq) for sid, gen, seq in connection.execute(statement)}
+    done: list[bool] = []
+    for change in changes:
+        current = rows.get(change.call_sid)
+        key = _SNAPSHOTS.c.call_sid == change.call_sid
+        if change.body is None:
+            gone = current is not None and current[0] <= change.generation
+            if gone:
+                connection.execute(delete(_SNAPSHOTS).where(key))
+                del rows[change.call_sid]
+            done.append(gone)
+            continue
+        values = {
+            "generation": change.generation,
+            "seq": change.seq,
+            "flow": change.flow,
+            "state": change.state,
+            "body": change.body,
+            "updated_at": change.at or utcnow(),
+        }
+        if current is None:
+            connection.execute(insert(_SNAPSHOTS).values(call_sid=change.call_sid, **values))
+        elif (change.generation, change.seq) > current:  # a later resume, or later in the same one
+            connection.execute(update(_SNAPSHOTS).where(key).values(**values))
+        else:
+            done.append(False)
+            continue
+        rows[change.call_sid] = (change.generation, change.seq)
+        done.append(True)
+    return done

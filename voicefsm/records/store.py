@@ -1,4 +1,7 @@
-"""The call-record store: every write is its own transaction, made as the call goes, not at hang-up.
+"""The call-record store: records are written as the call goes, not at hang-up.
+
+Each write method is its own transaction; the record writer (:mod:`voicefsm.records.writer`) applies
+many records of many calls in one through :meth:`CallStore.write_batch` (:mod:`voicefsm.records.batch`).
 
 SQLite by default (a file, WAL with ``synchronous=FULL`` so a committed turn survives a power cut),
 PostgreSQL by URL (``postgresql://...``, run on asyncpg); the schema is Alembic's (``migrate.py``).
@@ -8,24 +11,23 @@ same code. Nothing here logs callers or transcripts.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import datetime as dt
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
+from voicefsm.records.batch import ABANDONED, BATCH_KINDS, Batch, BatchRecord, utcnow
 from voicefsm.records.dburl import database_url, masked
 from voicefsm.records.errors import (
     DB_EXAMPLES,
@@ -33,14 +35,10 @@ from voicefsm.records.errors import (
     InvalidRecordError,
     RecordsError,
     SchemaError,
-    UnknownCallError,
 )
-from voicefsm.records.jsonvalue import decode_value, encode_value
+from voicefsm.records.jsonvalue import decode_value
 from voicefsm.records.migrate import MigrateMode, SchemaReport, prepare_schema
 from voicefsm.records.models import (
-    DIRECTIONS,
-    SPEAKERS,
-    VIAS,
     CallRecord,
     CallSummary,
     Direction,
@@ -51,6 +49,7 @@ from voicefsm.records.models import (
     TurnRecord,
     Via,
 )
+from voicefsm.records.sqlite_thread import SqliteThread
 from voicefsm.records.tables import (
     CallRow,
     ErrorRow,
@@ -62,16 +61,8 @@ from voicefsm.records.tables import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-#: One record for :meth:`CallStore.write_batch`: the write method's name, the call SID, its arguments.
-BatchRecord = tuple[str, str, Mapping[str, Any]]
-#: The write methods a batch may apply.
-BATCH_KINDS = ("call_started", "turn", "transition", "slot", "error", "state", "set_recording", "call_ended")
-_BATCH: contextvars.ContextVar[tuple[CallStore, AsyncSession] | None] = contextvars.ContextVar(
-    "voicefsm_records_batch", default=None
-)
-
-ABANDONED = "abandoned"
 #: Seconds a worker vouches for its calls at each renewal (``VOICEFSM_CALL_LEASE_S``).
 DEFAULT_LEASE_S = 30.0
 #: Seconds to wait for a PostgreSQL server to accept a connection: a start fails within seconds, not 60.
@@ -101,16 +92,6 @@ class StoreUnavailableError(RecordsError):
             f"cannot open the call records at {self.url}: {self.reason}; "
             f"check {DB_SETTING} (e.g. {DB_EXAMPLES})"
         )
-
-
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC: the one clock every record is stamped with."""
-    return dt.datetime.now(dt.UTC)
-
-
-def _check(field: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise InvalidRecordError(field, value, allowed)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -163,9 +144,11 @@ class CallStore:
     #: How long a call's lease lasts from its start or last renewal, in seconds.
     lease_s: float = DEFAULT_LEASE_S
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_thread: SqliteThread | None = None) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # A SQLite file's batched writes go through a plain connection in a thread (sqlite_thread.py).
+        self._sqlite_thread = sqlite_thread
 
     @classmethod
     async def open(cls, url: str, *, echo: bool = False, migrate: MigrateMode = "auto") -> Self:
@@ -219,7 +202,8 @@ class CallStore:
             # A schema changed at start is worth a line in the server's log; upgrades above all.
             level = logging.WARNING if report.action == "upgraded" else logging.INFO
             log.log(level, "%s", report.describe(shown))
-        store = cls(engine)
+        thread = SqliteThread(parsed, _sqlite_pragmas) if file is not None else None
+        store = cls(engine, sqlite_thread=thread)
         store.schema = report
         return store
 
@@ -235,6 +219,8 @@ class CallStore:
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
+        if self._sqlite_thread is not None:
+            await self._sqlite_thread.aclose()
         await self._engine.dispose()
 
     async def ping(self) -> None:
@@ -242,7 +228,7 @@ class CallStore:
         async with self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    # -- writes: one transaction each ---------------------------------------------------------------
+    # -- writes: one transaction each (or one per batch: write_batch) -------------------------------------
 
     async def call_started(
         self,
@@ -253,43 +239,16 @@ class CallStore:
         direction: Direction = "inbound",
         started_at: dt.datetime | None = None,
     ) -> bool:
-        """Create the call's record; False (and no change) when it already exists, e.g. a replayed webhook."""
-        _check("direction", direction, DIRECTIONS)
-        now = utcnow()
-        row = CallRow(
-            call_sid=call_sid,
-            flow=flow,
-            direction=direction,
-            caller=caller,
-            started_at=started_at or now,
-            worker=self.worker,
-            lease_until=self._lease_end(now),
-        )
+        """Create the call's record; False (and no change) when it already exists, e.g. a replayed webhook.
+
+        A call started again on another worker (a resumed call) is taken over: that worker now runs
+        and leases it, and a call only guessed ``abandoned`` is live again.
+        """
+        arguments = {"flow": flow, "caller": caller, "direction": direction, "started_at": started_at}
         try:
-            async with self._begin() as session:
-                existing = await session.get(CallRow, call_sid)
-                if existing is not None:
-                    self._take_over(existing, now)
-                    return False
-                session.add(row)
+            return bool(await self._write_one("call_started", call_sid, arguments))
         except IntegrityError:
             return False  # a concurrent replay of the same webhook inserted it first
-        return True
-
-    def _lease_end(self, now: dt.datetime) -> dt.datetime | None:
-        return None if self.worker is None else now + dt.timedelta(seconds=self.lease_s)
-
-    def _take_over(self, call: CallRow, now: dt.datetime) -> None:
-        """A call's stream admitted here again (a resumed call): this worker now runs it and leases it.
-
-        A call that ended for real stays ended; one only guessed ``abandoned`` is live again.
-        """
-        if self.worker is None or (call.ended_at is not None and call.outcome != ABANDONED):
-            return
-        call.worker = self.worker
-        call.lease_until = self._lease_end(now)
-        if call.outcome == ABANDONED:
-            call.ended_at = call.outcome = call.final_state = None
 
     async def turn(
         self,
@@ -315,91 +274,55 @@ class CallStore:
         A caller turn may carry how long it waited for its answer, by stage (``commit_ms`` ...
         ``prefetched``: see :class:`~voicefsm.records.models.TurnLatencyRecord`).
         """
-        _check("speaker", speaker, SPEAKERS)
-        _check("via", via, VIAS)
-        async with self._begin() as session:
-            await self._call(session, call_sid, "a turn")
-            seq = await self._next_seq(session, TurnRow, call_sid)
-            session.add(
-                TurnRow(
-                    call_sid=call_sid,
-                    seq=seq,
-                    speaker=speaker,
-                    text=text,
-                    started_at=started_at,
-                    ended_at=ended_at,
-                    latency_ms=None if latency_ms is None else round(latency_ms),
-                    interrupted=interrupted,
-                    via=via,
-                    commit_ms=_ms(commit_ms),
-                    parse_ms=_ms(parse_ms),
-                    transition_ms=_ms(transition_ms),
-                    first_audio_ms=_ms(first_audio_ms),
-                    tts_first_byte_ms=_ms(tts_first_byte_ms),
-                    tts_source=tts_source,
-                    prefetched=prefetched,
-                )
-            )
-        return seq
+        arguments = {
+            "speaker": speaker,
+            "text": text,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "latency_ms": latency_ms,
+            "interrupted": interrupted,
+            "via": via,
+            "commit_ms": commit_ms,
+            "parse_ms": parse_ms,
+            "transition_ms": transition_ms,
+            "first_audio_ms": first_audio_ms,
+            "tts_first_byte_ms": tts_first_byte_ms,
+            "tts_source": tts_source,
+            "prefetched": prefetched,
+        }
+        return int(await self._write_one("turn", call_sid, arguments))
 
     async def transition(
         self, call_sid: str, *, source: str, event: str, target: str, at: dt.datetime | None = None
     ) -> int:
         """Append one step to the call's path and make ``target`` its current state; returns its seq."""
-        async with self._begin() as session:
-            call = await self._call(session, call_sid, "a transition")
-            seq = await self._next_seq(session, TransitionRow, call_sid)
-            session.add(
-                TransitionRow(
-                    call_sid=call_sid, seq=seq, source=source, event=event, target=target, at=at or utcnow()
-                )
-            )
-            call.current_state = target
-        return seq
+        arguments = {"source": source, "event": event, "target": target, "at": at}
+        return int(await self._write_one("transition", call_sid, arguments))
 
     async def slot(
         self, call_sid: str, name: str, value: Any, *, updated_at: dt.datetime | None = None
     ) -> None:
         """Set one slot's value (JSON; dates, enums, pydantic models included), replacing the previous one."""
-        encoded = encode_value(value)
-        at = updated_at or utcnow()
-        for attempt in range(2):
-            try:
-                async with self._begin() as session:
-                    await self._call(session, call_sid, f"slot {name!r}")
-                    row = await session.get(SlotRow, (call_sid, name))
-                    if row is None:
-                        session.add(SlotRow(call_sid=call_sid, name=name, value=encoded, updated_at=at))
-                    else:
-                        row.value = encoded
-                        row.updated_at = at
-                return
-            except IntegrityError:
-                # Portable upsert: a concurrent writer inserted the slot first; update it on the retry.
-                if attempt:
-                    raise
+        arguments = {"name": name, "value": value, "updated_at": updated_at}
+        try:
+            await self._write_one("slot", call_sid, arguments)
+        except IntegrityError:
+            # Portable upsert: a concurrent writer inserted the slot first; this time it is an update.
+            await self._write_one("slot", call_sid, arguments)
 
     async def error(
         self, call_sid: str, *, kind: str, where: str, message: str, at: dt.datetime | None = None
     ) -> None:
         """Record an error of the call: its ``kind`` (e.g. ``stt``), ``where`` it happened, the message."""
-        async with self._begin() as session:
-            await self._call(session, call_sid, "an error")
-            session.add(
-                ErrorRow(call_sid=call_sid, at=at or utcnow(), kind=kind, where=where, message=message)
-            )
+        await self._write_one("error", call_sid, {"kind": kind, "where": where, "message": message, "at": at})
 
     async def state(self, call_sid: str, current_state: str) -> None:
         """Set the call's current state (``transition`` does this too)."""
-        async with self._begin() as session:
-            call = await self._call(session, call_sid, "its state")
-            call.current_state = current_state
+        await self._write_one("state", call_sid, {"current_state": current_state})
 
     async def set_recording(self, call_sid: str, path: str | os.PathLike[str]) -> None:
         """Point the call's record at its audio recording."""
-        async with self._begin() as session:
-            call = await self._call(session, call_sid, "a recording")
-            call.recording_path = os.fspath(path)
+        await self._write_one("set_recording", call_sid, {"path": path})
 
     async def call_ended(
         self,
@@ -414,18 +337,42 @@ class CallStore:
         A call marked ``abandoned`` by a worker that started while it was live (another worker's call
         on a shared database) still gets its real end: the guess gives way to what happened.
         """
-        if not outcome:
-            raise InvalidRecordError("outcome", outcome, ("a non-empty word such as 'completed'",))
-        async with self._begin() as session:
-            call = await session.get(CallRow, call_sid)
-            if call is None or (call.ended_at is not None and call.outcome != ABANDONED):
-                return False
-            call.ended_at = ended_at or utcnow()
-            call.outcome = outcome
-            if final_state is not None:
-                call.current_state = final_state
-            call.final_state = call.current_state
-        return True
+        arguments = {"outcome": outcome, "final_state": final_state, "ended_at": ended_at}
+        return bool(await self._write_one("call_ended", call_sid, arguments))
+
+    async def write_batch(self, records: Sequence[BatchRecord]) -> list[Any]:
+        """Apply ``records`` (``(kind, call_sid, keyword arguments)``) in order, in ONE transaction.
+
+        ``kind`` names a write method above (``call_started``, ``turn``, ``transition``, ``slot``,
+        ``error``, ``state``, ``set_recording``, ``call_ended``), called with the call SID and the
+        arguments; returns what each would return. Nothing of the batch is kept when one record fails:
+        the error is raised, and the caller decides (the writer retries the batch, then writes it record
+        by record to find the bad one). See :mod:`voicefsm.records.batch` for how it is written.
+        """
+        for kind, _, _ in records:
+            if kind not in BATCH_KINDS:
+                raise InvalidRecordError("record kind", kind, BATCH_KINDS)
+        worker, lease_s = self.worker, self.lease_s
+        return await self.transaction(
+            lambda connection: Batch(connection, worker=worker, lease_s=lease_s).apply(records)
+        )
+
+    async def transaction(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` with a synchronous connection, in one transaction (committed unless it raises).
+
+        For a SQLite file it runs in the store's SQLite thread, whole; otherwise through the async
+        engine's ``run_sync``. The batched writes (records, snapshots) go this way.
+        """
+        if self._sqlite_thread is not None:
+            return await self._sqlite_thread.run(work)
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    async def _write_one(self, kind: str, call_sid: str, arguments: Mapping[str, Any]) -> Any:
+        return (await self.write_batch([(kind, call_sid, arguments)]))[0]
+
+    def _lease_end(self, now: dt.datetime) -> dt.datetime | None:
+        return None if self.worker is None else now + dt.timedelta(seconds=self.lease_s)
 
     async def recover_abandoned(self, now: dt.datetime | None = None, *, own: bool = True) -> int:
         """:meth:`abandon_calls`, counted."""
@@ -661,58 +608,10 @@ class CallStore:
             errors=[ErrorRecord(at=e.at, kind=e.kind, where=e.where, message=e.message) for e in errors],
         )
 
-    # -- helpers ----------------------------------------------------------------------------------------
-
-    @staticmethod
-    async def _call(session: AsyncSession, call_sid: str, action: str) -> CallRow:
-        call = await session.get(CallRow, call_sid)
-        if call is None:
-            raise UnknownCallError(call_sid, action)
-        return call
-
-    @staticmethod
-    async def _next_seq(
-        session: AsyncSession, model: type[TurnRow] | type[TransitionRow], call_sid: str
-    ) -> int:
-        statement = select(func.coalesce(func.max(model.seq), 0) + 1).where(model.call_sid == call_sid)
-        return int((await session.execute(statement)).scalar_one())
-
-    # -- batches (ops: the RecordWriter writes its queue through here, one transaction per batch) ---------
-
-    async def write_batch(self, records: Sequence[BatchRecord]) -> None:
-        """Apply ``records`` (``(kind, call_sid, keyword arguments)``) in order, in ONE transaction.
-
-        ``kind`` names a write method above (``call_started``, ``turn``, ``transition``, ``slot``,
-        ``error``, ``state``, ``set_recording``, ``call_ended``), called with the call SID and the
-        arguments. Nothing of the batch is kept when one record fails: the error is raised, and the
-        caller decides (the writer retries the batch, then writes it record by record to find the bad one).
-        """
-        for kind, _, _ in records:
-            if kind not in BATCH_KINDS:
-                raise InvalidRecordError("record kind", kind, BATCH_KINDS)
-        async with self._sessions.begin() as session:
-            token = _BATCH.set((self, session))
-            try:
-                for kind, call_sid, arguments in records:
-                    await getattr(self, kind)(call_sid, **arguments)
-            finally:
-                _BATCH.reset(token)
-
-    def _begin(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
-        """A write's transaction: its own, or the batch's when :meth:`write_batch` is applying it."""
-        batch = _BATCH.get()
-        if batch is not None and batch[0] is self:
-            return contextlib.nullcontext(batch[1])
-        return self._sessions.begin()
-
 
 def _unused_tickets(at: dt.datetime) -> ColumnElement[bool]:
     """Stream tickets neither used nor expired at ``at``."""
     return StreamTicketRow.used_at.is_(None) & (StreamTicketRow.expires_at > at)
-
-
-def _ms(value: float | None) -> int | None:
-    return None if value is None else round(value)
 
 
 def _breakdown(turn: TurnRow) -> TurnLatencyRecord | None:

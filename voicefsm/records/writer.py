@@ -3,6 +3,8 @@
 The runtime calls plain methods (``writer.turn(...)``) that never await and never raise; one
 writer task owned by the ``RecordWriter`` takes what the queue holds (up to ``batch_size``
 records) and writes it in order through :meth:`CallStore.write_batch`, one transaction per batch.
+The task lets a batch gather for ``linger_s`` after its first record (unless someone flushes): a
+transaction costs about as much CPU for one record as for fifty, and records are off the call's path.
 
 Records are never dropped silently. When the database fails, the call goes on:
 
@@ -33,16 +35,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from voicefsm.records.batch import utcnow
 from voicefsm.records.errors import RecordsError
 from voicefsm.records.jsonvalue import decode_value, encode_value
 from voicefsm.records.models import Direction, Speaker, Via
 from voicefsm.records.spool import RecordSpool, SpooledRecord, SpoolFullError
-from voicefsm.records.store import CallStore, utcnow
+from voicefsm.records.store import CallStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_BATCH_SIZE = 100
+#: Seconds a batch may gather records after its first one: calls starting together share a transaction.
+DEFAULT_LINGER_S = 0.05
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_S = 0.1
 DEFAULT_PROBE_DELAY_S = 0.5
@@ -67,6 +72,7 @@ class RecordWriter:
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         max_queue: int = DEFAULT_MAX_QUEUE,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        linger_s: float = DEFAULT_LINGER_S,
         retries: int = DEFAULT_RETRIES,
         retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
         probe_delay_s: float = DEFAULT_PROBE_DELAY_S,
@@ -86,6 +92,9 @@ class RecordWriter:
         self._queue: deque[SpooledRecord] = deque()
         self._max_queue = max_queue
         self._batch_size = batch_size
+        self._linger_s = linger_s
+        self._hurry = asyncio.Event()  # set while someone waits for the records (flush, settle, close)
+        self._hurrying = 0
         self._retries = retries
         self._retry_delay_s = retry_delay_s
         self._probe_delay_s = probe_delay_s
@@ -178,6 +187,7 @@ class RecordWriter:
         if self._closed:
             return
         self._closed = True
+        self._hurry.set()  # for good: what is queued goes now
         self._notify()
         task, self._task = self._task, None
         if task is not None:
@@ -372,8 +382,19 @@ class RecordWriter:
             return min(delay * 2, self._probe_max_s)
         if not self._queue:
             await self._wait_until(lambda: bool(self._queue))
+        await self._linger()
         await self._write(self._take())
         return delay
+
+    async def _linger(self) -> None:
+        """Let the batch gather records for ``linger_s``, unless it is full or someone waits for it."""
+        if self._linger_s <= 0 or len(self._queue) >= self._batch_size or self._hurry.is_set():
+            return
+        try:
+            async with asyncio.timeout(self._linger_s):
+                await self._hurry.wait()
+        except TimeoutError:
+            pass
 
     def _take(self) -> list[SpooledRecord]:
         count = min(self._batch_size, len(self._queue))
@@ -584,7 +605,18 @@ class RecordWriter:
             pass
 
     def _wait(self, condition: Callable[[], bool]) -> Coroutine[Any, Any, None]:
-        return self._wait_until(condition)
+        return self._hurried(condition)
+
+    async def _hurried(self, condition: Callable[[], bool]) -> None:
+        """Wait for ``condition`` with the batch's lingering cut short: someone waits for these records."""
+        self._hurrying += 1
+        self._hurry.set()
+        try:
+            await self._wait_until(condition)
+        finally:
+            self._hurrying -= 1
+            if not self._hurrying and not self._closed:
+                self._hurry.clear()
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():

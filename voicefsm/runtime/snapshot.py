@@ -23,16 +23,17 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
-from voicefsm.records.snapshots import SnapshotStore
-from voicefsm.records.store import utcnow
+from voicefsm.records import utcnow
+from voicefsm.records.snapshots import SnapshotStore, SnapshotWrite
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ CANNOT_RESUME = "Sorry, we were cut off and cannot continue this call. Please ca
 KEEP_S = 4 * 3600.0
 #: How often each worker deletes the snapshots older than ``keep_s`` (and once when it starts).
 PURGE_EVERY_S = 3600.0
+#: Snapshots written in one transaction at most (each a different call's newest).
+WRITE_BATCH = 100
+#: Seconds the writer lets snapshots gather after the first one waiting (unless someone waits for them):
+#: calls starting together share a transaction, and a call's quick transitions collapse into one write.
+LINGER_S = 0.05
 #: The body's format; a body of another version is not resumed.
 BODY_VERSION = 1
 
@@ -238,11 +244,13 @@ class SnapshotKeeper:
         self._write_timeout_s = write_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._pending: dict[str, _Pending] = {}
-        self._inflight: _Pending | None = None
+        self._inflight: dict[str, _Pending] = {}  # the batch being written, by call
         self._written_one = asyncio.Condition()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()  # set while someone waits for the writes (flush, settled, close)
+        self._hurrying = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._warned = False
@@ -264,12 +272,12 @@ class SnapshotKeeper:
         if self._closed:
             return
         self._closed = True
-        task, self._task = self._task, None
-        if task is None:
+        if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._drain_timeout_s):
                 await self.flush()
+        task, self._task = self._task, None
         task.cancel()
         await asyncio.wait({task})
         if self._pending:
@@ -286,16 +294,30 @@ class SnapshotKeeper:
 
     async def settled(self, call_sid: str) -> None:
         """Wait until nothing of ``call_sid``'s is waiting to be written (nor being written)."""
-        async with self._written_one:
-            await self._written_one.wait_for(
-                lambda: self._waiting(call_sid) is None or self._task is None or self._task.done()
-            )
+        with self._hurried():
+            async with self._written_one:
+                await self._written_one.wait_for(
+                    lambda: self._waiting(call_sid) is None or self._task is None or self._task.done()
+                )
 
     async def flush(self) -> None:
         """Wait until nothing is waiting to be written (nor being written)."""
-        while (self._pending or self._inflight) and self._task is not None and not self._task.done():
-            self._idle.clear()
-            await self._idle.wait()
+        with self._hurried():
+            while (self._pending or self._inflight) and self._task is not None and not self._task.done():
+                self._idle.clear()
+                await self._idle.wait()
+
+    @contextlib.contextmanager
+    def _hurried(self) -> Iterator[None]:
+        """While someone waits for the writes, the writer does not linger."""
+        self._hurrying += 1
+        self._hurry.set()
+        try:
+            yield
+        finally:
+            self._hurrying -= 1
+            if not self._hurrying:
+                self._hurry.clear()
 
     # -- the sink (never await, never raise) ----------------------------------------------------------
 
@@ -346,8 +368,8 @@ class SnapshotKeeper:
     def _waiting(self, call_sid: str) -> _Pending | None:
         """The call's newest change not yet in the database, if any."""
         waiting = self._pending.get(call_sid)
-        if waiting is None and self._inflight is not None and self._inflight.call_sid == call_sid:
-            waiting = self._inflight
+        if waiting is None:
+            waiting = self._inflight.get(call_sid)
         return waiting
 
     async def reopen_call(self, call_sid: str) -> bool:
@@ -371,12 +393,17 @@ class SnapshotKeeper:
                     async with asyncio.timeout(max(0.0, purge_at - loop.time())):
                         await self._wake.wait()
                 continue
-            call_sid = next(iter(self._pending))
-            item = self._inflight = self._pending.pop(call_sid)
+            if len(self._pending) < WRITE_BATCH and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LINGER_S):
+                        await self._hurry.wait()
+            # Every call's newest change waiting, in one transaction (as many as WRITE_BATCH).
+            batch = list(itertools.islice(self._pending, WRITE_BATCH))
+            self._inflight = {call_sid: self._pending.pop(call_sid) for call_sid in batch}
             try:
-                await self._write(item)
+                await self._write(list(self._inflight.values()))
             finally:
-                self._inflight = None
+                self._inflight = {}
             async with self._written_one:
                 self._written_one.notify_all()
 
@@ -390,32 +417,34 @@ class SnapshotKeeper:
         if purged:
             log.info("flow snapshots: purged %d older than %g s", purged, self.keep_s)
 
-    async def _write(self, item: _Pending) -> None:
-        snapshot = item.snapshot
+    async def _write(self, items: list[_Pending]) -> None:
+        changes = [
+            SnapshotWrite(item.call_sid, item.generation)
+            if item.snapshot is None
+            else SnapshotWrite(
+                item.call_sid,
+                item.generation,
+                item.snapshot.seq,
+                item.snapshot.flow,
+                item.snapshot.state,
+                item.snapshot.to_json(),
+            )
+            for item in items
+        ]
         try:
             async with asyncio.timeout(self._write_timeout_s):
-                if snapshot is None:
-                    await self.store.delete(item.call_sid, generation=item.generation)
-                else:
-                    await self.store.save(
-                        snapshot.call_sid,
-                        generation=snapshot.generation,
-                        seq=snapshot.seq,
-                        flow=snapshot.flow,
-                        state=snapshot.state,
-                        body=snapshot.to_json(),
-                    )
-        except Exception as exc:  # the database failed: the call goes on, a later snapshot retries
-            self.dropped += 1
-            log.debug("flow snapshots: writing for %s failed", item.call_sid, exc_info=True)
+                await self.store.write(changes)
+        except Exception as exc:  # the database failed: the calls go on, later snapshots retry
+            self.dropped += len(items)
+            log.debug("flow snapshots: writing %d failed", len(items), exc_info=True)
             if not self._warned:
                 self._warned = True
                 log.warning(
-                    "flow snapshots: a write for call %s failed (%s); the call goes on but may not "
-                    "resume if its stream is lost; later failures are only counted",
-                    item.call_sid,
+                    "flow snapshots: a write for %d call(s) failed (%s); the calls go on but may not "
+                    "resume if their stream is lost; later failures are only counted",
+                    len(items),
                     type(exc).__name__,
                 )
             return
-        self.written += 1
+        self.written += len(items)
         self._warned = False
