@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from voicefsm.records.batch import utcnow
 from voicefsm.records.errors import RecordsError
 from voicefsm.records.jsonvalue import decode_value, encode_value
+from voicefsm.records.linger import Linger
 from voicefsm.records.models import Direction, Speaker, Via
 from voicefsm.records.spool import RecordSpool, SpooledRecord, SpoolFullError
 from voicefsm.records.store import CallStore
@@ -92,9 +93,7 @@ class RecordWriter:
         self._queue: deque[SpooledRecord] = deque()
         self._max_queue = max_queue
         self._batch_size = batch_size
-        self._linger_s = linger_s
-        self._hurry = asyncio.Event()  # set while someone waits for the records (flush, settle, close)
-        self._hurrying = 0
+        self._linger = Linger(linger_s)
         self._retries = retries
         self._retry_delay_s = retry_delay_s
         self._probe_delay_s = probe_delay_s
@@ -187,7 +186,7 @@ class RecordWriter:
         if self._closed:
             return
         self._closed = True
-        self._hurry.set()  # for good: what is queued goes now
+        self._linger.stop()  # what is queued goes now
         self._notify()
         task, self._task = self._task, None
         if task is not None:
@@ -382,19 +381,9 @@ class RecordWriter:
             return min(delay * 2, self._probe_max_s)
         if not self._queue:
             await self._wait_until(lambda: bool(self._queue))
-        await self._linger()
+        await self._linger.pause(full=len(self._queue) >= self._batch_size)
         await self._write(self._take())
         return delay
-
-    async def _linger(self) -> None:
-        """Let the batch gather records for ``linger_s``, unless it is full or someone waits for it."""
-        if self._linger_s <= 0 or len(self._queue) >= self._batch_size or self._hurry.is_set():
-            return
-        try:
-            async with asyncio.timeout(self._linger_s):
-                await self._hurry.wait()
-        except TimeoutError:
-            pass
 
     def _take(self) -> list[SpooledRecord]:
         count = min(self._batch_size, len(self._queue))
@@ -608,15 +597,8 @@ class RecordWriter:
         return self._hurried(condition)
 
     async def _hurried(self, condition: Callable[[], bool]) -> None:
-        """Wait for ``condition`` with the batch's lingering cut short: someone waits for these records."""
-        self._hurrying += 1
-        self._hurry.set()
-        try:
+        with self._linger.hurried():  # someone waits for these records: no lingering meanwhile
             await self._wait_until(condition)
-        finally:
-            self._hurrying -= 1
-            if not self._hurrying and not self._closed:
-                self._hurry.clear()
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():

@@ -26,13 +26,14 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from voicefsm.flow.chart import VoiceFlow
 from voicefsm.flow.spec import FlowSpec
 from voicefsm.records import utcnow
+from voicefsm.records.linger import Linger
 from voicefsm.records.snapshots import SnapshotStore, SnapshotWrite
 
 log = logging.getLogger(__name__)
@@ -249,8 +250,7 @@ class SnapshotKeeper:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._hurry = asyncio.Event()  # set while someone waits for the writes (flush, settled, close)
-        self._hurrying = 0
+        self._linger = Linger(LINGER_S)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._warned = False
@@ -294,7 +294,7 @@ class SnapshotKeeper:
 
     async def settled(self, call_sid: str) -> None:
         """Wait until nothing of ``call_sid``'s is waiting to be written (nor being written)."""
-        with self._hurried():
+        with self._linger.hurried():
             async with self._written_one:
                 await self._written_one.wait_for(
                     lambda: self._waiting(call_sid) is None or self._task is None or self._task.done()
@@ -302,22 +302,10 @@ class SnapshotKeeper:
 
     async def flush(self) -> None:
         """Wait until nothing is waiting to be written (nor being written)."""
-        with self._hurried():
+        with self._linger.hurried():
             while (self._pending or self._inflight) and self._task is not None and not self._task.done():
                 self._idle.clear()
                 await self._idle.wait()
-
-    @contextlib.contextmanager
-    def _hurried(self) -> Iterator[None]:
-        """While someone waits for the writes, the writer does not linger."""
-        self._hurrying += 1
-        self._hurry.set()
-        try:
-            yield
-        finally:
-            self._hurrying -= 1
-            if not self._hurrying:
-                self._hurry.clear()
 
     # -- the sink (never await, never raise) ----------------------------------------------------------
 
@@ -393,10 +381,7 @@ class SnapshotKeeper:
                     async with asyncio.timeout(max(0.0, purge_at - loop.time())):
                         await self._wake.wait()
                 continue
-            if len(self._pending) < WRITE_BATCH and not self._hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(LINGER_S):
-                        await self._hurry.wait()
+            await self._linger.pause(full=len(self._pending) >= WRITE_BATCH)
             # Every call's newest change waiting, in one transaction (as many as WRITE_BATCH).
             batch = list(itertools.islice(self._pending, WRITE_BATCH))
             self._inflight = {call_sid: self._pending.pop(call_sid) for call_sid in batch}
