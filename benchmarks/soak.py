@@ -13,8 +13,9 @@ started, after ``--warmup`` calls (so what the first calls allocate once, caches
 does not count as growth) and after all calls; and at every ``--checkpoint`` calls on the way, for
 the RSS trend. Reported: open file descriptors, asyncio tasks (``/healthz``), threads, RSS, and the
 rows of every records table. The soak passes when, from the warm-up to the end, descriptors and tasks
-are unchanged; threads and RSS did not grow over the second half of the checkpoints (threads come
-from bounded pools that start empty and fill as load needs them: the step pool's 16, asyncio's
+are unchanged; threads (besides the step pool's, counted apart: it fills up to its 16 whenever a
+burst of steps needs one more) and RSS did not grow over the second half of the checkpoints (threads
+come from bounded pools that start empty and fill as load needs them: the step pool, asyncio's
 default executor; each new thread adds its stack and a malloc arena to the RSS, so both may still
 rise after the warm-up, then stop): the RSS gained there is within the noise (``--rss-noise-kib``,
 default 4 MiB: what glibc's arenas and CPython's allocator keep or return with no leak) and its
@@ -75,6 +76,8 @@ class Sample:
     fds: int
     tasks: int
     threads: int
+    #: Of ``threads``, the step pool's (``/healthz``): it fills up to its bound as load needs it.
+    step_threads: int
     rss_kib: int
     thread_names: dict[str, int]
     rows: dict[str, int]
@@ -175,6 +178,7 @@ async def idle_sample(
         fds=fds,
         tasks=int(health["asyncio_tasks"]),
         threads=procstat.status_kib(server.pid, "Threads"),  # a plain count, read like the kB fields
+        step_threads=int(health["step_pool"]["threads"]),
         rss_kib=procstat.status_kib(server.pid, "VmRSS"),
         thread_names=thread_names(server.pid),
         rows=rows,
@@ -268,11 +272,15 @@ def judge(soak: Soak) -> None:
             problems.append(
                 f"{name}: {getattr(warm, name)} after the warm-up, {getattr(end, name)} at the end"
             )
-    # Threads come from bounded pools (asyncio's default executor: cores + 4, the step pool) that start
-    # empty and fill as load needs them: they may still grow after the warm-up, never in the second half.
+    # Threads come from bounded pools that start empty and fill as load needs them: the step pool (its
+    # own count, up to its bound, whenever a burst needs one more) and asyncio's default executor
+    # (cores + 4): the others may still grow after the warm-up, never in the second half.
     half = soak.samples[1:][len(soak.samples[1:]) // 2 :]
-    if half and end.threads > half[0].threads:
-        problems.append(f"threads: {half[0].threads} halfway, {end.threads} at the end")
+    if half and end.threads - end.step_threads > half[0].threads - half[0].step_threads:
+        problems.append(
+            f"threads besides the step pool's: {half[0].threads - half[0].step_threads} halfway, "
+            f"{end.threads - end.step_threads} at the end"
+        )
     # RSS: the pools above, and each new thread's stack and malloc arena, still fill after the warm-up
     # (they are bounded, so they stop); a leak grows with the calls. So the RSS is judged over the second
     # half: what it gained there must be noise, and its trend must be flat.
@@ -304,15 +312,19 @@ def report(soak: Soak) -> str:
         f"{soak.elapsed_s:.0f} s ({soak.calls_per_s:.1f} calls/s)",
         f"{'':14}{'started':>10}{'warmed up':>11}{'end':>10}{'growth':>9}",
     ]
-    for name, unit in (("fds", ""), ("tasks", ""), ("threads", ""), ("rss_kib", " KiB")):
+    counts = ("fds", ""), ("tasks", ""), ("threads", ""), ("step_threads", ""), ("rss_kib", " KiB")
+    for name, unit in counts:
         a, b, c = getattr(start, name), getattr(warm, name), getattr(end, name)
         lines.append(f"{name + unit:14}{a:>10}{b:>11}{c:>10}{c - b:>+9}")
     for table in sorted(end.rows):
         a, b, c = start.rows.get(table, 0), warm.rows.get(table, 0), end.rows[table]
         lines.append(f"{'rows ' + table:14}{a:>10}{b:>11}{c:>10}{c - b:>+9}  ({(c - b) / soak.calls:g}/call)")
     lines.append(
-        "at each checkpoint (calls: RSS KiB / fds / tasks / threads): "
-        + ", ".join(f"{s.calls_done}: {s.rss_kib}/{s.fds}/{s.tasks}/{s.threads}" for s in soak.samples[1:])
+        "at each checkpoint (calls: RSS KiB / fds / tasks / threads (of them the step pool's)): "
+        + ", ".join(
+            f"{s.calls_done}: {s.rss_kib}/{s.fds}/{s.tasks}/{s.threads} ({s.step_threads})"
+            for s in soak.samples[1:]
+        )
     )
     later = soak.samples[1:]
     lines.append(

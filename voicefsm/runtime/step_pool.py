@@ -87,6 +87,11 @@ class StepPool:
         return self._running
 
     @property
+    def threads(self) -> int:
+        """Threads started so far (they stay, idle, for the next jobs): at most ``max_workers``."""
+        return len(self._threads)
+
+    @property
     def healthy(self) -> bool:
         """False while ``abandoned_limit`` or more abandoned jobs still hold a thread."""
         return self._abandoned < self.abandoned_limit

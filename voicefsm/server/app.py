@@ -90,7 +90,12 @@ def create_app(
             "asyncio_tasks": len(asyncio.all_tasks()),  # the soak (benchmarks/soak.py) watches it for leaks
             "dev_mode": settings.dev_mode,
             "version": __version__,
-            "step_pool": {"busy": pool.busy, "abandoned": pool.abandoned, "problem": pool.problem()},
+            "step_pool": {
+                "busy": pool.busy,
+                "threads": pool.threads,
+                "abandoned": pool.abandoned,
+                "problem": pool.problem(),
+            },
         }
         return body if pool.healthy else JSONResponse(body, status_code=503)
 
