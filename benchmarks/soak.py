@@ -80,6 +80,7 @@ class Sample:
     step_threads: int
     rss_kib: int
     thread_names: dict[str, int]
+    fd_kinds: dict[str, int]
     rows: dict[str, int]
     unfinished_calls: int
     at_s: float
@@ -136,6 +137,16 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The process's open descriptors by what they are (socket, pipe, a file's name), to say which grew."""
+    kinds: Counter[str] = Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            kinds[target.split(":")[0] if ":[" in target else os.path.basename(target)] += 1
+    return dict(kinds)
+
+
 def thread_names(pid: int) -> dict[str, int]:
     """The process's threads by name (a pool's threads share theirs), to say which kind grew."""
     names: Counter[str] = Counter()
@@ -181,6 +192,7 @@ async def idle_sample(
         step_threads=int(health["step_pool"]["threads"]),
         rss_kib=procstat.status_kib(server.pid, "VmRSS"),
         thread_names=thread_names(server.pid),
+        fd_kinds=fd_kinds(server.pid),
         rows=rows,
         unfinished_calls=unfinished,
         at_s=round(time.monotonic() - begin, 3),
@@ -331,6 +343,8 @@ def report(soak: Soak) -> str:
         f"RSS trend over the second half: {slope_per_1000(later[len(later) // 2 :]):+.0f} KiB per 1,000 calls"
     )
     lines.append(f"threads by name: warmed up {warm.thread_names}, end {end.thread_names}")
+    if end.fds != warm.fds:
+        lines.append(f"descriptors by kind: warmed up {warm.fd_kinds}, end {end.fd_kinds}")
     lines.append(f"outcomes: {soak.outcomes}; failed calls: {dict(soak.failures) or 'none'}")
     if soak.server_warnings:
         lines.append("the server's warnings and errors (first 40):\n  " + "\n  ".join(soak.server_warnings))
