@@ -79,8 +79,24 @@ class _DiskWrites:
             for _, _, done in due:
                 if not done.done():
                     done.set_exception(exc)
+            self._release()
             return
-        ran.add_done_callback(lambda ran: _settle(due, ran))
+        ran.add_done_callback(lambda ran: self._written(due, ran))
+
+    def _written(
+        self,
+        due: list[tuple[Callable[[bytes], object], bytes, asyncio.Future[None]]],
+        ran: asyncio.Future[list[Exception | None]],
+    ) -> None:
+        _settle(due, ran)
+        self._release()
+
+    def _release(self) -> None:
+        """With nothing more to write, let the loop go: a finished loop, and all it still refers to,
+        must not live on in this module (the next write makes a new one)."""
+        global _disk_writes
+        if not self._due and _disk_writes is self:
+            _disk_writes = None
 
 
 def _run_writes(writes: list[tuple[Callable[[bytes], object], bytes]]) -> list[Exception | None]:
