@@ -26,7 +26,7 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)
 ECHO_STEPS: dict[str, tuple[str, ...]] = {
     "socket read + WebSocket frame parsing (uvicorn protocol)": ("WebSocketsSansIOProtocol.data_received",),
     "receive a frame (uvicorn -> starlette -> transport)": ("TwilioMediaStream.receive",),
-    "  of which parse_message": ("parse_message",),
+    "  of which parsing the frame (parse_inbound)": ("parse_inbound", "parse_message"),
     "Call.put_inbound (recorder tap; the echo's put_outbound)": ("Call.put_inbound",),
     "  of which the recorder's caller mix": ("AudioMixer.tap_caller",),
     "  of which the recorder's agent tap": ("AudioMixer.tap_agent",),
@@ -35,6 +35,7 @@ ECHO_STEPS: dict[str, tuple[str, ...]] = {
     "recorder writer (disk, batched, worker thread)": (
         "AudioMixer._write_recording",
         "Wave_write.writeframes",
+        "_run_writes",
     ),
     "records writer (SQL)": ("RecordWriter._run",),
 }

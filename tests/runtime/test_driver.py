@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from voicefsm.core.events import CallEvent, CallStarted, Disconnected, KeyPressed
+from voicefsm.core.events import AudioIn, CallEvent, CallStarted, Disconnected, KeyPressed
 from voicefsm.core.intents import PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkOutcome
 from voicefsm.providers.scripted import ScriptedSpeechToText
@@ -166,3 +166,102 @@ def _drain(far_end: MemoryFarEnd) -> list[object]:
     while not far_end.intents.empty():
         items.append(far_end.intents.get_nowait())
     return items
+
+
+class EchoingPhone:
+    """A far end that plays in real time (it echoes marks) and notes which task sent each item.
+
+    ``hold`` makes a send of that audio wait until it is set, as a full socket would.
+    """
+
+    echoes_marks = True
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[object] = asyncio.Queue()
+        self.sent: list[tuple[str, bytes]] = []
+        self.sending = 0
+        self.most_at_once = 0
+        self.hold: dict[bytes, asyncio.Event] = {}
+
+    async def receive(self) -> object:
+        return await self.events.get()
+
+    async def send(self, item: object) -> None:
+        assert isinstance(item, PlayAudio)
+        self.sending += 1
+        self.most_at_once = max(self.most_at_once, self.sending)
+        try:
+            if item.ulaw in self.hold:
+                await self.hold[item.ulaw].wait()
+            task = asyncio.current_task()
+            self.sent.append((task.get_name() if task else "?", item.ulaw))
+        finally:
+            self.sending -= 1
+
+    async def close(self, reason: str) -> None:
+        return None
+
+
+async def sent_count(phone: EchoingPhone, count: int) -> None:
+    # Polling: the pumps run on this loop and the phone has no event for "n items sent".
+    while len(phone.sent) < count:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+
+async def test_a_frames_echo_leaves_from_the_receive_pump_after_the_audio_queued_before_it() -> None:
+    phone = EchoingPhone()
+    prompt, echo = b"\x01" * 160, b"\x02" * 160
+
+    async def handler(call: Call) -> None:
+        call.put_outbound(prompt)
+        await sent_count(phone, 1)  # the send pump sent the prompt
+        call.inbound_sink = call.put_outbound  # the echo line
+        phone.events.put_nowait(AudioIn(echo))
+        await sent_count(phone, 2)
+        call.request_disconnect("done")
+
+    phone.events.put_nowait(CallStarted("CA9"))
+    async with asyncio.timeout(5):
+        assert await run_call(phone, Sessions(handler).open, LIMITS) == "done"  # type: ignore[arg-type]
+    assert phone.sent == [("call-send", prompt), ("call-receive", echo)]
+
+
+async def test_the_send_pump_waits_while_the_receive_pump_sends_so_the_order_holds() -> None:
+    phone = EchoingPhone()
+    echo, after = b"\x02" * 160, b"\x03" * 160
+    phone.hold[echo] = asyncio.Event()
+
+    async def handler(call: Call) -> None:
+        call.inbound_sink = call.put_outbound
+        phone.events.put_nowait(AudioIn(echo))
+        while phone.sending == 0:  # noqa: ASYNC110 - the receive pump's send is now blocked
+            await asyncio.sleep(0)
+        call.put_outbound(after)  # wakes the send pump, which must not send past the blocked echo
+        for _ in range(10):  # the woken send pump's turns: a send past the blocked echo would show now
+            await asyncio.sleep(0)
+        assert phone.sent == [] and phone.most_at_once == 1
+        phone.hold[echo].set()
+        await sent_count(phone, 2)
+        call.request_disconnect("done")
+
+    phone.events.put_nowait(CallStarted("CA10"))
+    async with asyncio.timeout(5):
+        assert await run_call(phone, Sessions(handler).open, LIMITS) == "done"  # type: ignore[arg-type]
+    assert [audio for _, audio in phone.sent] == [echo, after]
+    assert phone.most_at_once == 1
+
+
+async def test_a_send_that_never_finishes_ends_the_call_as_a_lost_connection() -> None:
+    phone = EchoingPhone()
+    stuck = b"\x04" * 160
+    phone.hold[stuck] = asyncio.Event()  # never set: the phone stopped reading
+
+    async def handler(call: Call) -> None:
+        call.put_outbound(stuck)
+        await call.disconnected.wait()
+
+    phone.events.put_nowait(CallStarted("CA11"))
+    limits = CallLimits(idle_timeout_s=None, handler_grace_s=1, close_timeout_s=1, send_timeout_s=0.2)
+    async with asyncio.timeout(5):
+        reason = await run_call(phone, Sessions(handler).open, limits)  # type: ignore[arg-type]
+    assert reason == "connection lost (the far end took no audio for 0.2 s)"

@@ -275,3 +275,58 @@ async def test_real_ffplay_is_started_and_reaped(tmp_path: Path, monkeypatch: py
     assert mixer.player.returncode is not None
     with (tmp_path / "call.wav").open("rb") as f:
         assert read_wav(f).duration_s == pytest.approx(2.0)
+
+
+# -- disk writes, handed to the worker thread together ---------------------------------------
+
+
+async def test_the_writes_of_many_recordings_share_one_hand_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    hand_offs = 0
+    real_run_in_executor = loop.run_in_executor
+
+    def counting(executor: object, func: Callable[..., object], *args: object) -> asyncio.Future[object]:
+        nonlocal hand_offs
+        hand_offs += func is recorder._run_writes
+        return real_run_in_executor(executor, func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "run_in_executor", counting)
+    mixers = [AudioMixer(record_path=tmp_path / f"call{index}.wav") for index in range(5)]
+    for mixer in mixers:
+        await mixer.start()
+    for frame in tone_frames(300, 0.6):  # each recording has a batch (0.5 s) due at once
+        for mixer in mixers:
+            mixer.tap_caller(frame)
+    await until(lambda: all(size_of(tmp_path / f"call{index}.wav") >= 44 + 8000 for index in range(5)))
+    assert hand_offs == 1
+    for mixer in mixers:
+        await mixer.stop()
+    assert recorder._disk_writes is None  # nothing left to write: the module lets this loop go
+    for index in range(5):
+        with (tmp_path / f"call{index}.wav").open("rb") as f:
+            assert read_wav(f).duration_s == pytest.approx(0.6)
+
+
+async def test_a_failing_write_ends_only_its_own_recording(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = AudioMixer(record_path=tmp_path / "broken.wav")
+    healthy = AudioMixer(record_path=tmp_path / "ok.wav")
+    await broken.start()
+    await healthy.start()
+    assert broken._wav is not None
+
+    def disk_full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    broken._wav.writeframes = disk_full  # type: ignore[method-assign]
+    for frame in tone_frames(300, 1.2):
+        broken.tap_caller(frame)
+        healthy.tap_caller(frame)
+    await broken.stop()
+    await healthy.stop()
+    assert "the rest of the call is not recorded" in caplog.text
+    with (tmp_path / "ok.wav").open("rb") as f:
+        assert read_wav(f).duration_s == pytest.approx(1.2)

@@ -105,6 +105,10 @@ class Call:
         self.inbound_sink: Callable[[bytes], None] | None = None
         self._outbound: collections.deque[OutboundItem] = collections.deque()
         self._outbound_ready = asyncio.Event()
+        #: While True, queuing an outbound item does not wake the task waiting in
+        #: :meth:`wait_outbound`: the driver's receive pump sets it around :meth:`put_inbound` and
+        #: sends what the frame queued itself (the echo's reply leaves without a task switch).
+        self.hold_outbound_wakeup = False
         #: :meth:`speak` keeps a prompt's audio at most this many seconds ahead of real time (the
         #: driver sets it for far ends that play in real time); None sends audio as fast as it comes.
         self.send_ahead_s: float | None = None
@@ -203,16 +207,35 @@ class Call:
             for start in range(0, len(ulaw), FRAME_BYTES):
                 self.tap.tap_agent(ulaw[start : start + FRAME_BYTES])
         self._outbound.append(PlayAudio(ulaw))
-        self._outbound_ready.set()
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        if not self.hold_outbound_wakeup:
+            self._outbound_ready.set()
 
     async def next_outbound(self) -> OutboundItem | None:
         """The next item the transport must send; None once the call has ended."""
+        if await self.wait_outbound():
+            return self._outbound.popleft()
+        return None
+
+    async def wait_outbound(self) -> bool:
+        """Wait until an item is queued for the transport (True), or the call has ended with none (False)."""
         while not self._outbound:
             if self.disconnected.is_set():
-                return None
+                return False
             self._outbound_ready.clear()
             await self._outbound_ready.wait()
-        return self._outbound.popleft()
+        return True
+
+    @property
+    def has_outbound(self) -> bool:
+        """An item is queued for the transport."""
+        return bool(self._outbound)
+
+    def take_outbound(self) -> OutboundItem | None:
+        """The next queued item for the transport, without waiting; None when nothing is queued."""
+        return self._outbound.popleft() if self._outbound else None
 
     def place_mark(self, label: str) -> tuple[str, asyncio.Future[MarkOutcome]]:
         """Queue a uniquely named mark after the audio queued so far; the future settles on its echo."""
@@ -223,7 +246,7 @@ class Call:
         name = self._marks.new(label)
         self._mark_waiters[name] = waiter
         self._outbound.append(PlaceMark(name))
-        self._outbound_ready.set()
+        self._wake_sender()
         return name, waiter
 
     async def play_mark(self, label: str, timeout_s: float | None = None) -> MarkOutcome:
@@ -263,7 +286,7 @@ class Call:
         for name in self._marks.clear():
             self._resolve_mark(name, MarkOutcome.INTERRUPTED)
         self._outbound.appendleft(ClearBuffer())
-        self._outbound_ready.set()
+        self._wake_sender()
 
     def request_disconnect(self, reason: str = "hangup") -> None:
         """Ask the transport to end the call. The first reason given is kept."""

@@ -112,10 +112,18 @@ async def _drive(session: CallSession, far_end: FarEnd, limits: CallLimits) -> s
         playout = None if far_end.echoes_marks else Playout(session.clock)
         if far_end.echoes_marks:
             call.send_ahead_s = limits.send_ahead_s
-        tasks["receive"] = asyncio.create_task(_receive_pump(call, far_end, limits), name="call-receive")
-        tasks["send"] = asyncio.create_task(
-            _send_pump(call, far_end, playout, limits.send_timeout_s), name="call-send"
+        sender = _Sender(call, far_end, playout)
+        # The receive pump sends what a caller frame queued (the echo) when the send pump is idle. Not
+        # without a send deadline shorter than the idle one: a send blocked in the receive pump must end
+        # the call as a stuck far end, never be cut short by the idle timeout.
+        idle_s, send_s = limits.idle_timeout_s, limits.send_timeout_s
+        inline = playout is None and send_s is not None and (idle_s is None or send_s < idle_s)
+        tasks["receive"] = asyncio.create_task(
+            _receive_pump(call, far_end, limits, sender if inline else None), name="call-receive"
         )
+        tasks["send"] = asyncio.create_task(_send_pump(call, sender), name="call-send")
+        if send_s is not None:
+            tasks["send-watch"] = asyncio.create_task(_send_watch(sender, send_s), name="call-send-watch")
         tasks["hangup"] = asyncio.create_task(_hangup_watch(call), name="call-hangup")
         if session.handler is not None:
             tasks["handler"] = asyncio.create_task(_run_handler(call, session.handler), name="call-handler")
@@ -158,7 +166,7 @@ class Playout:
         return None
 
 
-async def _receive_pump(call: Call, far_end: FarEnd, limits: CallLimits) -> str:
+async def _receive_pump(call: Call, far_end: FarEnd, limits: CallLimits, sender: _Sender | None) -> str:
     idle_s = limits.idle_timeout_s
     loop = asyncio.get_running_loop()
     heard_at = [loop.time()]  # when the last event arrived
@@ -166,7 +174,7 @@ async def _receive_pump(call: Call, far_end: FarEnd, limits: CallLimits) -> str:
         delay = None if idle_s is None else heard_at[0] + idle_s - loop.time()
         try:
             async with asyncio.timeout(delay) as idle:
-                return await _receive_until_closed(call, far_end, idle, idle_s, heard_at)
+                return await _receive_until_closed(call, far_end, idle, idle_s, heard_at, sender)
         except TimeoutError:
             if idle_s is not None and loop.time() - heard_at[0] >= idle_s:
                 return f"no media for {idle_s:g} s"
@@ -179,6 +187,7 @@ async def _receive_until_closed(
     idle: asyncio.Timeout,
     idle_s: float | None,
     heard_at: list[float],
+    sender: _Sender | None,
 ) -> str:
     loop = asyncio.get_running_loop()
     # Moving the idle deadline costs a timer reschedule; 50 frames a second need it far less often.
@@ -193,7 +202,18 @@ async def _receive_until_closed(
         if event is None:
             return "connection closed"
         if isinstance(event, AudioIn):
-            call.put_inbound(event.ulaw)
+            if sender is None:
+                call.put_inbound(event.ulaw)
+                continue
+            # What this frame queues (the echo line's reply) is sent from here when the send pump is
+            # idle: one task switch fewer per frame, and the order of the queue is kept.
+            call.hold_outbound_wakeup = True
+            try:
+                call.put_inbound(event.ulaw)
+            finally:
+                call.hold_outbound_wakeup = False
+            if call.has_outbound and not sender.busy and (lost := await sender.drain()) is not None:
+                return lost
         elif isinstance(event, KeyPressed):
             call.emit(event)
         elif isinstance(event, MarkReached):
@@ -204,25 +224,81 @@ async def _receive_until_closed(
             call.log.warning("the far end started the call twice; the second start is ignored")
 
 
-async def _send_pump(call: Call, far_end: FarEnd, playout: Playout | None, timeout_s: float | None) -> str:
-    sent = 0
-    while (item := await call.next_outbound()) is not None:
-        sent += 1
-        if sent % _YIELD_EVERY_SENDS == 0:
-            # A burst of queued audio to an open socket never suspends, so without this the loop would
-            # neither serve other calls meanwhile nor run the transport's connection_lost: asyncio logs
-            # a warning for every write past the fifth to a lost socket.
-            await asyncio.sleep(0)
+class _Sender:
+    """Sends the call's queued items in order, one task at a time: the send pump, or the receive pump
+    right after a caller frame queued its echo. ``since`` is when the send in progress began, for
+    :func:`_send_watch`."""
+
+    def __init__(self, call: Call, far_end: FarEnd, playout: Playout | None) -> None:
+        self.call = call
+        self.far_end = far_end
+        self.playout = playout
+        self.busy = False
+        self.since: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self._idle: asyncio.Future[None] | None = None
+
+    async def drain(self) -> str | None:
+        """Send everything queued; None once the queue is empty, or why the far end is gone."""
+        call, far_end, playout, loop = self.call, self.far_end, self.playout, self._loop
+        self.busy = True
+        sent = 0
         try:
-            async with asyncio.timeout(timeout_s):
-                await far_end.send(item)
-        except TransportClosed as exc:
-            return f"connection lost ({exc})"
-        except TimeoutError:
-            return f"connection lost (the far end took no audio for {timeout_s:g} s)"
-        if playout is not None and (mark := await playout.played(item)) is not None:
-            call.mark_echoed(mark)
+            while (item := call.take_outbound()) is not None:
+                sent += 1
+                if sent % _YIELD_EVERY_SENDS == 0:
+                    # A burst of queued audio to an open socket never suspends, so without this the loop
+                    # would neither serve other calls meanwhile nor run the transport's connection_lost:
+                    # asyncio logs a warning for every write past the fifth to a lost socket.
+                    await asyncio.sleep(0)
+                self.since = loop.time()
+                try:
+                    await far_end.send(item)
+                except TransportClosed as exc:
+                    return f"connection lost ({exc})"
+                finally:
+                    self.since = None
+                if playout is not None and (mark := await playout.played(item)) is not None:
+                    call.mark_echoed(mark)
+            return None
+        finally:
+            self.busy = False
+            idle, self._idle = self._idle, None
+            if idle is not None and not idle.done():  # done: the send pump was cancelled meanwhile
+                idle.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until the task sending now has sent everything queued."""
+        if self.busy:
+            if self._idle is None:
+                self._idle = self._loop.create_future()
+            await self._idle
+
+
+async def _send_pump(call: Call, sender: _Sender) -> str:
+    while await call.wait_outbound():
+        if sender.busy:  # the receive pump is sending; it sends what is queued now as well
+            await sender.wait_idle()
+            continue
+        if (lost := await sender.drain()) is not None:
+            return lost
     return "ended"
+
+
+async def _send_watch(sender: _Sender, timeout_s: float) -> str:
+    """End the call when one send has taken ``timeout_s``: a far end that stopped reading (a full TCP
+    window) would otherwise have audio queued for it without bound. One timer per ``timeout_s``, not
+    one per frame sent."""
+    loop = asyncio.get_running_loop()
+    while True:
+        since, now = sender.since, loop.time()
+        if since is None:
+            # A send that begins from now on is late at now + timeout_s at the earliest.
+            await asyncio.sleep(timeout_s)
+        elif now - since >= timeout_s:
+            return f"connection lost (the far end took no audio for {timeout_s:g} s)"
+        else:
+            await asyncio.sleep(since + timeout_s - now)
 
 
 async def _hangup_watch(call: Call) -> str:

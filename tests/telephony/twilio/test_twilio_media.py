@@ -32,6 +32,7 @@ from voicefsm.telephony.twilio.media import (
     mark_message,
     media_message,
     neutral_event,
+    parse_inbound,
     parse_message,
     parse_outbound,
     start_message,
@@ -560,3 +561,52 @@ def test_each_message_translates_to_the_neutral_event_it_means(frame: str, event
     if event is None and isinstance(parsed, Start):
         event = CallStarted(CALL, "+1555", {"callerNumber": "+1555"})
     assert neutral_event(parsed) == event
+
+
+# -- parse_inbound: parse_message with media read for the hot path --------------------------------
+
+
+def _as_inbound(parsed: object) -> object:
+    """What parse_inbound must give where parse_message gives ``parsed``."""
+    return (parsed.sequence_number, parsed.payload) if isinstance(parsed, Media) else parsed
+
+
+def test_parse_inbound_gives_media_as_sequence_number_and_audio() -> None:
+    assert parse_inbound(MEDIA) == (2, FRAME)
+    assert parse_inbound(media_json(sequenceNumber=7)) == (2, FRAME)  # the outer number counts
+    assert parse_inbound(DTMF) == parse_message(DTMF)
+    assert isinstance(parse_inbound(MEDIA, started=False), MalformedMessage)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        media_json("abc"),
+        media_json("\u00e9t\u00e9"),
+        media_json(chunk="\uff12"),
+        media_json(timestamp="9" * 5000),
+        media_json(track=5),
+        media_json(chunk=-1),
+        media_json(chunk=True),
+        _with(MEDIA, "9" * 5000, "sequenceNumber"),
+        _with(MEDIA, 12, "streamSid"),
+        _without(MEDIA, "media"),
+        _with(MEDIA, 3, "sequenceNumber"),
+    ],
+)
+def test_parse_inbound_fails_exactly_as_parse_message(frame: str) -> None:
+    assert parse_inbound(frame) == _as_inbound(parse_message(frame))
+
+
+@fuzz
+@given(st.sampled_from(VALID), st.data(), st.booleans())
+def test_parse_inbound_agrees_with_parse_message_on_broken_messages(
+    frame: str, data: st.DataObject, started: bool
+) -> None:
+    paths = [path for path in _paths(json.loads(frame)) if path]
+    path = data.draw(st.sampled_from(paths))
+    if data.draw(st.booleans()):
+        broken = _without(frame, *path)
+    else:
+        broken = _with(frame, data.draw(json_values), *path)
+    assert parse_inbound(broken, started=started) == _as_inbound(parse_message(broken, started=started))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voicefsm.core.events import FarEndEvent
+from voicefsm.core.events import AudioIn, FarEndEvent
 from voicefsm.core.intents import ClearBuffer, OutboundItem, PlaceMark, PlayAudio
 from voicefsm.core.rates import TokenBuckets
 from voicefsm.errors import TransportClosed
@@ -33,7 +33,7 @@ from voicefsm.telephony.twilio.media import (
     mark_message,
     media_message,
     neutral_event,
-    parse_message,
+    parse_inbound,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,15 @@ class TwilioMediaStream:
             frame: str | bytes | None = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            parsed = parse_message(frame, started=self.started)
+            parsed = parse_inbound(frame, started=self.started)
+            if isinstance(parsed, tuple):  # a media message, 50 a second: (sequence number, audio)
+                number, audio = parsed
+                last = self._last_sequence
+                if last is not None and number == last + 1:
+                    self._last_sequence = number  # in order: nothing to count
+                else:
+                    self._sequence(number)
+                return AudioIn(audio)
             if isinstance(parsed, MalformedMessage):
                 self._drop(parsed)
                 continue
