@@ -111,6 +111,9 @@ def server_env(variant: str, workdir: Path) -> dict[str, str]:
     recording = variant != "voicefsm-norec"
     env["VOICEFSM_RECORDINGS_DIR"] = str(workdir / "recordings") if recording else ""
     env["VOICEFSM_DRAIN_TIMEOUT_S"] = "2"
+    # The capacity search measures what one core holds; the admission limit (200 calls by default, an
+    # operator's setting for their machine) would refuse the calls past it with 1013 instead.
+    env["VOICEFSM_MAX_CONCURRENT_CALLS"] = "100000"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
