@@ -201,8 +201,7 @@ class Batch:
         prepared = [(kind, call_sid, _prepare(kind, arguments)) for kind, call_sid, arguments in records]
         sids = {call_sid for _, call_sid, _ in prepared}
         self._load_calls(sids)
-        known = [sid for sid in sids if sid in self._calls]
-        started_here = {sid for kind, sid, _ in prepared if kind == "call_started"} - set(known)
+        started_here = {sid for kind, sid, _ in prepared if kind == "call_started" and sid not in self._calls}
         self._load_seqs(_TURNS, {sid for kind, sid, _ in prepared if kind == "turn" and sid in self._calls})
         self._load_seqs(
             _TRANSITIONS, {sid for kind, sid, _ in prepared if kind == "transition" and sid in self._calls}

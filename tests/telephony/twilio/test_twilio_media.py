@@ -499,17 +499,21 @@ def _paths(value: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]
     return [prefix, *(path for key, child in value.items() for path in _paths(child, (*prefix, key)))]
 
 
+def _broken(frame: str, data: st.DataObject) -> str:
+    """``frame`` with one field (at any depth) removed or given another JSON value."""
+    paths = [path for path in _paths(json.loads(frame)) if path]
+    path = data.draw(st.sampled_from(paths))
+    if data.draw(st.booleans()):
+        return _without(frame, *path)
+    return _with(frame, data.draw(json_values), *path)
+
+
 @fuzz
 @given(st.sampled_from(VALID), st.data(), st.booleans())
 def test_valid_messages_with_one_field_broken_never_raise(
     frame: str, data: st.DataObject, started: bool
 ) -> None:
-    paths = [path for path in _paths(json.loads(frame)) if path]
-    path = data.draw(st.sampled_from(paths))
-    if data.draw(st.booleans()):
-        broken = _without(frame, *path)
-    else:
-        broken = _with(frame, data.draw(json_values), *path)
+    broken = _broken(frame, data)
     result = parse_message(broken, started=started)
     assert isinstance(result, MalformedMessage | Connected | Start | Media | Dtmf | Mark | Stop)
     parse_outbound(broken)
@@ -603,10 +607,5 @@ def test_parse_inbound_fails_exactly_as_parse_message(frame: str) -> None:
 def test_parse_inbound_agrees_with_parse_message_on_broken_messages(
     frame: str, data: st.DataObject, started: bool
 ) -> None:
-    paths = [path for path in _paths(json.loads(frame)) if path]
-    path = data.draw(st.sampled_from(paths))
-    if data.draw(st.booleans()):
-        broken = _without(frame, *path)
-    else:
-        broken = _with(frame, data.draw(json_values), *path)
+    broken = _broken(frame, data)
     assert parse_inbound(broken, started=started) == _as_inbound(parse_message(broken, started=started))
