@@ -17,7 +17,7 @@ from voicefsm.core.events import (
 from voicefsm.core.intents import ClearBuffer, PlaceMark, PlayAudio
 from voicefsm.core.marks import MarkOutcome
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
-from voicefsm.runtime.call import INBOUND_MAX_FRAMES, Call
+from voicefsm.runtime.call import INBOUND_MAX_FRAMES, SPEAK_PIECE_BYTES, Call
 
 
 class FakeLine:
@@ -124,8 +124,23 @@ async def test_speak_plays_audio_then_confirms_by_mark(call: Call) -> None:
     assert result.played and result.last_spoken == "Hello there"
     audio = [item for item in line.sent if isinstance(item, PlayAudio)]
     assert sum(len(item.ulaw) for item in audio) == tts.audio_bytes_for("Hello there")
-    assert all(len(item.ulaw) == 160 for item in audio)
+    assert all(len(item.ulaw) % 160 == 0 for item in audio)
     assert isinstance(line.sent[-1], PlaceMark) and line.sent[-1].name.startswith("greet#")
+
+
+async def test_speak_sends_audio_in_pieces_of_whole_frames_up_to_a_second(call: Call) -> None:
+    # A synthesizer's chunk goes as one message (a cache hit streams a second at a time), cut at a
+    # second; a chunk's unfinished frame waits for the next chunk, the last is padded.
+    tts = ScriptedTextToSpeech(chunk_frames=80)  # 1.6 s chunks
+    line = FakeLine(call)
+    result = await call.speak(tts, "x" * 200)
+    await line.aclose()
+    assert result.played
+    sizes = [len(item.ulaw) for item in line.sent if isinstance(item, PlayAudio)]
+    total = tts.audio_bytes_for("x" * 200)
+    assert sum(sizes) == total and max(sizes) == SPEAK_PIECE_BYTES == 8000
+    assert all(size % 160 == 0 for size in sizes)
+    assert len(sizes) < total // 160 // 10
 
 
 async def test_speak_reports_a_provider_failure_and_calls_on_error(call: Call) -> None:

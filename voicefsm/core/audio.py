@@ -99,6 +99,16 @@ class Framer:
         del self._pending[:whole]
         return out
 
+    def push_whole(self, data: bytes) -> bytes:
+        """Add ``data``; return every frame it completes as one run of bytes (whole frames only)."""
+        self._pending += data
+        whole = len(self._pending) - len(self._pending) % self.frame_bytes
+        if not whole:
+            return b""
+        out = bytes(self._pending[:whole])
+        del self._pending[:whole]
+        return out
+
     def flush(self, pad: bool = True) -> bytes | None:
         """The last partial frame, padded with mu-law silence unless ``pad=False``; None if none is left."""
         if not self._pending:
