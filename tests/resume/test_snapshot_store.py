@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from voicefsm.records import CallStore
-from voicefsm.records.snapshots import SnapshotStore
+from voicefsm.records.snapshots import SnapshotStore, SnapshotWrite
 from voicefsm.runtime.snapshot import FlowSnapshot, SnapshotError, SnapshotKeeper
 
 CALL = "CA" + "7" * 32
@@ -101,3 +101,30 @@ async def test_closing_the_keeper_writes_what_waits_and_a_batch_holds_many_calls
     for call_sid in others:
         stored = await SnapshotStore.of(store).load(call_sid)
         assert stored is not None and stored.state == "ask_size"
+
+
+async def test_one_batch_applies_its_changes_in_order_for_new_and_stored_rows(store: CallStore) -> None:
+    snapshots = SnapshotStore.of(store)
+    stored, gone, fresh = (f"CA{index:032d}" for index in (7, 8, 9))
+    assert await snapshots.save(stored, generation=0, seq=1, flow="Pizza", state="ask_size", body="s1")
+    assert await snapshots.save(gone, generation=0, seq=1, flow="Pizza", state="ask_size", body="g1")
+
+    def change(sid: str, seq: int, body: str | None = "x", generation: int = 0) -> SnapshotWrite:
+        return SnapshotWrite(sid, generation, seq, "Pizza", "ask_crust", body)
+
+    done = await snapshots.write(
+        [
+            change(stored, 2, "s2"),
+            change(stored, 1, "late"),  # older than what this batch wrote before it
+            change(gone, 0, None),  # a deletion of the stored row
+            change(gone, 2, "g2"),  # ... then a new snapshot of the same call
+            change(gone, 0, None, generation=-1),  # a deletion of an older generation: kept
+            change(fresh, 1, "f1"),
+            change(fresh, 0, None),  # a new row deleted in the same batch: never written
+        ]
+    )
+    assert done == [True, False, True, True, False, True, True]
+    found = {sid: await snapshots.load(sid) for sid in (stored, gone, fresh)}
+    assert found[stored] is not None and (found[stored].seq, found[stored].body) == (2, "s2")
+    assert found[gone] is not None and (found[gone].seq, found[gone].body) == (2, "g2")
+    assert found[fresh] is None

@@ -73,6 +73,10 @@ class Step:
     error: BaseException | None = None
 
 
+#: Whether a flow class has eventless transitions (weakly keyed: a reloaded flow's old class can go).
+_EVENTLESS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 class _VoiceEngine(AsyncEngine):
     """python-statemachine's async engine, writing down every transition a microstep takes.
 
@@ -88,10 +92,14 @@ class _VoiceEngine(AsyncEngine):
     def __init__(self, sm: StateChart) -> None:  # type: ignore[type-arg]
         super().__init__(sm)
         # A chart without eventless transitions (voice flows have none unless a flow writes one) need
-        # not look for them twice per event in every state it is in.
-        self._voice_eventless = any(
-            transition.is_eventless for state in type(sm).states for transition in state.transitions
-        )
+        # not look for them twice per event in every state it is in. Worked out once per flow class.
+        chart = type(sm)
+        eventless = _EVENTLESS.get(chart)
+        if eventless is None:
+            eventless = _EVENTLESS[chart] = any(
+                transition.is_eventless for state in chart.states for transition in state.transitions
+            )
+        self._voice_eventless = eventless
 
     async def select_eventless_transitions(self, trigger_data: TriggerData) -> OrderedSet[Transition]:
         if not self._voice_eventless:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -140,8 +140,21 @@ class SnapshotStore:
         return bool(result.rowcount)
 
 
+_ROW_FIELDS = ("generation", "seq", "flow", "state", "body", "updated_at")
+# Built once: a batch's writes are one executemany per kind of change, on statements whose
+# compiled form SQLAlchemy caches (a statement built per row costs more than running it).
+_INSERT = insert(_SNAPSHOTS)
+_UPDATE = (
+    update(_SNAPSHOTS)
+    .where(_SNAPSHOTS.c.call_sid == bindparam("row_sid"))
+    .values({field: bindparam(field) for field in _ROW_FIELDS})
+)
+_DELETE = delete(_SNAPSHOTS).where(_SNAPSHOTS.c.call_sid == bindparam("row_sid"))
+
+
 def _write(connection: Connection, changes: Sequence[SnapshotWrite]) -> list[bool]:
-    """:meth:`SnapshotStore.write`'s transaction: the rows read once (locked, in order), then each change."""
+    """:meth:`SnapshotStore.write`'s transaction: the rows read once (locked, in order), each change
+    worked out in memory in order, then each row's end state written (deletes, updates, inserts)."""
     sids = sorted({change.call_sid for change in changes})
     statement = (
         select(_SNAPSHOTS.c.call_sid, _SNAPSHOTS.c.generation, _SNAPSHOTS.c.seq)
@@ -149,19 +162,24 @@ def _write(connection: Connection, changes: Sequence[SnapshotWrite]) -> list[boo
         .order_by(_SNAPSHOTS.c.call_sid)
         .with_for_update()
     )
-    rows: dict[str, tuple[int, int]] = {sid: (gen, seq) for sid, gen, seq in connection.execute(statement)}
+    stored: dict[str, tuple[int, int]] = {sid: (gen, seq) for sid, gen, seq in connection.execute(statement)}
+    rows = dict(stored)
+    final: dict[str, dict[str, object] | None] = {}  # a row's end state: its values, or None (deleted)
     done: list[bool] = []
     for change in changes:
         current = rows.get(change.call_sid)
-        key = _SNAPSHOTS.c.call_sid == change.call_sid
         if change.body is None:
             gone = current is not None and current[0] <= change.generation
             if gone:
-                connection.execute(delete(_SNAPSHOTS).where(key))
                 del rows[change.call_sid]
+                final[change.call_sid] = None
             done.append(gone)
             continue
-        values = {
+        if current is not None and (change.generation, change.seq) <= current:
+            done.append(False)  # the row holds this snapshot or a later one (a later resume)
+            continue
+        rows[change.call_sid] = (change.generation, change.seq)
+        final[change.call_sid] = {
             "generation": change.generation,
             "seq": change.seq,
             "flow": change.flow,
@@ -169,13 +187,17 @@ def _write(connection: Connection, changes: Sequence[SnapshotWrite]) -> list[boo
             "body": change.body,
             "updated_at": change.at or utcnow(),
         }
-        if current is None:
-            connection.execute(insert(_SNAPSHOTS).values(call_sid=change.call_sid, **values))
-        elif (change.generation, change.seq) > current:  # a later resume, or later in the same one
-            connection.execute(update(_SNAPSHOTS).where(key).values(**values))
-        else:
-            done.append(False)
-            continue
-        rows[change.call_sid] = (change.generation, change.seq)
         done.append(True)
+    deletes = [{"row_sid": sid} for sid, values in final.items() if values is None and sid in stored]
+    updates = [
+        {"row_sid": sid, **values} for sid, values in final.items() if values is not None and sid in stored
+    ]
+    inserts = [
+        {"call_sid": sid, **values}
+        for sid, values in final.items()
+        if values is not None and sid not in stored
+    ]
+    for statement_of_kind, parameters in ((_DELETE, deletes), (_UPDATE, updates), (_INSERT, inserts)):
+        if parameters:
+            connection.execute(statement_of_kind, parameters)
     return done
