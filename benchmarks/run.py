@@ -245,7 +245,8 @@ def echo_step(
 
 
 def capacity(variant: str, plan: Plan, workdir: Path, cores: tuple[int | None, int | None]) -> dict[str, Any]:
-    """Climb the ladder until a step fails; then (full mode) try once between the last pass and the fail."""
+    """Climb the ladder until a step fails; then (full mode) bisect between the last pass and the fail
+    down to 25 calls, so that a capacity is known to a step of 25 whatever rung it fell between."""
     steps = []
     passed: int | None = None
     failed: int | None = None
@@ -256,7 +257,7 @@ def capacity(variant: str, plan: Plan, workdir: Path, cores: tuple[int | None, i
             failed = calls
             break
         passed = calls
-    if plan.bisect and passed is not None and failed is not None and failed - passed > 25:
+    while plan.bisect and passed is not None and failed is not None and failed - passed > 25:
         middle = (passed + failed) // 2 // 25 * 25
         step = echo_step(variant, middle, plan, workdir, cores)
         steps.append(step)

@@ -222,7 +222,7 @@ def test_mixing_in_batches_writes_the_same_audio_as_frame_by_frame() -> None:
     steps += [("caller", rng.integers(0, 256, 160, dtype=np.uint8).tobytes()) for _ in range(23)]
     order = rng.permutation(len(steps))
     outputs = []
-    for batch_bytes in (0, 1600):
+    for batch_bytes in (0, 1600, 8000):
         sink = ListSink()
         mixdown = CallMixdown(sink, batch_bytes=batch_bytes)
         for index in order:

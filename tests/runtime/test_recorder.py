@@ -296,7 +296,7 @@ async def test_the_writes_of_many_recordings_share_one_hand_off(
     mixers = [AudioMixer(record_path=tmp_path / f"call{index}.wav") for index in range(5)]
     for mixer in mixers:
         await mixer.start()
-    for frame in tone_frames(300, 0.6):  # each recording has a batch (0.5 s) due at once
+    for frame in tone_frames(300, 1.2):  # each recording has a mixed second (a batch) due at once
         for mixer in mixers:
             mixer.tap_caller(frame)
     await until(lambda: all(size_of(tmp_path / f"call{index}.wav") >= 44 + 8000 for index in range(5)))
@@ -306,7 +306,7 @@ async def test_the_writes_of_many_recordings_share_one_hand_off(
     assert recorder._disk_writes is None  # nothing left to write: the module lets this loop go
     for index in range(5):
         with (tmp_path / f"call{index}.wav").open("rb") as f:
-            assert read_wav(f).duration_s == pytest.approx(0.6)
+            assert read_wav(f).duration_s == pytest.approx(1.2)
 
 
 async def test_a_failing_write_ends_only_its_own_recording(

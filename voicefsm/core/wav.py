@@ -117,19 +117,20 @@ class CallMixdown:
             raise ValueError(f"max_agent_backlog_ms must be 0 or more, got {max_agent_backlog_ms}")
         self._sink = sink
         self._max_backlog = SAMPLE_RATE_HZ * max_agent_backlog_ms // 1000
+        # Both legs, still mu-law, from the first sample not yet written, on one timeline: agent audio
+        # starts where the caller leg is when it is tapped, or after the agent audio queued before it
+        # (silence fills the gap). Mixing one 160-byte frame costs about as much as mixing fifty
+        # (numpy's per-call overhead), so a live call mixes ``batch_bytes`` of caller audio at a
+        # time; a frame costs two appends. 0 mixes every caller frame as it comes.
+        self._caller = bytearray()
         self._agent = bytearray()
-        # Caller frames and the agent audio under them, still mu-law: mixing one 160-byte frame
-        # costs about as much as mixing ten (numpy's per-call overhead), so a live call mixes
-        # ``batch_bytes`` at a time. 0 mixes every frame as it comes.
         self._batch_bytes = batch_bytes
-        self._caller_batch = bytearray()
-        self._agent_batch = bytearray()
         self.samples_written = 0
 
     @property
     def agent_backlog(self) -> int:
         """Agent samples waiting for caller audio to be mixed with."""
-        return len(self._agent)
+        return max(0, len(self._agent) - len(self._caller))
 
     @property
     def duration_s(self) -> float:
@@ -140,44 +141,43 @@ class CallMixdown:
         """Write one caller frame, mixed with the agent audio that plays over it."""
         if not frame:
             return
-        agent = self._agent[: len(frame)]
-        del self._agent[: len(frame)]
-        self._caller_batch += frame
-        self._agent_batch += agent
-        if len(agent) < len(frame):  # the agent is silent under the rest of this frame
-            missing = len(frame) - len(agent)
-            if missing <= len(_SILENCE):
-                self._agent_batch += _SILENCE[:missing]
-            else:  # a caller "frame" longer than a second: rare enough to allocate for
-                self._agent_batch += bytes([ULAW_SILENCE]) * missing
-        if len(self._caller_batch) >= self._batch_bytes:
-            self._mix_batch()
-
-    def _mix_batch(self) -> None:
-        if self._caller_batch:
-            self._write(mix_to_pcm16(bytes(self._caller_batch), bytes(self._agent_batch)))
-            self._caller_batch.clear()
-            self._agent_batch.clear()
+        self._caller += frame
+        if len(self._caller) >= self._batch_bytes:
+            self._mix()
 
     def add_agent(self, frame: bytes) -> None:
         """Queue agent audio to be played out against the caller's frames."""
-        self._agent += frame
-        excess = len(self._agent) - self._max_backlog
+        agent = self._agent
+        gap = len(self._caller) - len(agent)
+        if gap > 0:  # the agent was silent under the caller audio since its last audio
+            agent += _SILENCE[:gap] if gap <= len(_SILENCE) else bytes([ULAW_SILENCE]) * gap
+        agent += frame
+        excess = len(agent) - len(self._caller) - self._max_backlog
         if excess > 0:
             self._write_agent_alone(excess)
 
     def clear_agent(self) -> int:
         """Drop queued agent audio (the caller's playback buffer was cleared); returns samples dropped."""
-        dropped = len(self._agent)
-        self._agent.clear()
+        dropped = self.agent_backlog
+        del self._agent[len(self._caller) :]
         return dropped
 
     def flush(self) -> None:
         """Write the queued agent audio alone (the end of the call, or a call without a caller leg)."""
-        self._write_agent_alone(len(self._agent))
+        self._write_agent_alone(self.agent_backlog)
+
+    def _mix(self) -> None:
+        """Write the caller audio held, mixed with the agent audio under it (silence where it has none)."""
+        count = len(self._caller)
+        if not count:
+            return
+        under = bytes(self._agent[:count])
+        del self._agent[:count]
+        self._write(mix_to_pcm16(bytes(self._caller), under))  # mix_to_pcm16 pads ``under`` with silence
+        self._caller.clear()
 
     def _write_agent_alone(self, count: int) -> None:
-        self._mix_batch()  # what the caller leg already carried goes first
+        self._mix()  # what the caller leg already carried goes first
         if count <= 0:
             return
         head = bytes(self._agent[:count])

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicefsm.core.audio import FRAME_BYTES, SAMPLE_RATE_HZ, Framer
+from voicefsm.core.audio import SAMPLE_RATE_HZ, Framer
 from voicefsm.core.events import (
     CallEvent,
     Committed,
@@ -53,7 +53,10 @@ class AudioTap(Protocol):
     """Where a call copies both legs' audio (a recorder or live monitor)."""
 
     def tap_caller(self, frame: bytes) -> None: ...
-    def tap_agent(self, frame: bytes) -> None: ...
+    def tap_agent(self, audio: bytes) -> None:
+        """Agent audio as it is queued for the caller: one frame, or a piece of a prompt (whole frames)."""
+        ...
+
     def clear_agent(self) -> None:
         """Forget agent audio not yet mixed: a barge-in cleared it, so the caller never heard it."""
         ...
@@ -208,8 +211,7 @@ class Call:
         if self.disconnected.is_set() or not ulaw:
             return
         if self.tap is not None:
-            for start in range(0, len(ulaw), FRAME_BYTES):
-                self.tap.tap_agent(ulaw[start : start + FRAME_BYTES])
+            self.tap.tap_agent(ulaw)
         self._outbound.append(PlayAudio(ulaw))
         self._wake_sender()
 

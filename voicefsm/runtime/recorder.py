@@ -27,8 +27,11 @@ FFPLAY_ARGS = (
     *("-f", "s16le", "-ar", str(SAMPLE_RATE_HZ), "-ac", "1"),
     *("-nodisp", "-autoexit", "-loglevel", "quiet", "-"),
 )
-#: Caller frames are mixed with the agent audio under them ten at a time (200 ms of mu-law).
-MIX_BATCH_BYTES = 10 * 160
+#: Caller audio is mixed with the agent audio under it a second at a time (8000 mu-law bytes): a mix
+#: costs numpy's per-call overhead whatever its length, and a recording need not be written sooner.
+MIX_BATCH_BYTES = 8000
+#: Live monitoring (ffplay) mixes 200 ms at a time, so what one hears lags the call by no more.
+MONITOR_MIX_BATCH_BYTES = 10 * 160
 #: Mixed PCM is written to disk in batches of half a second (16-bit, 8 kHz).
 RECORD_BATCH_BYTES = SAMPLE_RATE_HZ  # 2 bytes x 8000 samples/s x 0.5 s
 #: Every recording's batches that are due within this long go to the worker thread in one hand-off.
@@ -172,7 +175,7 @@ class AudioMixer:
         self._mixdown = CallMixdown(
             _MixedAudio(self._on_mixed),
             max_agent_backlog_ms=max_agent_backlog_ms,
-            batch_bytes=MIX_BATCH_BYTES,
+            batch_bytes=MONITOR_MIX_BATCH_BYTES if monitor else MIX_BATCH_BYTES,
         )
         self._state = _State.NEW
         self._pending = bytearray()
@@ -216,10 +219,10 @@ class AudioMixer:
         if self._state is not _State.STOPPED:
             self._mixdown.add_caller(frame)
 
-    def tap_agent(self, frame: bytes) -> None:
-        """Add agent audio (mu-law) as it is queued for the caller. Never blocks."""
+    def tap_agent(self, audio: bytes) -> None:
+        """Add agent audio (mu-law, any length) as it is queued for the caller. Never blocks."""
         if self._state is not _State.STOPPED:
-            self._mixdown.add_agent(frame)
+            self._mixdown.add_agent(audio)
 
     def clear_agent(self) -> None:
         """Forget agent audio not yet played out (the caller's playback buffer was cleared on barge-in)."""
