@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 PROVIDER = "elevenlabs-tts"
 INSTALL_HINT = "pip install 'voicefsm[elevenlabs]'"
 OUTPUT_FORMAT = "ulaw_8000"
-CHUNK_BYTES = 160  # one 20 ms Twilio frame
 DEFAULT_VOICE_ID = "21m00Tcm4TlvDq8ikWAM"
 DEFAULT_MODEL = "eleven_flash_v2_5"
 
@@ -153,7 +152,10 @@ class ElevenLabsTextToSpeech:
             language_code=self.language_code,
             optimize_streaming_latency=self.optimize_streaming_latency,
             request_options={
-                "chunk_size": CHUNK_BYTES,
+                # None: the audio as it arrives (httpx's aiter_bytes(chunk_size=None)), not re-cut. A fixed
+                # size either holds the first bytes back until it is full or, small, sends every 20 ms
+                # of audio through the call's speech path on its own. The call frames it for Twilio.
+                "chunk_size": None,
                 "timeout_in_seconds": self.timeout_s,
                 "max_retries": 0,
             },
