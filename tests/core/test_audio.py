@@ -100,6 +100,16 @@ def test_silence_is_mu_law_silence_and_decodes_to_zero() -> None:
 
 
 @given(st.lists(st.binary(max_size=500), max_size=20))
+def test_framer_push_whole_yields_the_stream_in_runs_of_whole_frames(chunks: list[bytes]) -> None:
+    framer = Framer()
+    runs = [framer.push_whole(chunk) for chunk in chunks]
+    data = b"".join(chunks)
+    assert all(len(run) % FRAME_BYTES == 0 for run in runs)
+    assert b"".join(runs) == data[: len(data) - len(data) % FRAME_BYTES]
+    assert framer.pending == len(data) % FRAME_BYTES
+
+
+@given(st.lists(st.binary(max_size=500), max_size=20))
 def test_framer_yields_the_stream_in_whole_frames_whatever_the_chunking(chunks: list[bytes]) -> None:
     framer = Framer()
     out = [frame for chunk in chunks for frame in framer.push(chunk)]

@@ -91,16 +91,11 @@ class Framer:
 
     def push(self, data: bytes) -> list[bytes]:
         """Add ``data``; return every frame it completes and keep the remainder for later."""
-        self._pending += data
-        whole = len(self._pending) - len(self._pending) % self.frame_bytes
-        if not whole:
-            return []
-        out = [bytes(self._pending[i : i + self.frame_bytes]) for i in range(0, whole, self.frame_bytes)]
-        del self._pending[:whole]
-        return out
+        whole = self.push_whole(data)
+        return [whole[i : i + self.frame_bytes] for i in range(0, len(whole), self.frame_bytes)]
 
     def push_whole(self, data: bytes) -> bytes:
-        """Add ``data``; return every frame it completes as one run of bytes (whole frames only)."""
+        """Add ``data``; return the frames it completes as one run of bytes, keep the remainder for later."""
         self._pending += data
         whole = len(self._pending) - len(self._pending) % self.frame_bytes
         if not whole:

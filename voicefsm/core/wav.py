@@ -145,13 +145,13 @@ class CallMixdown:
         if len(self._caller) >= self._batch_bytes:
             self._mix()
 
-    def add_agent(self, frame: bytes) -> None:
-        """Queue agent audio to be played out against the caller's frames."""
+    def add_agent(self, audio: bytes) -> None:
+        """Queue agent audio (any length) to be played out against the caller's frames."""
         agent = self._agent
         gap = len(self._caller) - len(agent)
         if gap > 0:  # the agent was silent under the caller audio since its last audio
             agent += _SILENCE[:gap] if gap <= len(_SILENCE) else bytes([ULAW_SILENCE]) * gap
-        agent += frame
+        agent += audio
         excess = len(agent) - len(self._caller) - self._max_backlog
         if excess > 0:
             self._write_agent_alone(excess)

@@ -32,7 +32,7 @@ FFPLAY_ARGS = (
 MIX_BATCH_BYTES = 8000
 #: Live monitoring (ffplay) mixes 200 ms at a time, so what one hears lags the call by no more.
 MONITOR_MIX_BATCH_BYTES = 10 * 160
-#: Mixed PCM is written to disk in batches of half a second (16-bit, 8 kHz).
+#: Mixed PCM goes to disk once half a second of it waits (16-bit, 8 kHz; a second's mix brings two).
 RECORD_BATCH_BYTES = SAMPLE_RATE_HZ  # 2 bytes x 8000 samples/s x 0.5 s
 #: Every recording's batches that are due within this long go to the worker thread in one hand-off.
 DISK_COALESCE_S = 0.2
