@@ -322,6 +322,9 @@ async def test_stop_is_prompt_idempotent_and_closes_the_socket(
     audio = frames(5)
     await stt.start(audio)
     assert stt.running
+    # The SDK opens its socket in its own thread after start() returns: stop the session once it is
+    # open (and has audio), which is the case this test is about.
+    await fake.wait_for(lambda: bool(fake.stt_sessions), within_s=WAIT_S)
     started = time.monotonic()
     await asyncio.gather(stt.stop(), stt.stop())
     assert time.monotonic() - started < 1.0
