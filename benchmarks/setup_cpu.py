@@ -36,21 +36,15 @@ SETTLED_CORES = 0.05
 SETTLE_TIMEOUT_S = 30.0
 
 
-async def _call(url: str, index: int, greeted: asyncio.Event, stop: asyncio.Event) -> None:
-    """One caller: start, echo every mark; ``greeted`` once the first mark is echoed (or at once, for a
-    server that sends none, like the floor)."""
+async def _call(url: str, index: int, greeted: asyncio.Event) -> None:
+    """One caller: start, then echo every mark until cancelled; ``greeted`` once the first is echoed."""
     ws: ClientConnection = await loadgen.open_call(url)
     stream_sid = f"MZ{index:032x}"
     try:
         await ws.send(loadgen.connected_json())
         await ws.send(loadgen.start_json(stream_sid, f"CA{index:032x}", {"caller": "+15550000000"}))
         sequence = 3
-        while not stop.is_set():
-            try:
-                async with asyncio.timeout(0.2):
-                    text = await ws.recv()
-            except TimeoutError:
-                continue
+        async for text in ws:
             message = json.loads(text)
             if message.get("event") == "mark":
                 await ws.send(loadgen.mark_echo_json(stream_sid, sequence, message["mark"]["name"]))
@@ -78,21 +72,21 @@ async def measure(variant: str, calls: int, *, core: int | None, expects_marks: 
         pid = server.pid
         await _settled(pid)
         idle_at, idle_cpu = time.monotonic(), procstat.cpu_seconds(pid)
-        stop = asyncio.Event()
         greeted = [asyncio.Event() for _ in range(calls)]
         tasks = []
         for index in range(calls):
-            tasks.append(asyncio.create_task(_call(server.ws_url, index, greeted[index], stop)))
+            tasks.append(asyncio.create_task(_call(server.ws_url, index, greeted[index])))
             await asyncio.sleep(SPACING_S)
         try:
-            if expects_marks:
+            if expects_marks:  # the floor greets nobody: its calls are set up once they have started
                 async with asyncio.timeout(SETTLE_TIMEOUT_S):
                     await asyncio.gather(*(event.wait() for event in greeted))
             background = await _settled(pid)
             elapsed = time.monotonic() - idle_at
             used = procstat.cpu_seconds(pid) - idle_cpu
         finally:
-            stop.set()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     per_call_ms = max(0.0, used - background * elapsed) / calls * 1000
     return {

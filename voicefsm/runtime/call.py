@@ -3,10 +3,11 @@
 A ``Call`` is built complete once its far end has started (its id, caller, parameters,
 audio tap and recognizer factory are given to the constructor and never patched) and is
 gone when the call ends. It owns no socket: the driver (:func:`voicefsm.runtime.driver.run_call`)
-reads :meth:`Call.next_outbound` and feeds :meth:`Call.put_inbound`, :meth:`Call.mark_echoed`
-and :meth:`Call.emit`. Application code (the flow runtime, or a plain coroutine) speaks with
-:meth:`speak`, waits for playback with :meth:`play_mark`, and asks for a hang-up or a buffer
-clear with :meth:`request_disconnect` and :meth:`request_clear_buffer`.
+sends what :meth:`Call.wait_outbound` says is queued (:meth:`Call.take_outbound`) and feeds
+:meth:`Call.put_inbound`, :meth:`Call.mark_echoed` and :meth:`Call.emit`. Application code (the
+flow runtime, or a plain coroutine) speaks with :meth:`speak`, waits for playback with
+:meth:`play_mark`, and asks for a hang-up or a buffer clear with :meth:`request_disconnect` and
+:meth:`request_clear_buffer`.
 
 Everything here runs on one event loop.
 """
