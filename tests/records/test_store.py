@@ -430,6 +430,22 @@ async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes
         await writer.aclose()
 
 
+async def test_a_batch_gathers_but_a_calls_end_is_written_without_waiting(store: CallStore) -> None:
+    # Records linger so that calls starting together share a transaction; a call's end does not
+    # (its page, the API and a resuming worker look for it next). The linger here is a minute.
+    async with RecordWriter(store, linger_s=60.0) as writer:
+        writer.call_started(CALL, flow="booking", caller=CALLER, started_at=at(1))
+        writer.state(CALL, "greeting")
+        await asyncio.sleep(0)  # the writer task takes the batch and starts its pause
+        assert writer.pending == 2 and await store.get_call(CALL) is None
+        writer.call_ended(CALL, outcome="completed", ended_at=at(9))
+        async with asyncio.timeout(5):
+            # The database offers nothing to await (and flush() would hurry the batch itself).
+            while (record := await store.get_call(CALL)) is None or record.outcome is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert (record.outcome, record.current_state, writer.pending) == ("completed", "greeting", 0)
+
+
 async def test_flush_waits_for_records_queued_before_it_and_not_after(records_url: str) -> None:
     store = await gated_store(records_url, "first", "second")
     writer = RecordWriter(store, batch_size=1)  # one record at a time: flush's mark between two turns shows

@@ -143,6 +143,99 @@ async def test_speak_sends_audio_in_pieces_of_whole_frames_up_to_a_second(call: 
     assert len(sizes) < total // 160 // 10
 
 
+class ChunkedSpeech:
+    """A synthesizer that yields the chunks it is given and stops before chunk ``stall_at`` until released."""
+
+    name = "chunked"
+
+    def __init__(self, chunk_ms: list[int], *, stall_at: int | None = None) -> None:
+        self.on_error: Callable[[str], None] | None = None
+        self.chunks = [b"\xff" * (ms * 8) for ms in chunk_ms]
+        self.stall_at = stall_at
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        for index, chunk in enumerate(self.chunks):
+            if index == self.stall_at:
+                self.stalled.set()
+                await self.release.wait()
+            yield chunk
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RecordingTap:
+    """Counts the agent audio a call hands its recorder."""
+
+    def __init__(self) -> None:
+        self.agent_bytes = 0
+
+    def tap_caller(self, frame: bytes) -> None:
+        return None
+
+    def tap_agent(self, audio: bytes) -> None:
+        self.agent_bytes += len(audio)
+
+    def clear_agent(self) -> None:
+        return None
+
+
+def played(line: FakeLine) -> list[int]:
+    return [len(item.ulaw) for item in line.sent if isinstance(item, PlayAudio)]
+
+
+async def test_speak_gathers_chunks_while_the_caller_has_audio_queued(call: Call) -> None:
+    # A far end that plays in real time: once 0.3 s is queued there, 200 ms chunks are gathered into
+    # pieces of a second; the first chunks go at once (the caller must hear the prompt start).
+    call.send_ahead_s = 30.0
+    tts = ChunkedSpeech([200] * 18)
+    line = FakeLine(call)
+    result = await call.speak(tts, "the echo line's greeting")
+    await line.aclose()
+    assert result.played
+    sizes = played(line)
+    assert sizes[:2] == [1600, 1600]
+    assert sum(sizes) == 18 * 1600 and max(sizes) == SPEAK_PIECE_BYTES
+    assert len(sizes) <= 6
+
+
+async def test_gathered_audio_goes_before_the_queued_audio_runs_out(call: Call) -> None:
+    # The synthesizer stalls with a chunk gathered: a timer sends it while the caller still has
+    # audio queued, not when the synthesizer comes back.
+    call.send_ahead_s = 30.0
+    tts = ChunkedSpeech([200, 200, 200, 200], stall_at=3)
+    line = FakeLine(call)
+    speaking = asyncio.create_task(call.speak(tts, "a stalling synthesizer"))
+    await asyncio.wait_for(tts.stalled.wait(), 2)
+    assert played(line) == [1600, 1600]  # the third chunk is gathered
+    await asyncio.wait_for(_until(lambda: len(played(line)) == 3), 2)
+    assert not speaking.done()  # still stalled: the timer sent it
+    tts.release.set()
+    result = await asyncio.wait_for(speaking, 2)
+    await line.aclose()
+    assert result.played and played(line) == [1600, 1600, 1600, 1600]
+
+
+async def test_a_barge_in_drops_the_gathered_audio_unsent_and_unrecorded() -> None:
+    tap = RecordingTap()
+    call = Call(call_sid="CA1", tap=tap)
+    call.send_ahead_s = 30.0
+    tts = ChunkedSpeech([2000, 200, 200], stall_at=2)  # 2 s queued: the 200 ms after it is gathered
+    line = FakeLine(call, echo_marks=False)
+    speaking = asyncio.create_task(call.speak(tts, "interrupted while gathering"))
+    await asyncio.wait_for(tts.stalled.wait(), 2)
+    speaking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await speaking
+    await asyncio.wait_for(_until(lambda: any(isinstance(i, ClearBuffer) for i in line.sent)), 2)
+    await line.aclose()
+    assert sum(played(line)) == 16000 and tap.agent_bytes == 16000
+    call.signal_disconnected("test over")
+
+
 async def test_speak_reports_a_provider_failure_and_calls_on_error(call: Call) -> None:
     tts = ScriptedTextToSpeech()
     errors: list[str] = []

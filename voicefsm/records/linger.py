@@ -12,7 +12,8 @@ class Linger:
 
     A transaction costs about as much for one item as for fifty, and the writes are off the calls'
     path, so a writer waits a little before it writes, except while someone waits for the writes
-    (``with linger.hurried():``, a flush) or for good once :meth:`stop` ran (a close).
+    (``with linger.hurried():``, a flush), once after :meth:`cut_short` (a call's end, soon looked
+    for), or for good once :meth:`stop` ran (a close).
     """
 
     def __init__(self, seconds: float) -> None:
@@ -22,12 +23,19 @@ class Linger:
         self._stopped = False
 
     async def pause(self, *, full: bool = False) -> None:
-        """Wait up to ``seconds``; at once when the batch is ``full``, hurried, or stopped."""
-        if self.seconds <= 0 or full or self._hurry.is_set():
+        """Wait up to ``seconds``; at once when the batch is ``full``, hurried, cut short, or stopped."""
+        if self.seconds <= 0 or full:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.seconds):
-                await self._hurry.wait()
+        if not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.seconds):
+                    await self._hurry.wait()
+        if not self._hurrying and not self._stopped:
+            self._hurry.clear()  # a cut_short() ends one pause
+
+    def cut_short(self) -> None:
+        """End the pause in progress, or the next one, now: what was just queued is soon looked for."""
+        self._hurry.set()
 
     @contextlib.contextmanager
     def hurried(self) -> Iterator[None]:

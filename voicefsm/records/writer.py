@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_BATCH_SIZE = 100
-#: Seconds a batch may gather records after its first one: calls starting together share a transaction.
-DEFAULT_LINGER_S = 0.05
+#: Seconds a batch may gather records after its first one: calls starting together share a transaction
+#: (a call's end cuts the wait short).
+DEFAULT_LINGER_S = 0.25
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_S = 0.1
 DEFAULT_PROBE_DELAY_S = 0.5
@@ -338,9 +339,15 @@ class RecordWriter:
         final_state: str | None = None,
         ended_at: dt.datetime | None = None,
     ) -> None:
-        """Queue :meth:`CallStore.call_ended`; the time defaults to now."""
+        """Queue :meth:`CallStore.call_ended`; the time defaults to now. Written without lingering: an
+        ended call's record is what its page, the API and a resuming worker look for next."""
         when = ended_at or self._clock()
         self._put("call_ended", call_sid, {"outcome": outcome, "final_state": final_state, "ended_at": when})
+        self.write_soon()
+
+    def write_soon(self) -> None:
+        """Write what is queued without letting the batch gather (no waiting: see :meth:`flush`)."""
+        self._linger.cut_short()
 
     # -- internals ---------------------------------------------------------------------------------------
 

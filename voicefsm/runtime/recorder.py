@@ -365,8 +365,11 @@ class AudioMixer:
 
 
 def _open_recording(path: Path) -> tuple[BinaryIO, wave.Wave_write]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file = path.open("wb")
+    try:
+        file = path.open("wb")
+    except FileNotFoundError:  # the folder's first recording (or someone removed the folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = path.open("wb")
     try:
         return file, open_wav_writer(file, SAMPLE_RATE_HZ, channels=1)
     except BaseException:

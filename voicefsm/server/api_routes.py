@@ -22,11 +22,31 @@ router = APIRouter(prefix="/api", tags=["api"])
 
 #: The browser opens a call's events right after its stream's ``start``; the call may need a moment.
 FEED_WAIT_S = 5.0
+#: How long a request for a call not yet in the database waits for the records queued before it.
+RECORDS_WAIT_S = 2.0
 
 
 def _state(request: Request | WebSocket) -> ServerState:
     state: ServerState = request.app.state.voicefsm
     return state
+
+
+async def _find_call(state: ServerState, call_sid: str) -> CallRecord | None:
+    """The call's record; one that only just started (or ended) may still wait in the record writer's
+    batch (or its spool, while the database was busy), so before answering "no such call" the records
+    queued so far are written."""
+    if state.store is None:
+        return None
+    writer = state.writer
+    # Asked before the read: a batch that lands while the read runs is not in what the read saw.
+    queued = writer is not None and bool(writer.pending or writer.spool_depth)
+    record = await state.store.get_call(call_sid)
+    if record is None and writer is not None and queued:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RECORDS_WAIT_S):
+                await writer.settle()  # written, or replayed from the spool once the database answers
+        record = await state.store.get_call(call_sid)
+    return record
 
 
 class CallerInput(BaseModel):
@@ -66,7 +86,7 @@ async def list_calls(request: Request, limit: int = 50, offset: int = 0) -> list
 async def get_call(request: Request, call_sid: str) -> dict[str, Any]:
     """One call: state, slots, transcript with timings, the path through the states, errors."""
     state = _state(request)
-    record: CallRecord | None = await state.store.get_call(call_sid) if state.store is not None else None
+    record = await _find_call(state, call_sid)
     if record is None:
         raise HTTPException(404, f"no call {call_sid}")
     body = record.model_dump(mode="json")
@@ -79,7 +99,7 @@ async def get_call(request: Request, call_sid: str) -> dict[str, Any]:
 async def get_recording(request: Request, call_sid: str) -> FileResponse:
     """The call's recording as a WAV file."""
     state = _state(request)
-    record = await state.store.get_call(call_sid) if state.store is not None else None
+    record = await _find_call(state, call_sid)
     path = Path(record.recording_path) if record is not None and record.recording_path else None
     if path is None or not await asyncio.to_thread(path.is_file):
         raise HTTPException(404, f"no recording for call {call_sid}")
