@@ -13,15 +13,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_logs import CALL, CALLER, free_port, phone, serve, wait_ready
 
 from voicefsm.errors import ProviderError
 from voicefsm.flow import Hangup, Say, VoiceFlow
 from voicefsm.observability.logs import configure_logging
-from voicefsm.observability.tracing import Tracing, configure_tracing, span, traces_url
+from voicefsm.observability.tracing import (
+    NO_SPAN,
+    Tracing,
+    _set_provider,
+    configure_tracing,
+    span,
+    start_span,
+    traces_url,
+)
 from voicefsm.providers.fallback import ResilientTextToSpeech
 from voicefsm.providers.scripted import ScriptedSpeechToText, ScriptedTextToSpeech
 from voicefsm.records import CallStore, RecordWriter
@@ -52,8 +62,25 @@ def exported() -> Iterator[InMemorySpanExporter]:
 
 
 def test_without_configuration_a_span_is_a_no_op() -> None:
+    # Not even the API's no-op span: nothing is built (a call's set-up and each turn make several).
     with span("voicefsm.anything", call_sid=CALL) as nothing:
         nothing.set_attribute("voicefsm.x", 1)  # accepted and dropped
+    assert nothing is NO_SPAN and start_span("voicefsm.stt", provider="local") is NO_SPAN
+
+
+def test_a_provider_the_application_installed_gets_the_spans() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _set_provider(provider)
+    try:
+        with span("voicefsm.anything", call_sid=CALL):
+            pass
+    finally:
+        _set_provider(trace.NoOpTracerProvider())
+    assert [finished.name for finished in exporter.get_finished_spans()] == ["voicefsm.anything"]
+    with span("voicefsm.after") as nothing:  # the no-op provider put back: no-ops again
+        assert nothing is NO_SPAN
 
 
 def test_the_traces_url_is_the_collectors_v1_traces_unless_a_path_is_given() -> None:

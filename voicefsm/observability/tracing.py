@@ -2,7 +2,8 @@
 
 Code anywhere writes ``with span("voicefsm.tts", provider="local"):`` (or :func:`start_span` for a
 span that outlives a block, e.g. an STT session or an async generator's synthesis). With the
-OpenTelemetry API not installed, or no tracer provider set, these cost a function call.
+OpenTelemetry API not installed, or no tracer provider set, these cost a function call and an
+``isinstance``.
 
 :func:`configure_tracing` (``voicefsm serve`` calls it when ``VOICEFSM_OTEL_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set) installs the SDK's tracer provider with a batching OTLP/HTTP
@@ -67,6 +68,18 @@ class OtelUnavailableError(RuntimeError):
         )
 
 
+def _tracing() -> bool:
+    """A tracer provider is set (ours, or one the application installed): spans are worth making.
+
+    Until then the API's own no-op path still builds a tracer, a span and a context manager for
+    every span; a call's set-up and each of its turns make several.
+    """
+    if _trace is None:
+        return False
+    provider = _trace.get_tracer_provider()
+    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+
+
 def _attributes(attributes: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """``voicefsm.``-prefixed attributes, None dropped, other values as text."""
     clean: dict[str, AttributeValue] = {}
@@ -85,7 +98,7 @@ def span(name: str, **attributes: Any) -> Iterator[Span]:
     ``attributes`` without a dot are named ``voicefsm.<key>``; None values are left out. A no-op
     when OpenTelemetry is not configured.
     """
-    if _trace is None:
+    if not _tracing():
         yield NO_SPAN
         return
     tracer = _trace.get_tracer(TRACER_NAME)
@@ -99,7 +112,7 @@ def start_span(name: str, **attributes: Any) -> Span:
     For what does not fit one block of one task: an STT session, an async generator's synthesis
     (making a span current across ``yield`` would leak it into the consumer's context).
     """
-    if _trace is None:
+    if not _tracing():
         return NO_SPAN
     span_: Span = _trace.get_tracer(TRACER_NAME).start_span(name, attributes=_attributes(attributes))
     return span_
