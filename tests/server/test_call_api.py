@@ -38,3 +38,13 @@ async def test_a_call_whose_records_are_still_gathering_is_found_not_404(store: 
             assert not writer.pending
             unknown = await http.get("/api/calls/CA" + "8" * 32)
             assert unknown.status_code == 404 and "no call CA888" in unknown.text
+
+
+async def test_a_writer_that_never_started_is_not_waited_for(store: CallStore) -> None:
+    # Nothing would write its records: the API says the call is not there rather than fail.
+    writer = RecordWriter(store)
+    writer.call_started(CALL, flow="Booking", caller=None)
+    app = create_app(Settings.model_validate({"recordings_dir": None}), store=store, writer=writer)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+        assert (await http.get(f"/api/calls/{CALL}")).status_code == 404
+    await writer.aclose()

@@ -139,6 +139,11 @@ class RecordWriter:
         return self._spool.depth if self._spool is not None else 0
 
     @property
+    def started(self) -> bool:
+        """The writer task has been started (records queued now will be written)."""
+        return self._task is not None
+
+    @property
     def database_down(self) -> bool:
         """The last write (or replay) failed and the database has not answered since (for /readyz)."""
         return self._down

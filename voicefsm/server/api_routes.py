@@ -39,7 +39,7 @@ async def _find_call(state: ServerState, call_sid: str) -> CallRecord | None:
         return None
     writer = state.writer
     # Asked before the read: a batch that lands while the read runs is not in what the read saw.
-    queued = writer is not None and bool(writer.pending or writer.spool_depth)
+    queued = writer is not None and writer.started and bool(writer.pending or writer.spool_depth)
     record = await state.store.get_call(call_sid)
     if record is None and writer is not None and queued:
         with contextlib.suppress(TimeoutError):
