@@ -433,16 +433,25 @@ async def test_the_writer_queues_without_awaiting_and_flush_waits_for_the_writes
 async def test_a_batch_gathers_but_a_calls_end_is_written_without_waiting(store: CallStore) -> None:
     # Records linger so that calls starting together share a transaction; a call's end does not
     # (its page, the API and a resuming worker look for it next). The linger here is a minute.
+    ended_written = asyncio.Event()  # flush() would hurry the batch itself: watch the store instead
+    write_batch = store.write_batch
+
+    async def watched(records: Sequence[BatchRecord]) -> list[Any]:
+        written = await write_batch(records)
+        if any(kind == "call_ended" for kind, _, _ in records):
+            ended_written.set()
+        return written
+
+    store.write_batch = watched  # type: ignore[method-assign]
     async with RecordWriter(store, linger_s=60.0) as writer:
         writer.call_started(CALL, flow="booking", caller=CALLER, started_at=at(1))
         writer.state(CALL, "greeting")
         await asyncio.sleep(0)  # the writer task takes the batch and starts its pause
         assert writer.pending == 2 and await store.get_call(CALL) is None
         writer.call_ended(CALL, outcome="completed", ended_at=at(9))
-        async with asyncio.timeout(5):
-            # The database offers nothing to await (and flush() would hurry the batch itself).
-            while (record := await store.get_call(CALL)) is None or record.outcome is None:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(ended_written.wait(), 5)
+        record = await store.get_call(CALL)
+        assert record is not None
         assert (record.outcome, record.current_state, writer.pending) == ("completed", "greeting", 0)
 
 

@@ -230,8 +230,10 @@ class FlowService:
             )
             if tap is not None and restore is None:  # a resumed call's record keeps its first recording
                 self.writer.set_recording(sid, str(recording))
-            if restore is not None:  # this worker runs the call now: its record says so before the lost
-                self.writer.write_soon()  # stream's worker can write a late end over the reopened record
+            if restore is not None:
+                # This worker runs the call now: its record must say so before the lost stream's
+                # worker can write a late end over the reopened record.
+                self.writer.write_soon()
         call = Call(
             call_sid=sid,
             caller=started.caller,
