@@ -83,6 +83,17 @@ async def test_flows_run_on_the_async_engine_even_without_async_code() -> None:
     assert [step.target for step in flow.steps] == ["ask", "done"]
 
 
+async def test_each_chart_starts_where_it_was_told_after_others_of_its_class() -> None:
+    """The activation's transitions are built once per class and start state, never mixed up."""
+    first, elsewhere, second = Confirm(), Confirm(start_value="ask"), Confirm()
+    for flow in (first, elsewhere, second):
+        await flow.activate_initial_state()
+    assert [flow.current.id for flow in (first, elsewhere, second)] == ["greet", "ask", "greet"]
+    await first.send("spoken")
+    assert (first.current.id, second.current.id) == ("ask", "greet")  # one chart's step is its own
+    assert [step.target for step in first.steps] == ["ask"] and second.steps == []
+
+
 async def test_the_yes_and_no_guards_read_the_filled_value() -> None:
     flow = Confirm(start_value="ask")
     await flow.activate_initial_state()

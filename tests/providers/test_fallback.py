@@ -89,6 +89,68 @@ async def test_a_request_that_hangs_meets_its_deadline_and_the_fallback_speaks()
     assert primary.closed
 
 
+class StallingTextToSpeech:
+    """A provider that sends ``chunks`` chunks at once, then goes quiet until ``resume`` is set."""
+
+    name = "stalling"
+
+    def __init__(self, chunks: int) -> None:
+        self.on_error: TextCallback | None = None
+        self.chunks = chunks
+        self.resume = asyncio.Event()
+        self.requests = 0
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        self.requests += 1
+        for _ in range(self.chunks):
+            yield b"\xff" * 160
+        await self.resume.wait()
+        yield b"\xff" * 160
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_provider_that_stalls_between_chunks_meets_the_deadline() -> None:
+    primary = StallingTextToSpeech(chunks=3)
+    tts = ResilientTextToSpeech(primary, ScriptedTextToSpeech, deadline_s=0.1, fallback_name="scripted")
+    async with asyncio.timeout(10):
+        audio = await collect(tts)
+    # Three chunks, then silence: each attempt is cut at the gap, the fallback speaks from the start.
+    assert len(audio) == 2 * 3 * 160 + ScriptedTextToSpeech().audio_bytes_for(PROMPT)
+    assert primary.requests == 2
+    assert tts.events == [("retry", "no audio within 0.1 s"), ("fallback", "no audio within 0.1 s")]
+
+
+async def test_time_the_listener_spends_between_chunks_is_not_the_providers() -> None:
+    """Playback paces the consumer (Call._pace sleeps between chunks): only the provider's waits count."""
+    tts = ResilientTextToSpeech(ScriptedTextToSpeech(chunk_frames=1), None, deadline_s=0.05)
+    chunks = 0
+    async with asyncio.timeout(10):
+        async for _ in tts.synthesize("one two three"):
+            chunks += 1
+            if chunks <= 3:
+                await asyncio.sleep(0.12)  # the consumer is slow, past the provider's deadline
+    assert chunks > 3 and tts.events == []
+
+
+async def test_cancelling_the_listener_is_a_cancellation_not_a_deadline() -> None:
+    primary = StallingTextToSpeech(chunks=1)
+    tts = ResilientTextToSpeech(primary, ScriptedTextToSpeech, deadline_s=5.0)
+    first = asyncio.Event()
+
+    async def listen() -> None:
+        async for _ in tts.synthesize(PROMPT):
+            first.set()
+
+    task = asyncio.create_task(listen())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tts.events == [] and primary.requests == 1
+
+
 async def test_no_audio_at_all_counts_as_a_failure() -> None:
     tts = ResilientTextToSpeech(SilentTextToSpeech(), ScriptedTextToSpeech, deadline_s=1.0)
     audio = await collect(tts)

@@ -163,14 +163,30 @@ async def test_barge_in_clear_drops_the_unplayed_prompt(tmp_path: Path) -> None:
     assert band_rms(audio.pcm16[2 * 1600 :], 1000) < 100
 
 
-async def test_an_unwritable_path_fails_start_and_stop_still_works(tmp_path: Path) -> None:
+async def test_an_unwritable_path_costs_the_recording_not_the_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "taken").write_text("a file, not a folder")
     mixer = AudioMixer(record_path=tmp_path / "taken" / "call.wav")
-    with pytest.raises(OSError, match="taken"):
-        await mixer.start()
+    await mixer.start()  # the file opens on the disk thread, so start() does not fail
     mixer.tap_caller(b"\x00" * FRAME_BYTES)
     await mixer.stop()
     assert mixer.record_dropped_bytes == 0
+    assert "could not open the recording" in caplog.text and "the call goes on unrecorded" in caplog.text
+
+
+async def test_the_file_opens_with_the_first_batch_of_writes_and_keeps_what_came_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "call.wav"
+    mixer = AudioMixer(record_path=path)
+    await mixer.start()
+    assert not path.exists()  # not opened in start(): with the next hand-off to the disk thread
+    for frame in tone_frames(300, 0.6):
+        mixer.tap_caller(frame)
+    await mixer.stop()
+    with path.open("rb") as f:
+        assert read_wav(f).duration_s == pytest.approx(0.6)
 
 
 # -- live monitor -------------------------------------------------------------------------
@@ -300,7 +316,7 @@ async def test_the_writes_of_many_recordings_share_one_hand_off(
         for mixer in mixers:
             mixer.tap_caller(frame)
     await until(lambda: all(size_of(tmp_path / f"call{index}.wav") >= 44 + 8000 for index in range(5)))
-    assert hand_offs == 1
+    assert hand_offs == 2  # the five files opened in one hand-off, their first batches written in one more
     for mixer in mixers:
         await mixer.stop()
     assert recorder._disk_writes is None  # nothing left to write: the module lets this loop go
@@ -316,6 +332,7 @@ async def test_a_failing_write_ends_only_its_own_recording(
     healthy = AudioMixer(record_path=tmp_path / "ok.wav")
     await broken.start()
     await healthy.start()
+    await until(lambda: broken._wav is not None and healthy._wav is not None)  # opened on the disk thread
     assert broken._wav is not None
 
     def disk_full(data: bytes) -> None:

@@ -75,6 +75,11 @@ class Step:
 
 #: Whether a flow class has eventless transitions (weakly keyed: a reloaded flow's old class can go).
 _EVENTLESS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+#: A flow class's activation transitions, by the ids of the states they enter (a resumed call
+#: starts elsewhere than a new one).
+_INITIAL: weakref.WeakKeyDictionary[type, dict[tuple[int, ...], list[Transition]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _VoiceEngine(AsyncEngine):
@@ -100,6 +105,19 @@ class _VoiceEngine(AsyncEngine):
                 transition.is_eventless for state in chart.states for transition in state.transitions
             )
         self._voice_eventless = eventless
+
+    def _initial_transitions(self, trigger_data: TriggerData) -> list[Transition]:
+        # The engine builds a source State and a Transition per state it activates, on every
+        # activation: a third of its cost (58 -> 39 us on the echo flow). They hold nothing of one
+        # call (their callbacks are cleared), so each flow class builds them once per set of
+        # initial states.
+        configuration = self.sm._get_initial_configuration()  # type: ignore[no-untyped-call]
+        built = _INITIAL.setdefault(type(self.sm), {})
+        key = tuple(id(state) for state in configuration)
+        transitions = built.get(key)
+        if transitions is None:
+            transitions = built[key] = super()._initial_transitions(trigger_data)  # type: ignore[no-untyped-call]
+        return transitions
 
     async def select_eventless_transitions(self, trigger_data: TriggerData) -> OrderedSet[Transition]:
         if not self._voice_eventless:

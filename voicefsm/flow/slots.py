@@ -15,6 +15,7 @@ import inspect
 import logging
 import re
 import string
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -180,18 +181,26 @@ def _computed_kind(value: object) -> str | None:
     return None
 
 
+#: computed_names per flow class: every prompt rendered asks, and working it out reads each method's
+#: signature (weakly keyed: a reloaded flow's old class can go).
+_COMPUTED_NAMES: weakref.WeakKeyDictionary[type, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
 def computed_names(flow_cls: type) -> tuple[str, ...]:
     """The computed values a flow's templates may name: its public properties and sync zero-argument methods.
 
     Methods named like python-statemachine callbacks (``on_enter_x``...) and methods run as steps
-    are left out: a prompt must not run them.
+    are left out: a prompt must not run them. Worked out once per class.
     """
-    steps = _step_methods(flow_cls)
-    return tuple(
-        name
-        for name, value in _own_members(flow_cls).items()
-        if not name.startswith(("_", *_CALLBACK_PREFIXES)) and name not in steps and _computed_kind(value)
-    )
+    names = _COMPUTED_NAMES.get(flow_cls)
+    if names is None:
+        steps = _step_methods(flow_cls)
+        names = _COMPUTED_NAMES[flow_cls] = tuple(
+            name
+            for name, value in _own_members(flow_cls).items()
+            if not name.startswith(("_", *_CALLBACK_PREFIXES)) and name not in steps and _computed_kind(value)
+        )
+    return names
 
 
 def computed_problem(flow_cls: type, name: str) -> tuple[str, str] | None:

@@ -114,16 +114,24 @@ class ResilientTextToSpeech:
     async def _within_deadlines(self, provider: TextToSpeech, text: str) -> AsyncGenerator[bytes, None]:
         """The provider's chunks, each awaited for at most ``deadline_s``; no audio at all is a failure."""
         produced = 0
-        async with contextlib.aclosing(provider.synthesize(text)) as chunks:
-            iterator = aiter(chunks)
-            while True:
-                try:
-                    async with asyncio.timeout(self.deadline_s):
+        gaps = _GapDeadline(self.deadline_s)
+        try:
+            async with contextlib.aclosing(provider.synthesize(text)) as chunks:
+                iterator = aiter(chunks)
+                while True:
+                    gaps.waiting()
+                    try:
                         chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                produced += len(chunk)
-                yield chunk
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        gaps.raise_if_expired()
+                        raise
+                    gaps.received()
+                    produced += len(chunk)
+                    yield chunk
+        finally:
+            gaps.stop()
         if produced == 0:
             raise ProviderError("tts", "the synthesizer produced no audio")
 
@@ -133,6 +141,66 @@ class ResilientTextToSpeech:
         finally:
             if self._fallback is not None:
                 await self._fallback.aclose()
+
+
+class _GapDeadline:
+    """A deadline on each wait for the next chunk, at the cost of two assignments per chunk.
+
+    ``asyncio.timeout`` per chunk made a timer, a heap entry and a context per chunk (a prompt is
+    dozens of chunks, each call several prompts). Here one timer per prompt looks at the wait under
+    way when it fires and re-arms for that wait's own deadline; only a wait that has lasted
+    ``deadline_s`` cancels the task, which :meth:`raise_if_expired` turns into a TimeoutError, as
+    ``asyncio.timeout`` does. The time the consumer spends between chunks never counts, and the
+    timer never fires into the consumer's code: it cancels only while a wait is under way, and the
+    wait is the task's next step even when its chunk arrived in the same loop iteration.
+    """
+
+    __slots__ = ("_cancelling", "_deadline_s", "_expired", "_loop", "_task", "_timer", "_waiting_since")
+
+    def __init__(self, deadline_s: float) -> None:
+        self._deadline_s = deadline_s
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._waiting_since: float | None = None
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def waiting(self) -> None:
+        """A wait for the next chunk starts now (in the task that consumes the stream now)."""
+        task = asyncio.current_task()
+        if task is not self._task:
+            assert task is not None, "a TTS stream is consumed by a task"
+            self._task, self._cancelling = task, task.cancelling()
+        now = self._loop.time()
+        self._waiting_since = now
+        if self._timer is None:
+            self._timer = self._loop.call_at(now + self._deadline_s, self._check)
+
+    def received(self) -> None:
+        self._waiting_since = None
+
+    def raise_if_expired(self) -> None:
+        """Called with the wait's CancelledError: raise TimeoutError if the deadline caused it."""
+        if self._expired and self._task is not None and self._task.uncancel() <= self._cancelling:
+            raise TimeoutError
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        since = self._waiting_since
+        now = self._loop.time()
+        if since is None:  # between chunks: whatever wait comes next has its whole deadline
+            self._timer = None
+        elif now - since >= self._deadline_s and self._task is not None:
+            self._timer = None
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(since + self._deadline_s, self._check)
 
 
 def _reason(exc: BaseException, deadline_s: float) -> str:

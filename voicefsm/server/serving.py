@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from voicefsm.observability.logs import logging_configured
+from voicefsm.server.streams_first import StreamsFirst
 
 #: Twilio frames are a few hundred bytes. A message over 64 KiB is dropped unparsed by the stream's
 #: parser (the call goes on); one over this cap closes the socket with 1009 ("message too big") in the
@@ -44,13 +45,16 @@ class RunningServer:
 def server_config(app: FastAPI, *, log_level: str = "warning", **options: object) -> uvicorn.Config:
     """uvicorn settings voicefsm relies on: a WebSocket size cap, quick pings off, and no proxy headers.
 
+    The app is served behind :class:`~voicefsm.server.streams_first.StreamsFirst`: media streams go
+    straight to their handler, not through FastAPI's middleware stack and router.
+
     uvicorn would otherwise take the client address from X-Forwarded-For whenever the peer is
     127.0.0.1; voicefsm decides that itself (``VOICEFSM_TRUSTED_PROXIES``, server/limits.py).
     """
     if logging_configured():  # ops: `serve` set up text/JSON lines; uvicorn's own config would bypass them
         options.setdefault("log_config", None)
     return uvicorn.Config(
-        app,
+        StreamsFirst(app),
         log_level=log_level,
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=None,
