@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicefsm.observability.tracing import HTTP_SPANS
 from voicefsm.server.serving import server_config
 from voicefsm.server.streams_first import StreamsFirst
 from voicefsm.settings import STREAM_PATH
@@ -110,6 +111,25 @@ async def test_every_other_request_goes_through_the_app() -> None:
     assert seen == ["websocket /other", "http /ping"]
     assert handled == [("other", app)]
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+
+
+async def test_a_traced_app_keeps_its_span_of_each_stream() -> None:
+    """With OpenTelemetry's middleware in the app, streams go through it (it makes their span)."""
+    seen: list[str] = []
+    handled: list[tuple[str, object]] = []
+    app = app_with_routes(seen, handled)
+    setattr(app.state, HTTP_SPANS, True)  # what observability.tracing.instrument_app sets
+
+    @app.websocket(STREAM_PATH)
+    async def routed(websocket: WebSocket) -> None:
+        handled.append(("routed", websocket.app))
+        await websocket.close()
+
+    async def stream(websocket: WebSocket) -> None:
+        handled.append(("stream", websocket.app))
+
+    await exchange(StreamsFirst(app, {STREAM_PATH: stream}), scope("websocket", STREAM_PATH))
+    assert handled == [("routed", app)] and seen == [f"websocket {STREAM_PATH}"]
 
 
 def test_uvicorn_serves_the_app_with_media_streams_first() -> None:

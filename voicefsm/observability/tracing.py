@@ -207,6 +207,10 @@ def _set_provider(provider: Any) -> None:
     _trace.set_tracer_provider(provider)
 
 
+#: Set on the state of an app :func:`instrument_app` instrumented (it makes a span of every request).
+HTTP_SPANS = "voicefsm_http_spans"
+
+
 def instrument_app(app: Any, tracing: Tracing) -> None:
     """Add OpenTelemetry's FastAPI instrumentation to ``app``: a span per HTTP request."""
     try:
@@ -220,3 +224,5 @@ def instrument_app(app: Any, tracing: Tracing) -> None:
         excluded_urls="healthz,readyz",
         exclude_spans=["receive", "send"],
     )
+    # Media streams then go through the app too, for their span (server/streams_first.py).
+    setattr(app.state, HTTP_SPANS, True)

@@ -14,8 +14,9 @@ for it:
 
 So the handler gets the same starlette ``WebSocket`` it got from FastAPI (``websocket.app`` is the
 FastAPI app, its state included), on the same port; every other request, and a WebSocket on any
-other path (the live call events), goes to the app as before. FastAPI's own OpenTelemetry span for
-the request is not made for a media stream: the call's spans are voicefsm's (observability/tracing.py).
+other path (the live call events), goes to the app as before. With OpenTelemetry on
+(``VOICEFSM_OTEL_ENDPOINT``) the app carries the instrumentation's middleware, which makes the
+span of each request, media streams included: then streams go through the app as well.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from voicefsm.observability.tracing import HTTP_SPANS
 from voicefsm.server.twilio_routes import media_stream
 from voicefsm.settings import STREAM_PATH
 
@@ -40,7 +42,7 @@ class StreamsFirst:
         self.routes = dict(routes if routes is not None else {STREAM_PATH: media_stream})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" and not getattr(self.app.state, HTTP_SPANS, False):
             handler = self.routes.get(_route_path(scope))
             if handler is not None:
                 scope["app"] = self.app  # what Starlette sets: the handler reads the app's state through it
