@@ -58,7 +58,7 @@ async def exchange(asgi: ASGIApp, scope: dict[str, Any]) -> list[Message]:
         sent.append(message)
 
     async with asyncio.timeout(5):
-        await asyncio.create_task(asgi(scope, receive, send))
+        await asgi(scope, receive, send)
     return sent
 
 

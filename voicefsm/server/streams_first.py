@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
+from starlette._utils import get_route_path
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -43,19 +44,12 @@ class StreamsFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and not getattr(self.app.state, HTTP_SPANS, False):
-            handler = self.routes.get(_route_path(scope))
+            handler = self.routes.get(get_route_path(scope))  # what the app's router matches
             if handler is not None:
                 scope["app"] = self.app  # what Starlette sets: the handler reads the app's state through it
                 await handler(WebSocket(scope, receive, send))
                 return
         await self.app(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the app's router would match: without the root path a proxy may have set."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 __all__ = ["StreamsFirst"]
